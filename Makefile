@@ -1,0 +1,44 @@
+# liteconv — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LITECONV := $(VENV)/bin/liteconv
+STAMP := $(VENV)/.installed
+EXTRAS ?= train,dev
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.DEFAULT_GOAL := help
+.PHONY: help install data test test-fast lint
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@touch $@
+
+install: $(STAMP)  ## create/refresh .venv with liteconv[train,dev] (pinned TF 2.21, tf-keras, tfmot)
+
+data:  ## install the real Fashion-MNIST (Debian's dataset-fashion-mnist) where apt can
+	@if ls $(FASHION_DIR)/train-images-idx3-ubyte.gz >/dev/null 2>&1; then \
+	  echo "Fashion-MNIST: $(FASHION_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null && \
+	  echo "Fashion-MNIST installed in $(FASHION_DIR)"; \
+	else \
+	  echo "note: Fashion-MNIST not in $(FASHION_DIR): run 'sudo apt-get install dataset-fashion-mnist'" \
+	       "(Debian/Ubuntu) or let liteconv download it through Keras when online"; \
+	fi
+
+test: install data  ## the whole test suite, `large` end-to-end cases included (what CI runs)
+	$(PY) -m pytest
+
+test-fast: install  ## unit tests only (skips the `large` end-to-end cases)
+	$(PY) -m pytest -m "not large"
+
+lint: install  ## ruff check + format check
+	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests

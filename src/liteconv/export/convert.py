@@ -1,0 +1,178 @@
+"""Keras → TFLite conversion: ``to_tflite(model, *, mode, ...) -> bytes``.
+
+Options are validated before any work; nothing here writes files (the run layer does,
+atomically). A conversion that needs Select-TF (Flex) ops fails; in the integer modes a
+float op left in the graph is an error, in the others it is reported.
+
+Example:
+    >>> blob = to_tflite(model, mode="int8", representative_data=x_train[:200])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from liteconv.compat import tf
+
+MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+IO_TYPES = ("float32", "int8", "uint8", "int16")
+
+# Ops that legitimately carry float tensors at the edges of an integer graph.
+_BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+
+
+class ConversionError(ValueError):
+    """The model cannot be converted as asked (unsupported op, float fallback, bad option)."""
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """One operator of a converted model."""
+
+    name: str
+    input_types: tuple[str, ...]
+    output_types: tuple[str, ...]
+
+
+def _validate(mode: str, io_type: str, representative_data, is_qat: bool) -> None:
+    if mode not in MODES:
+        raise ConversionError(f"Unknown mode={mode!r}; choose one of {', '.join(MODES)}")
+    if io_type not in IO_TYPES:
+        raise ConversionError(f"Unknown io_type={io_type!r}; choose one of {', '.join(IO_TYPES)}")
+    if mode == "int8" and representative_data is None and not is_qat:
+        raise ConversionError(
+            "mode='int8' needs representative_data (a few hundred training inputs) unless "
+            "the model was trained with quantization-aware training"
+        )
+    if mode == "int16x8" and representative_data is None:
+        raise ConversionError("mode='int16x8' needs representative_data")
+    if io_type != "float32":
+        allowed = {"int8": ("int8", "uint8"), "int16x8": ("int16",)}.get(mode, ())
+        if io_type not in allowed:
+            raise ConversionError(
+                f"io_type={io_type!r} is not possible with mode={mode!r}; integer inputs and "
+                "outputs need mode='int8' (int8/uint8) or mode='int16x8' (int16)"
+            )
+
+
+def is_qat_model(model) -> bool:
+    """True if ``model`` carries tfmot quantization wrappers (quantization-aware trained)."""
+    return any(
+        type(layer).__name__ == "QuantizeWrapperV2" or type(layer).__name__ == "QuantizeWrapper"
+        for layer in model.layers
+    )
+
+
+def _representative(data, count: int):
+    arr = np.asarray(data, dtype=np.float32)[:count]
+    if arr.shape[0] == 0:
+        raise ConversionError("representative_data is empty")
+
+    def gen():
+        for i in range(arr.shape[0]):
+            yield [arr[i : i + 1]]
+
+    return gen
+
+
+def to_tflite(
+    model,
+    *,
+    mode: str = "fp32",
+    representative_data: Iterable | np.ndarray | None = None,
+    num_calibration: int = 300,
+    io_type: str = "float32",
+) -> bytes:
+    """Convert a Keras model to a TFLite flatbuffer.
+
+    Args:
+        model: a built Keras model (float, or quantization-aware trained for int8).
+        mode: ``fp32``, ``fp16`` (float16 weights), ``dynamic`` (int8 weights, float
+            activations), ``int8`` (full integer), ``int16x8`` (int16 activations, int8
+            weights).
+        representative_data: model inputs (N, H, W, C) for calibrating activation ranges;
+            required by ``int8`` (unless QAT) and ``int16x8``.
+        num_calibration: how many of those samples to use.
+        io_type: dtype of the model's input and output tensors (``float32``; ``int8`` or
+            ``uint8`` for ``int8``; ``int16`` for ``int16x8``).
+
+    Returns:
+        The ``.tflite`` bytes, builtin ops only.
+
+    Raises:
+        ConversionError: bad options, an op that needs Select-TF, or (integer modes) an op
+            left in float.
+    """
+    qat = is_qat_model(model)
+    _validate(mode, io_type, representative_data, qat)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if representative_data is not None:
+            converter.representative_dataset = _representative(representative_data, num_calibration)
+        if not qat:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif mode == "int16x8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(representative_data, num_calibration)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    if io_type != "float32":
+        dtype = getattr(tf, io_type)
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    try:
+        blob = converter.convert()
+    except Exception as err:  # the converter raises several unrelated types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConversionError(f"TFLite conversion ({mode}) failed: {first}") from err
+    if mode in ("int8", "int16x8"):
+        floats = float_ops(blob)
+        if floats:
+            raise ConversionError(
+                f"mode={mode!r}: these ops stayed in float: {', '.join(sorted(set(floats)))}; "
+                "they have no integer kernel in TFLite, replace them or use mode='dynamic'"
+            )
+    return bytes(blob)
+
+
+def list_ops(blob: bytes) -> list[OpInfo]:
+    """The operators of a ``.tflite`` model with their tensor dtypes."""
+    from liteconv.export.runtime import load_interpreter
+
+    interp = load_interpreter(model_content=blob)
+    tensors = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    ops = []
+    for op in interp._get_ops_details():  # no public API lists ops with their tensors
+        ops.append(
+            OpInfo(
+                op["op_name"],
+                tuple(tensors.get(i, "?") for i in op["inputs"] if i >= 0),
+                tuple(tensors.get(i, "?") for i in op["outputs"] if i >= 0),
+            )
+        )
+    return ops
+
+
+def float_ops(blob: bytes) -> list[str]:
+    """Names of ops computing in float32 other than the QUANTIZE/DEQUANTIZE at the edges."""
+    return [
+        op.name
+        for op in list_ops(blob)
+        if op.name not in _BOUNDARY_OPS and "float32" in op.output_types
+    ]
+
+
+def custom_ops(blob: bytes) -> list[str]:
+    """Names of non-builtin (Flex / custom) ops; empty for a builtin-only model."""
+    return [op.name for op in list_ops(blob) if op.name.startswith("Flex") or op.name == "CUSTOM"]

@@ -1,0 +1,28 @@
+"""Pure Keras building blocks: flattened and depthwise-separable convolutions, the model
+registry and analytic cost accounting. No file I/O, no tf.data, no tfmot."""
+
+from liteconv.keras_layers.cost import LayerCost, ModelCost, model_cost
+from liteconv.keras_layers.flattened import flattened_conv
+from liteconv.keras_layers.models import (
+    CNN_STAGES,
+    Stage,
+    create_model,
+    list_models,
+    model_kwargs,
+    register_model,
+)
+from liteconv.keras_layers.separable import separable_conv
+
+__all__ = [
+    "CNN_STAGES",
+    "LayerCost",
+    "ModelCost",
+    "Stage",
+    "create_model",
+    "flattened_conv",
+    "list_models",
+    "model_cost",
+    "model_kwargs",
+    "register_model",
+    "separable_conv",
+]

@@ -1,0 +1,125 @@
+"""Analytic cost accounting: per-layer multiply-accumulates (MACs) and parameters.
+
+Formulas (N×N output map, K×K kernel, W input and M output channels, as in the MobileNet
+paper): standard conv ``N²K²WM``, depthwise ``N²K²W`` (× depth multiplier), pointwise
+``N²WM``, separable = depthwise + pointwise, dense ``in × out``. Non-square maps and
+kernels use ``H·W`` and ``k_h·k_w``. Normalisation, activation, pooling and reshaping
+layers count their parameters but no MACs (the papers' convention).
+
+Example:
+    >>> cost = model_cost(create_model("mobilenet_v1", input_shape=(224, 224, 3), num_classes=1000))
+    >>> round(cost.total_macs / 1e6)
+    569
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from liteconv.compat import keras
+from liteconv.tables import format_table
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Cost of one layer."""
+
+    name: str
+    kind: str
+    output_shape: tuple
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Per-layer and total cost of a model."""
+
+    name: str
+    layers: list[LayerCost] = field(default_factory=list)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    def table(self, *, markdown: bool = False) -> str:
+        """The per-layer table: layer, type, output shape, params, MACs, share of MACs."""
+        total = self.total_macs or 1
+        rows = [
+            [
+                c.name,
+                c.kind,
+                "x".join(str(d) for d in c.output_shape[1:]),
+                c.params,
+                c.macs,
+                f"{100 * c.macs / total:.1f}%",
+            ]
+            for c in self.layers
+        ]
+        rows.append(["total", "", "", self.total_params, self.total_macs, "100.0%"])
+        return format_table(
+            ["layer", "type", "output", "params", "MACs", "share"], rows, markdown=markdown
+        )
+
+    def as_dict(self) -> dict:
+        return {"model": self.name, "params": self.total_params, "macs": self.total_macs}
+
+
+def _shape(shape) -> tuple:
+    if isinstance(shape, list):  # several inputs/outputs: count the first
+        shape = shape[0]
+    return tuple(shape)
+
+
+def layer_macs(layer) -> int:
+    """MACs of one (unwrapped, built) Keras layer for one example."""
+    layers = keras.layers
+    out = _shape(layer.output_shape)
+    inp = _shape(layer.input_shape)
+    if isinstance(layer, (layers.DepthwiseConv2D, layers.SeparableConv2D)):
+        spatial = math.prod(out[1:-1])
+        c_in = inp[-1]
+        dw = spatial * math.prod(layer.kernel_size) * c_in * layer.depth_multiplier
+        if isinstance(layer, layers.SeparableConv2D):
+            return dw + spatial * c_in * layer.depth_multiplier * layer.filters
+        return dw
+    if isinstance(layer, layers.Conv2D):
+        groups = getattr(layer, "groups", 1)
+        return math.prod(out[1:-1]) * math.prod(layer.kernel_size) * (inp[-1] // groups) * out[-1]
+    if isinstance(layer, layers.Dense):
+        return math.prod(inp[1:-1]) * inp[-1] * layer.units
+    return 0
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)  # tfmot QuantizeWrapper / PruneLowMagnitude
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        elif isinstance(inner, keras.layers.Layer):
+            yield layer, inner
+        else:
+            yield layer, layer
+
+
+def model_cost(model) -> ModelCost:
+    """Return the per-layer and total MACs and parameters of a built Keras model."""
+    costs = []
+    for outer, layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        costs.append(
+            LayerCost(
+                name=outer.name,
+                kind=type(layer).__name__,
+                output_shape=_shape(outer.output_shape),
+                params=int(layer.count_params()),
+                macs=int(layer_macs(layer)),
+            )
+        )
+    return ModelCost(model.name, costs)

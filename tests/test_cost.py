@@ -1,0 +1,72 @@
+"""Analytic MACs and parameters against hand-computed cases and the papers' figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from liteconv.compat import keras
+from liteconv.keras_layers import create_model, flattened_conv, model_cost, separable_conv
+
+
+def _macs(model):
+    return {c.name: c.macs for c in model_cost(model).layers}
+
+
+def test_hand_computed_layers():
+    inputs = keras.Input((10, 10, 3))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="std")(inputs)  # 10·10·9·3·8
+    b = keras.layers.Conv2D(8, 3, strides=2, name="std_s2")(a)  # out 4×4: 16·9·8·8
+    c = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(
+        b
+    )  # 16·9·8·2
+    d = keras.layers.Conv2D(5, 1, name="pw")(c)  # 16·16·5
+    e = keras.layers.SeparableConv2D(6, (3, 1), padding="same", name="sep")(d)  # 16·3·5 + 16·5·6
+    f = keras.layers.BatchNormalization(name="bn")(e)
+    g = keras.layers.Flatten(name="flat")(f)
+    h = keras.layers.Dense(7, name="fc")(g)  # 96·7
+    model = keras.Model(inputs, h)
+    macs = _macs(model)
+    assert macs["std"] == 10 * 10 * 9 * 3 * 8
+    assert macs["std_s2"] == 4 * 4 * 9 * 8 * 8
+    assert macs["dw"] == 4 * 4 * 9 * 8 * 2
+    assert macs["pw"] == 4 * 4 * 16 * 5
+    assert macs["sep"] == 4 * 4 * 3 * 5 + 4 * 4 * 5 * 6
+    assert macs["bn"] == 0 and macs["flat"] == 0
+    assert macs["fc"] == 96 * 7
+    cost = model_cost(model)
+    assert cost.total_params == model.count_params()
+    assert cost.total_macs == sum(macs.values())
+
+
+def test_flattened_and_separable_costs_follow_their_formulas():
+    n, c, m, k = 12, 16, 32, 3
+    inputs = keras.Input((n, n, c))
+    flat = keras.Model(inputs, flattened_conv(inputs, m, k, stages=2, name="f"))
+    lvh = n * n * (c * m + 2 * k * m) + n * n * (m * m + 2 * k * m)
+    assert model_cost(flat).total_macs == lvh
+    sep = keras.Model(inputs, separable_conv(inputs, m, k, name="s"))
+    assert model_cost(sep).total_macs == n * n * k * k * c + n * n * c * m
+    full = n * n * k * k * c * m
+    # The separable ratio the MobileNet paper gives: 1/M + 1/K².
+    assert model_cost(sep).total_macs / full == pytest.approx(1 / m + 1 / k**2)
+
+
+@pytest.mark.parametrize(
+    ("alpha", "size", "macs_m", "params_m"),
+    [(1.0, 224, 569, 4.2), (0.5, 160, 76, 1.32), (0.25, 128, 14, 0.47)],
+)
+def test_mobilenet_v1_matches_paper_tables(alpha, size, macs_m, params_m):
+    # Howard et al. 2017, Tables 1/6/7: mult-adds and parameters (1000 classes).
+    model = create_model("mobilenet_v1", input_shape=(size, size, 3), num_classes=1000, alpha=alpha)
+    cost = model_cost(model)
+    assert cost.total_macs / 1e6 == pytest.approx(macs_m, rel=0.035 if macs_m < 20 else 0.01)
+    assert cost.total_params / 1e6 == pytest.approx(params_m, rel=0.05)
+    assert cost.total_params == model.count_params()
+
+
+def test_table_has_shares_and_total():
+    model = create_model("separable_cnn", input_shape=(28, 28, 1), num_classes=10)
+    table = model_cost(model).table()
+    assert table.splitlines()[0].split() == ["layer", "type", "output", "params", "MACs", "share"]
+    assert table.splitlines()[-1].startswith("total")
+    assert "100.0%" in table.splitlines()[-1]
