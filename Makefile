@@ -9,7 +9,11 @@ EXTRAS ?= train,dev
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test test-fast lint
+CONFIG ?= configs/experiments/fashion_mnist_flattened.yaml
+RUN ?=
+ARGS ?=
+
+.PHONY: help install data test test-fast lint train train-gpu evaluate bench-train
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,3 +46,15 @@ test-fast: install  ## unit tests only (skips the `large` end-to-end cases)
 lint: install  ## ruff check + format check
 	$(PY) -m ruff check src tests
 	$(PY) -m ruff format --check src tests
+
+train: install data  ## train CONFIG (default: flattened_cnn on Fashion-MNIST); ARGS="--set train.epochs=1"
+	$(LITECONV) train -c $(CONFIG) $(ARGS)
+
+train-gpu:  ## the same on a CUDA machine: installs liteconv[gpu] (tensorflow[and-cuda]) first
+	$(MAKE) train EXTRAS=gpu,dev VENV=.venv-gpu
+
+evaluate: install  ## test accuracy and per-class accuracy of RUN (default: the newest run)
+	$(LITECONV) evaluate $(RUN)
+
+bench-train: install  ## training throughput of the three CNNs, side by side -> docs/results/bench_train.{json,md}
+	$(LITECONV) bench-train --out docs/results/bench_train $(ARGS)

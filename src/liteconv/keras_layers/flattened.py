@@ -59,6 +59,12 @@ def flattened_conv(
     name = _args.layer_name(name, "flattened_conv")
 
     for stage in range(1, stages + 1):
+        # Keras' glorot default sees a (k,1,C,1) depthwise kernel as fan_in k·C, giving
+        # each 1-D step a gain of ~3/C: over two LVH stages the signal shrinks ~1e5×,
+        # below BatchNorm's epsilon, and the network does not train. A k-tap filter with
+        # weight variance 1/k preserves the variance of its input instead.
+        vertical_init = keras.initializers.RandomUniform(-((3 / k_h) ** 0.5), (3 / k_h) ** 0.5)
+        horizontal_init = keras.initializers.RandomUniform(-((3 / k_w) ** 0.5), (3 / k_w) ** 0.5)
         prefix = f"{name}_s{stage}"
         stride_h, stride_w = (s_h, s_w) if stage == 1 else (1, 1)
         x = keras.layers.Conv2D(filters, 1, use_bias=use_bias, name=f"{prefix}_lateral")(x)
@@ -67,6 +73,7 @@ def flattened_conv(
             strides=(stride_h, 1),
             padding=padding,
             use_bias=use_bias,
+            depthwise_initializer=vertical_init,
             name=f"{prefix}_vertical",
         )(x)
         x = keras.layers.DepthwiseConv2D(
@@ -74,6 +81,7 @@ def flattened_conv(
             strides=(1, stride_w),
             padding=padding,
             use_bias=use_bias,
+            depthwise_initializer=horizontal_init,
             name=f"{prefix}_horizontal",
         )(x)
     return x

@@ -22,6 +22,7 @@ def separable_conv(
     activation="relu6",
     padding: str = "same",
     use_batch_norm: bool = True,
+    bn_momentum: float = BN_MOMENTUM,
     name: str | None = None,
 ):
     """Apply a depthwise-separable convolution block to the Keras tensor ``x``.
@@ -36,6 +37,7 @@ def separable_conv(
         padding: ``"same"`` or ``"valid"`` for the depthwise convolution.
         use_batch_norm: BN after each convolution (convolutions then carry no bias).
             With ``False`` the pointwise convolution has a bias, like ``SeparableConv2D``.
+        bn_momentum: momentum of the BN moving statistics.
         name: prefix of the inner layer names, ``{name}_{dw|dw_bn|dw_act|pw|pw_bn|pw_act}``.
 
     Returns:
@@ -65,12 +67,12 @@ def separable_conv(
         name=f"{name}_dw",
     )(x)
     if use_batch_norm:
-        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dw_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_dw_bn")(x)
     if dw_act is not None:
         x = dw_act(x)
     x = keras.layers.Conv2D(filters, 1, use_bias=not use_batch_norm, name=f"{name}_pw")(x)
     if use_batch_norm:
-        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_pw_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_pw_bn")(x)
     if pw_act is not None:
         x = pw_act(x)
     return x

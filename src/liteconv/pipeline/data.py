@@ -1,0 +1,356 @@
+"""Datasets as ``tf.data`` pipelines with a fixed train/validation/test split.
+
+Sources: ``fashion_mnist`` (Debian's dataset-fashion-mnist IDX files, then the Keras
+cache, then a Keras download), ``digits`` (scikit-learn, always offline), ``image_folder``
+(one sub-folder per class), ``tfds`` (any TensorFlow Datasets name) and ``synthetic``
+(random pixels, for speed work). Preprocessing (scale to [0, 1], channels, resize to the
+model input) happens inside the pipeline, so the model and its TFLite export take float
+images in [0, 1] of ``input_shape``.
+
+Example:
+    >>> splits = load_dataset(cfg.data, batch_size=128, seed=42)
+    >>> model.fit(splits.train, validation_data=splits.val)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from liteconv.compat import keras, tf
+from liteconv.config import AugmentConfig, DataConfig
+from liteconv.errors import LiteconvError
+from liteconv.pipeline.idx import read_idx
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+FASHION_MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass
+class Source:
+    """Raw, unprocessed data: uint8 NHWC arrays, or file paths for an image folder."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+    location: str
+    native_shape: tuple[int, int, int]
+    from_files: bool = False
+
+
+@dataclass
+class DataSplits:
+    """The three batched pipelines plus what travels with a run."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    test: tf.data.Dataset
+    class_names: list[str]
+    input_shape: tuple[int, int, int]
+    sizes: dict[str, int]
+    fingerprint: str
+    source: str
+    _raw: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False, default_factory=dict)
+    _load: Callable | None = field(repr=False, default=None)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def arrays(
+        self, split: str = "test", limit: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed model inputs (float32) and labels of ``split``, in split order."""
+        x, y = self._raw[split]
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        ds = tf.data.Dataset.from_tensor_slices(x).map(self._load, num_parallel_calls=AUTOTUNE)
+        images = (
+            np.concatenate([b.numpy() for b in ds.batch(1024)])
+            if len(x)
+            else np.zeros((0, *self.input_shape), np.float32)
+        )
+        return images.astype(np.float32), np.asarray(y, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------ sources
+
+
+def _fashion_dirs(path: str | None) -> list[Path]:
+    dirs = [Path(path)] if path else []
+    if os.environ.get("LITECONV_FASHION_MNIST"):
+        dirs.append(Path(os.environ["LITECONV_FASHION_MNIST"]))
+    dirs += [DEBIAN_FASHION_MNIST, Path.home() / ".keras" / "datasets" / "fashion-mnist"]
+    return dirs
+
+
+def load_fashion_mnist(path: str | None = None) -> Source:
+    """The real 70k Fashion-MNIST images from IDX files, or a Keras download."""
+    for folder in _fashion_dirs(path):
+        files = {k: folder / v for k, v in FASHION_MNIST_FILES.items()}
+        if all(f.exists() for f in files.values()):
+            arrays = {k: read_idx(f) for k, f in files.items()}
+            return Source(
+                "fashion_mnist",
+                arrays["x_train"][..., None],
+                arrays["y_train"].astype(np.int64),
+                arrays["x_test"][..., None],
+                arrays["y_test"].astype(np.int64),
+                list(FASHION_MNIST_CLASSES),
+                str(folder),
+                (28, 28, 1),
+            )
+        if path and folder == Path(path):
+            missing = [f.name for f in files.values() if not f.exists()]
+            raise LiteconvError(f"data.path {path}: missing Fashion-MNIST file(s) {missing}")
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    except Exception as err:  # no network: urllib, HTTP and SSL errors alike
+        raise LiteconvError(
+            "Fashion-MNIST not found in "
+            f"{', '.join(str(d) for d in _fashion_dirs(path))} and the Keras download failed "
+            f"({type(err).__name__}); install it with 'sudo apt-get install dataset-fashion-mnist' "
+            "or set data.path to a folder holding the four *-ubyte.gz files"
+        ) from None
+    return Source(
+        "fashion_mnist", x_train[..., None], y_train.astype(np.int64), x_test[..., None],
+        y_test.astype(np.int64), list(FASHION_MNIST_CLASSES), "keras download", (28, 28, 1),
+    )  # fmt: skip
+
+
+def _split_off(x, y, fraction: float, seed: int):
+    """Deterministically split ``fraction`` of (x, y) off: returns (kept, split_off)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_off = int(round(len(x) * fraction))
+    keep, off = np.sort(order[n_off:]), np.sort(order[:n_off])
+    return (x[keep], y[keep]), (x[off], y[off])
+
+
+def load_digits(test_split: float, seed: int) -> Source:
+    """scikit-learn's 8×8 digits, scaled from 0..16 to uint8 0..255."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    (x_train, y_train), (x_test, y_test) = _split_off(
+        images, bunch.target.astype(np.int64), test_split, seed
+    )
+    return Source(
+        "digits", x_train, y_train, x_test, y_test, [str(c) for c in bunch.target_names],
+        "sklearn.datasets.load_digits", (8, 8, 1),
+    )  # fmt: skip
+
+
+def load_synthetic(cfg: DataConfig) -> Source:
+    """Random uint8 images and labels of ``synthetic_shape`` (shapes only, for speed work)."""
+    rng = np.random.default_rng(cfg.split_seed)
+    shape = tuple(cfg.synthetic_shape)
+    n = cfg.synthetic_samples
+    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    y = rng.integers(0, cfg.synthetic_classes, size=n).astype(np.int64)
+    n_test = max(1, n // 5)
+    return Source(
+        "synthetic", x[n_test:], y[n_test:], x[:n_test], y[:n_test],
+        [f"class_{i}" for i in range(cfg.synthetic_classes)], "random", shape,
+    )  # fmt: skip
+
+
+def load_image_folder(cfg: DataConfig) -> Source:
+    """Image files in ``path/<class name>/``; the split is drawn per file, seeded."""
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise LiteconvError(f"data.path {root}: not a folder; expected one sub-folder per class")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).rglob("*")):
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(str(f))
+                labels.append(label)
+    if len(classes) < 2 or not files:
+        raise LiteconvError(
+            f"data.path {root}: found {len(classes)} class folder(s) and {len(files)} image(s); "
+            f"need at least 2 class folders holding {', '.join(sorted(IMAGE_EXTENSIONS))} files"
+        )
+    (x_train, y_train), (x_test, y_test) = _split_off(
+        np.array(files), np.array(labels, np.int64), cfg.test_split, cfg.split_seed
+    )
+    channels = cfg.channels or 3
+    size = cfg.image_size or [224, 224]
+    return Source(
+        "image_folder", x_train, y_train, x_test, y_test, classes, str(root),
+        (size[0], size[1], channels), from_files=True,
+    )  # fmt: skip
+
+
+def load_tfds(cfg: DataConfig) -> Source:
+    """Any TFDS image-classification dataset that is installed and reachable."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise LiteconvError(
+            "data.name tfds needs tensorflow-datasets: pip install tensorflow-datasets"
+        ) from None
+    try:
+        builder = tfds.builder(cfg.tfds_name, data_dir=cfg.path)
+        builder.download_and_prepare()
+        splits = builder.info.splits
+        train = tfds.as_numpy(builder.as_dataset("train", as_supervised=True, batch_size=-1))
+        test = (
+            tfds.as_numpy(builder.as_dataset("test", as_supervised=True, batch_size=-1))
+            if "test" in splits
+            else None
+        )
+        names = builder.info.features["label"].names
+    except Exception as err:
+        raise LiteconvError(
+            f"tfds {cfg.tfds_name!r}: cannot load ({str(err).splitlines()[0]})"
+        ) from None
+    x, y = train
+    if test is None:
+        (x, y), test = _split_off(x, y, cfg.test_split, cfg.split_seed)
+    return Source(
+        "tfds", x, y.astype(np.int64), test[0], test[1].astype(np.int64), list(names),
+        f"tfds:{cfg.tfds_name}", tuple(x.shape[1:]),
+    )  # fmt: skip
+
+
+def load_source(cfg: DataConfig) -> Source:
+    """Load the raw data the config names."""
+    if cfg.name == "fashion_mnist":
+        return load_fashion_mnist(cfg.path)
+    if cfg.name == "digits":
+        return load_digits(cfg.test_split, cfg.split_seed)
+    if cfg.name == "synthetic":
+        return load_synthetic(cfg)
+    if cfg.name == "image_folder":
+        return load_image_folder(cfg)
+    return load_tfds(cfg)
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def fingerprint(source: Source) -> str:
+    """A short SHA-256 of the data (file names and sizes for image folders)."""
+    digest = hashlib.sha256(source.name.encode())
+    for arr in (source.x_train, source.y_train, source.x_test, source.y_test):
+        if source.from_files and arr.dtype.kind in "US":
+            for f in arr:
+                digest.update(f"{f}:{os.path.getsize(f)}".encode())
+        else:
+            digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _loader(source: Source, cfg: DataConfig) -> tuple[Callable, tuple[int, int, int]]:
+    h, w, c = source.native_shape
+    if cfg.image_size:
+        h, w = cfg.image_size
+    channels = cfg.channels or c
+
+    def load(x):
+        if source.from_files:
+            x = tf.io.decode_image(tf.io.read_file(x), channels=channels, expand_animations=False)
+        image = tf.cast(x, tf.float32) / 255.0
+        if image.shape[-1] == 1 and channels == 3:
+            image = tf.image.grayscale_to_rgb(image)
+        elif image.shape[-1] == 3 and channels == 1:
+            image = tf.image.rgb_to_grayscale(image)
+        if source.from_files or (h, w) != tuple(source.native_shape[:2]):
+            image = tf.image.resize(image, (h, w), antialias=True)
+        return tf.ensure_shape(image, (h, w, channels))
+
+    return load, (h, w, channels)
+
+
+def _augment(aug: AugmentConfig, shape: tuple[int, int, int], seed: int):
+    h, w, c = shape
+
+    def apply(image, label):
+        if aug.flip:
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        if aug.translate:
+            t = aug.translate
+            image = tf.pad(image, [[t, t], [t, t], [0, 0]])
+            image = tf.image.random_crop(image, (h, w, c), seed=seed + 1)
+        return image, label
+
+    return apply
+
+
+def load_dataset(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    seed: int,
+    augmentation: AugmentConfig | None = None,
+) -> DataSplits:
+    """Build the train/validation/test pipelines for ``cfg``.
+
+    Args:
+        cfg: the ``data:`` section.
+        batch_size: global batch size of every split.
+        seed: shuffling and augmentation seed (the split itself uses ``cfg.split_seed``).
+        augmentation: training-only augmentation; ``None`` for none.
+    """
+    source = load_source(cfg)
+    (x_train, y_train), (x_val, y_val) = _split_off(
+        source.x_train, source.y_train, cfg.validation_split, cfg.split_seed
+    )
+    if cfg.limit is not None:
+        x_train, y_train = x_train[: cfg.limit], y_train[: cfg.limit]
+    load, shape = _loader(source, cfg)
+
+    def pipeline(x, y, training: bool):
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        ds = ds.map(lambda a, b: (load(a), b), num_parallel_calls=AUTOTUNE)
+        if cfg.cache:
+            ds = ds.cache()
+        if training:
+            ds = ds.shuffle(
+                min(cfg.shuffle_buffer, len(x)), seed=seed, reshuffle_each_iteration=True
+            )
+            if augmentation and (augmentation.flip or augmentation.translate):
+                ds = ds.map(_augment(augmentation, shape, seed), num_parallel_calls=AUTOTUNE)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        return ds.batch(batch_size).prefetch(AUTOTUNE).with_options(options)
+
+    return DataSplits(
+        train=pipeline(x_train, y_train, True),
+        val=pipeline(x_val, y_val, False) if len(x_val) else None,
+        test=pipeline(source.x_test, source.y_test, False),
+        class_names=source.class_names,
+        input_shape=shape,
+        sizes={"train": len(x_train), "val": len(x_val), "test": len(source.x_test)},
+        fingerprint=fingerprint(source),
+        source=source.location,
+        _raw={
+            "train": (x_train, y_train),
+            "val": (x_val, y_val),
+            "test": (source.x_test, source.y_test),
+        },
+        _load=load,
+    )

@@ -1,0 +1,75 @@
+"""Evaluate a run's model on its test split: accuracy, loss and per-class accuracy.
+
+Computed in numpy from the model's predicted probabilities, independently of Keras'
+metrics, so the same function scores a TFLite model's outputs (``export.verify``).
+
+Example:
+    >>> result = evaluate_run("runs/fashion_mnist_flattened/20261122-101500")
+    >>> result["accuracy"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from liteconv.compat import keras
+from liteconv.config import config_from_dict
+from liteconv.errors import LiteconvError
+from liteconv.pipeline import run as runlib
+from liteconv.pipeline.data import DataSplits, load_dataset
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, mean cross-entropy and per-class accuracy of predicted probabilities."""
+    probs = np.asarray(probs, dtype=np.float64)
+    pred = probs.argmax(axis=1)
+    eps = 1e-7
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0))))
+    per_class = {}
+    for i, name in enumerate(class_names):
+        mask = labels == i
+        per_class[name] = float((pred[mask] == i).mean()) if mask.any() else float("nan")
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "loss": loss,
+        "samples": int(len(labels)),
+        "per_class_accuracy": per_class,
+    }
+
+
+def load_run_model(run: runlib.Run):
+    """The run's Keras model (no custom objects needed)."""
+    try:
+        return keras.models.load_model(run.file(runlib.MODEL), compile=False)
+    except Exception as err:  # corrupt zip, missing layer config, ...
+        raise LiteconvError(
+            f"{run.file(runlib.MODEL)}: cannot load the model ({str(err).splitlines()[0]})"
+        ) from None
+
+
+def run_data(run: runlib.Run, batch_size: int | None = None) -> DataSplits:
+    """The run's dataset, split exactly as in training (no augmentation)."""
+    path = run.file(runlib.CONFIG)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise LiteconvError(f"{path}: corrupt YAML ({err})") from None
+    cfg = config_from_dict(data, str(path))
+    return load_dataset(
+        cfg.data, batch_size=batch_size or cfg.train.batch_size, seed=cfg.train.seed
+    )
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """Test-split metrics of the run in ``run_dir``."""
+    run = runlib.Run.open(run_dir)
+    model = load_run_model(run)
+    splits = run_data(run)
+    x, y = splits.arrays("test")
+    probs = model.predict(x, batch_size=256, verbose=0)
+    result = classification_metrics(probs, y, splits.class_names)
+    result["run"] = str(run.path)
+    return result

@@ -1,0 +1,230 @@
+"""The run folder ``runs/<experiment>/<run name>/`` and everything written into it.
+
+Holds ``config.yaml`` (resolved), ``manifest.json`` (versions, seed, git commit, dataset
+fingerprint, devices, metrics, SHA-256 of artifacts), ``model.keras``, ``best.keras``,
+``history.csv``, ``tensorboard/`` and, while training, ``backup/`` for resuming. Every
+file is written atomically (temporary file in the same folder, then ``os.replace``), so a
+run that dies leaves the previous complete file or none, never half of one.
+
+Example:
+    >>> run = Run.create("runs", "fashion_mnist_flattened")
+    >>> run.write_json("metrics.json", {"accuracy": 0.9})
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+from liteconv.errors import LiteconvError
+
+CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
+MODEL = "model.keras"
+BEST = "best.keras"
+HISTORY = "history.csv"
+_UNHASHED_DIRS = {"backup", "tensorboard"}
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically."""
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    """Write ``obj`` as indented JSON atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def save_model_atomic(model, path: str | Path) -> Path:
+    """Save a Keras model (``.keras``) through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The git commit of the liteconv source tree, if it is a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the ML stack (those installed)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("liteconv", "tensorflow", "tensorflow-cpu", "tf-keras",
+                 "tensorflow-model-optimization", "ai-edge-litert", "numpy"):  # fmt: skip
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+class Run:
+    """A run folder and its manifest."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- creation and lookup
+    @classmethod
+    def create(cls, out: str | Path, experiment: str, name: str | None = None) -> Run:
+        """Make ``out/experiment/<name or timestamp>/`` (a new, empty folder)."""
+        name = name or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(out) / experiment / name
+        suffix = 1
+        while path.exists() and any(path.iterdir()):
+            suffix += 1
+            path = Path(out) / experiment / f"{name}-{suffix}"
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path, *, need_model: bool = True) -> Run:
+        """Open an existing run folder, checking it is one; one-line errors otherwise."""
+        path = Path(path)
+        if not path.is_dir():
+            raise LiteconvError(
+                f"{path}: no such run folder; runs live in runs/<experiment>/<time>/"
+            )
+        for name in (CONFIG, MANIFEST):
+            if not (path / name).is_file():
+                raise LiteconvError(f"{path}: not a liteconv run folder (no {name})")
+        run = cls(path)
+        run.manifest()  # parse check
+        if need_model and not (path / MODEL).is_file():
+            status = run.manifest().get("status", "unknown")
+            raise LiteconvError(
+                f"{path}: no {MODEL} (run status: {status}); finish it with "
+                f"'liteconv train --resume {path}'"
+            )
+        return run
+
+    @staticmethod
+    def newest(out: str | Path = "runs", *, complete: bool = True) -> Run:
+        """The most recently modified run under ``out`` (complete ones only by default)."""
+        candidates = [
+            p.parent
+            for p in Path(out).glob(f"*/*/{MANIFEST}")
+            if not complete or (p.parent / MODEL).is_file()
+        ]
+        if not candidates:
+            raise LiteconvError(f"no finished run under {out}/; train one first with 'make train'")
+        return Run(max(candidates, key=lambda p: (p / MANIFEST).stat().st_mtime))
+
+    @staticmethod
+    def find_resumable(out: str | Path, experiment: str, config_hash: str) -> Run | None:
+        """An interrupted run of the same experiment and config, if any (newest first)."""
+        folder = Path(out) / experiment
+        if not folder.is_dir():
+            return None
+        for path in sorted(folder.iterdir(), reverse=True):
+            try:
+                manifest = json.loads((path / MANIFEST).read_text())
+            except (OSError, ValueError):
+                continue
+            if manifest.get("status") == "running" and manifest.get("config_hash") == config_hash:
+                return Run(path)
+        return None
+
+    # -- files
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        return atomic_write_text(self.path / name, text)
+
+    def write_json(self, name: str, obj) -> Path:
+        return atomic_write_json(self.path / name, obj)
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        return atomic_write_bytes(self.path / name, data)
+
+    def save_model(self, model, name: str = MODEL) -> Path:
+        return save_model_atomic(model, self.path / name)
+
+    def manifest(self) -> dict:
+        try:
+            return json.loads((self.path / MANIFEST).read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as err:
+            raise LiteconvError(f"{self.path / MANIFEST}: corrupt JSON ({err})") from None
+
+    def update_manifest(self, **fields) -> dict:
+        """Merge ``fields`` into ``manifest.json`` (nested dicts are merged one level)."""
+        manifest = self.manifest()
+        for key, value in fields.items():
+            if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+                manifest[key] = {**manifest[key], **value}
+            else:
+                manifest[key] = value
+        atomic_write_json(self.path / MANIFEST, manifest)
+        return manifest
+
+    def artifact_hashes(self) -> dict[str, str]:
+        """SHA-256 of every file in the run except the manifest, logs and backups."""
+        out = {}
+        for f in sorted(self.path.rglob("*")):
+            rel = f.relative_to(self.path)
+            if (
+                f.is_file()
+                and rel.parts[0] not in _UNHASHED_DIRS
+                and f.name != MANIFEST
+                and not f.name.startswith(".")
+            ):
+                out[str(rel)] = sha256_file(f)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"

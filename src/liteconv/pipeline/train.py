@@ -1,0 +1,340 @@
+"""Training: devices and distribution strategy, compile, ``fit`` with callbacks, resume.
+
+``train(cfg)`` makes (or resumes) a run folder, trains with Keras ``fit`` and its progress
+bar, evaluates on the test split and writes the model and manifest atomically. Devices:
+a GPU when TensorFlow sees one (memory growth on, mixed precision when asked or ``auto``),
+``MirroredStrategy`` for several GPUs, ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG``
+is set. An interrupted run continues from its last finished epoch
+(``BackupAndRestore``) with ``--resume RUN_DIR`` or by running the same command again.
+
+Example:
+    >>> run = train(load_config("configs/experiments/digits_quick.yaml"), out="runs")
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from liteconv.compat import keras, tf
+from liteconv.config import Config, TrainConfig, config_from_dict, dump_config, validate_model
+from liteconv.errors import LiteconvError
+from liteconv.keras_layers import create_model, model_cost
+from liteconv.pipeline import run as runlib
+from liteconv.pipeline.data import DataSplits, load_dataset
+
+
+@dataclass
+class Devices:
+    """What training runs on."""
+
+    strategy: tf.distribute.Strategy
+    kind: str  # "cpu", "gpu", "multi-gpu", "multi-worker"
+    gpus: list[str]
+    replicas: int
+    mixed_precision: bool
+    is_chief: bool
+    worker: str | None
+
+    @property
+    def strategy_name(self) -> str:
+        return {
+            "multi-worker": "MultiWorkerMirroredStrategy",
+            "multi-gpu": "MirroredStrategy",
+        }.get(self.kind, "default (one device)")
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "strategy": self.strategy_name,
+            "gpus": self.gpus,
+            "replicas": self.replicas,
+            "mixed_precision": self.mixed_precision,
+            "worker": self.worker,
+        }
+
+
+def select_devices(cfg: TrainConfig) -> Devices:
+    """Pick devices and the distribution strategy; must run before any other TF op."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if cfg.device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        gpus = []
+    elif cfg.device == "gpu" and not gpus:
+        raise LiteconvError(
+            "train.device: gpu, but TensorFlow sees no GPU; install 'liteconv[gpu]' "
+            "(tensorflow[and-cuda]) and check nvidia-smi, or set train.device=auto"
+        )
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised (second call in one process)
+            pass
+    mixed = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and bool(gpus))
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    worker = None
+    if os.environ.get("TF_CONFIG"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = strategy.cluster_resolver
+        worker = f"{resolver.task_type}:{resolver.task_id}"
+        has_chief = "chief" in resolver.cluster_spec().as_dict()
+        is_chief = resolver.task_type == "chief" or (
+            not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+        )
+        kind = "multi-worker"
+    elif len(gpus) > 1:
+        strategy, kind, is_chief = tf.distribute.MirroredStrategy(), "multi-gpu", True
+    else:
+        strategy, kind, is_chief = tf.distribute.get_strategy(), "gpu" if gpus else "cpu", True
+    return Devices(
+        strategy,
+        kind,
+        [g.name for g in gpus],
+        strategy.num_replicas_in_sync,
+        mixed,
+        is_chief,
+        worker,
+    )
+
+
+def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
+    """The learning rate (schedule) of ``cfg``; cosine decay to 0 by default."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    if cfg.lr_schedule == "step":  # ÷10 at 50% and 75% of training
+        bounds = [int(total * 0.5), int(total * 0.75)]
+        values = [cfg.learning_rate, cfg.learning_rate / 10, cfg.learning_rate / 100]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
+    if warmup:
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, total - warmup, warmup_target=cfg.learning_rate, warmup_steps=warmup
+        )
+    return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total)
+
+
+def build_optimizer(cfg: TrainConfig, steps_per_epoch: int):
+    """The optimizer of ``cfg`` with its schedule and (decoupled) weight decay."""
+    lr = learning_rate(cfg, steps_per_epoch)
+    decay = cfg.weight_decay or None
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True, weight_decay=decay)
+    if cfg.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(lr, momentum=cfg.momentum, weight_decay=decay)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay or 1e-4)
+    return keras.optimizers.Adam(lr, weight_decay=decay)
+
+
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    """Compile with one-hot labels (label smoothing needs them) and accuracy."""
+    model.compile(
+        optimizer=build_optimizer(cfg, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=cfg.xla,
+    )
+
+
+def one_hot(ds, num_classes: int):
+    """Map integer labels to one-hot vectors."""
+    return ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def build_model(cfg: Config, splits: DataSplits, mixed_precision: bool):
+    """The configured model for the data's input shape; float32 output under mixed precision."""
+    model = create_model(
+        cfg.model.name,
+        input_shape=splits.input_shape,
+        num_classes=splits.num_classes,
+        **cfg.model.kwargs,
+    )
+    if mixed_precision:  # softmax in float16 loses probability mass: keep the output float32
+        out = keras.layers.Activation("linear", dtype="float32", name="float32_output")(
+            model.output
+        )
+        model = keras.Model(model.input, out, name=model.name)
+    return model
+
+
+class AtomicBestCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever ``monitor`` improves, atomically (temp file + rename)."""
+
+    def __init__(self, path: Path, monitor: str = "val_accuracy"):
+        super().__init__()
+        self.path, self.monitor, self.best = Path(path), monitor, -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best = float(value)
+            runlib.save_model_atomic(self.model, self.path)
+
+
+def config_hash(cfg: Config) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _dedupe_history(path: Path) -> None:
+    """Keep the last row of each epoch (a resumed run may log an epoch twice)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        return
+    header, by_epoch = rows[0], {}
+    for row in rows[1:]:
+        if row and row[0] != header[0]:
+            by_epoch[int(row[0])] = row
+    lines = [header] + [by_epoch[k] for k in sorted(by_epoch)]
+    runlib.atomic_write_text(path, "".join(",".join(r) + "\n" for r in lines))
+
+
+def _resolve_run(cfg: Config, out: str | Path, resume: str | Path | None, run_name: str | None):
+    """(run, cfg, resumed) for a new run, an explicit --resume, or an interrupted twin."""
+    if resume is not None:
+        run = runlib.Run.open(resume, need_model=False)
+        import yaml
+
+        saved = config_from_dict(
+            yaml.safe_load(run.file(runlib.CONFIG).read_text()), str(run.file(runlib.CONFIG))
+        )
+        validate_model(saved)
+        if run.manifest().get("status") == "complete":
+            raise LiteconvError(f"{resume}: this run is already complete; start a new one instead")
+        return run, saved, True
+    h = config_hash(cfg)
+    twin = None if run_name else runlib.Run.find_resumable(out, cfg.experiment, h)
+    if twin is not None:
+        return twin, cfg, True
+    if run_name is None and os.environ.get("TF_CONFIG"):
+        # Every worker must pick the same folder: name it after the cluster and config.
+        cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+        run_name = (
+            "multiworker-"
+            + hashlib.sha256((json.dumps(cluster, sort_keys=True) + h).encode()).hexdigest()[:10]
+        )
+        existing = Path(out) / cfg.experiment / run_name
+        if (existing / runlib.MANIFEST).is_file():
+            return runlib.Run(existing), cfg, True
+    return runlib.Run.create(out, cfg.experiment, run_name), cfg, False
+
+
+def train(
+    cfg: Config,
+    *,
+    out: str | Path = "runs",
+    resume: str | Path | None = None,
+    run_name: str | None = None,
+    echo=print,
+) -> runlib.Run:
+    """Train ``cfg`` into a run folder and return it.
+
+    Args:
+        cfg: the experiment config.
+        out: parent of the run folders.
+        resume: an interrupted run folder to continue (its own config is used).
+        run_name: the run folder name (default: a timestamp); every worker of a
+            multi-worker run must use the same one (default: derived from TF_CONFIG).
+        echo: where progress lines go.
+    """
+    devices = select_devices(cfg.train)  # first: MultiWorkerMirroredStrategy needs it
+    chosen, cfg, resumed = _resolve_run(cfg, out, resume, run_name)
+    # Non-chief workers train in lockstep but write to a scratch folder they delete.
+    run = chosen if devices.is_chief else runlib.Run(tempfile.mkdtemp(prefix="liteconv-worker-"))
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    echo(
+        f"{'resuming' if resumed else 'run'}: {chosen.path}  |  devices: {devices.kind} "
+        f"({devices.strategy_name}, {devices.replicas} replica(s)"
+        f"{', mixed_float16' if devices.mixed_precision else ''}"
+        f"{', ' + devices.worker if devices.worker else ''})"
+    )
+    splits = load_dataset(
+        cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+        augmentation=cfg.train.augmentation,
+    )  # fmt: skip
+    echo(
+        f"data: {cfg.data.name} from {splits.source}: {splits.sizes['train']} train / "
+        f"{splits.sizes['val']} val / {splits.sizes['test']} test, input {splits.input_shape}"
+    )
+    steps = math.ceil(splits.sizes["train"] / cfg.train.batch_size)
+    with devices.strategy.scope():
+        model = build_model(cfg, splits, devices.mixed_precision)
+        compile_model(model, cfg.train, steps)
+    cost = model_cost(model)
+    echo(f"model: {cfg.model.name}: {cost.total_params:,} parameters, {cost.total_macs:,} MACs")
+
+    if devices.is_chief:
+        run.write_text(runlib.CONFIG, dump_config(cfg))
+        run.update_manifest(
+            experiment=cfg.experiment, status="running", config_hash=config_hash(cfg),
+            versions=runlib.versions(), git_commit=runlib.git_commit(), seed=cfg.train.seed,
+            deterministic=cfg.train.deterministic, devices=devices.describe(),
+            dataset={"name": cfg.data.name, "source": splits.source, "fingerprint":
+                     splits.fingerprint, "sizes": splits.sizes},
+            class_names=splits.class_names, input_shape=list(splits.input_shape),
+            model={"name": cfg.model.name, "kwargs": cfg.model.kwargs,
+                   "params": cost.total_params, "macs": cost.total_macs},
+        )  # fmt: skip
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(chosen.file("backup")), delete_checkpoint=True),
+        keras.callbacks.CSVLogger(str(run.file(runlib.HISTORY)), append=True),
+        keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False,
+                                    profile_batch=0),
+    ]  # fmt: skip
+    if splits.val is not None:
+        callbacks.append(AtomicBestCheckpoint(run.file(runlib.BEST)))
+        if cfg.train.early_stopping_patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    "val_accuracy", patience=cfg.train.early_stopping_patience,
+                    restore_best_weights=True,
+                )
+            )  # fmt: skip
+    n = splits.num_classes
+    start = time.perf_counter()
+    history = model.fit(
+        one_hot(splits.train, n),
+        validation_data=one_hot(splits.val, n) if splits.val is not None else None,
+        epochs=cfg.train.epochs,
+        callbacks=callbacks,
+        verbose=cfg.train.verbose,
+    )
+    seconds = time.perf_counter() - start
+    test_loss, test_acc = model.evaluate(one_hot(splits.test, n), verbose=0)
+    echo(f"test accuracy {test_acc:.4f}  loss {test_loss:.4f}")
+    run.save_model(model)  # on every worker: saving runs collective ops
+    if not devices.is_chief:
+        shutil.rmtree(run.path, ignore_errors=True)
+        return chosen
+    shutil.rmtree(run.file("backup"), ignore_errors=True)  # only needed to resume
+    _dedupe_history(run.file(runlib.HISTORY))
+    epochs_run = len(history.history.get("loss", []))
+    run.update_manifest(
+        status="complete",
+        metrics={
+            "test_accuracy": float(test_acc),
+            "test_loss": float(test_loss),
+            "epochs": cfg.train.epochs,
+            "epochs_this_session": epochs_run,
+            "train_seconds_this_session": round(seconds, 1),
+            "images_per_second": round(epochs_run * splits.sizes["train"] / seconds, 1)
+            if epochs_run
+            else None,
+        },
+    )
+    run.update_manifest(artifacts=run.artifact_hashes())
+    echo(f"saved {run.file(runlib.MODEL)}")
+    return run

@@ -1,0 +1,115 @@
+"""Datasets: IDX reader, deterministic splits, image folders, the real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from liteconv.compat import tf
+from liteconv.config import AugmentConfig, DataConfig
+from liteconv.errors import LiteconvError
+from liteconv.pipeline.data import DEBIAN_FASHION_MNIST, load_dataset
+from liteconv.pipeline.idx import read_idx
+
+
+def _write_idx(path, array, compress=True):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(data)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_round_trip(tmp_path, compress):
+    arr = np.random.default_rng(0).integers(0, 256, size=(5, 4, 3)).astype(np.uint8)
+    path = tmp_path / ("a.idx.gz" if compress else "a.idx")
+    _write_idx(path, arr, compress)
+    np.testing.assert_array_equal(read_idx(path), arr)
+
+
+def test_idx_truncated_and_bad_magic_are_one_line_errors(tmp_path):
+    arr = np.zeros((4, 3), np.uint8)
+    path = tmp_path / "t.idx"
+    _write_idx(path, arr, compress=False)
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(LiteconvError, match="header promises 12"):
+        read_idx(path)
+    path.write_bytes(b"\x01\x02\x03")
+    with pytest.raises(LiteconvError, match="not an IDX file"):
+        read_idx(path)
+
+
+def test_digits_split_is_deterministic_disjoint_and_seed_independent():
+    cfg = DataConfig(name="digits", validation_split=0.1, test_split=0.2)
+    a = load_dataset(cfg, batch_size=32, seed=1)
+    b = load_dataset(cfg, batch_size=32, seed=2)  # training seed does not move the split
+    assert a.sizes == {"train": 1294, "val": 144, "test": 359}
+    assert a.fingerprint == b.fingerprint
+    xa, ya = a.arrays("test")
+    xb, yb = b.arrays("test")
+    np.testing.assert_array_equal(xa, xb)
+    assert a.class_names == [str(i) for i in range(10)]
+    assert xa.dtype == np.float32 and 0.0 <= xa.min() and xa.max() <= 1.0
+    train = {x.tobytes() for x in a.arrays("train")[0]}
+    assert not any(x.tobytes() in train for x in a.arrays("val")[0])
+    batch = next(iter(a.train))
+    assert batch[0].shape == (32, 8, 8, 1)
+
+
+def test_resize_channels_and_augmentation_shapes():
+    cfg = DataConfig(name="synthetic", synthetic_shape=[20, 20, 1], image_size=[32, 32], channels=3)
+    splits = load_dataset(
+        cfg, batch_size=8, seed=0, augmentation=AugmentConfig(flip=True, translate=2)
+    )
+    assert splits.input_shape == (32, 32, 3)
+    x, _ = next(iter(splits.train))
+    assert x.shape == (8, 32, 32, 3)
+    assert splits.arrays("test", limit=3)[0].shape == (3, 32, 32, 3)
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog", "owl"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            img = rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+            (tmp_path / cls / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+    cfg = DataConfig(name="image_folder", path=str(tmp_path), image_size=[16, 16], test_split=0.2)
+    splits = load_dataset(cfg, batch_size=4, seed=0)
+    assert splits.class_names == ["cat", "dog", "owl"]
+    assert sum(splits.sizes.values()) == 15
+    x, y = splits.arrays("test")
+    assert x.shape == (3, 16, 16, 3) and set(y) <= {0, 1, 2}
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(LiteconvError, match="not a folder"):
+        load_dataset(
+            DataConfig(name="image_folder", path=str(tmp_path / "x")), batch_size=4, seed=0
+        )
+    (tmp_path / "only").mkdir()
+    with pytest.raises(LiteconvError, match="found 1 class folder"):
+        load_dataset(DataConfig(name="image_folder", path=str(tmp_path)), batch_size=4, seed=0)
+
+
+def test_missing_fashion_files_explain_how_to_get_them(tmp_path):
+    with pytest.raises(LiteconvError, match="missing Fashion-MNIST file"):
+        load_dataset(DataConfig(path=str(tmp_path)), batch_size=4, seed=0)
+
+
+@pytest.mark.large
+def test_real_fashion_mnist():
+    assert (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(), (
+        "install it: apt-get install dataset-fashion-mnist (make data)"
+    )
+    splits = load_dataset(DataConfig(), batch_size=256, seed=0)
+    assert splits.sizes == {"train": 54000, "val": 6000, "test": 10000}
+    assert splits.class_names[0] == "T-shirt/top" and splits.num_classes == 10
+    x, y = splits.arrays("test")
+    assert x.shape == (10000, 28, 28, 1)
+    assert np.bincount(y).tolist() == [1000] * 10  # the official test split is balanced
+    assert 0.25 < x.mean() < 0.35  # Fashion-MNIST's mean pixel is ~0.286
