@@ -13,7 +13,10 @@ CONFIG ?= configs/experiments/fashion_mnist_flattened.yaml
 RUN ?=
 ARGS ?=
 
-.PHONY: help install data test test-fast lint train train-gpu evaluate bench-train
+TARGET ?= raspberry-pi-4
+
+.PHONY: help install data test test-fast lint train train-gpu evaluate bench-train \
+        export-tflite bench bundle bench-layers report demo
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -58,3 +61,22 @@ evaluate: install  ## test accuracy and per-class accuracy of RUN (default: the 
 
 bench-train: install  ## training throughput of the three CNNs, side by side -> docs/results/bench_train.{json,md}
 	$(LITECONV) bench-train --out docs/results/bench_train $(ARGS)
+
+export-tflite: install  ## convert RUN (default: newest run) to fp32 + QAT int8 .tflite and verify them
+	$(LITECONV) export $(RUN) $(ARGS)
+
+bench: install  ## benchmark RUN's .tflite files on this CPU with the TARGET profile (default raspberry-pi-4)
+	@run=$${RUN:-$$(ls -td runs/*/*/export 2>/dev/null | head -n 1 | xargs -r dirname)}; \
+	test -n "$$run" || { echo "no exported run: make train export-tflite first"; exit 2; }; \
+	$(LITECONV) bench $$run/export/*.tflite --target $(TARGET) --json $$run/export/bench-host.json $(ARGS)
+
+bundle: install  ## pack RUN's models into dist/<run>-<TARGET>.tar.gz for a Raspberry Pi or phone
+	$(LITECONV) bundle $(RUN) --target $(TARGET) -o dist
+
+bench-layers: install  ## the papers' speed tables: conv vs flattened vs separable -> docs/results/bench_layers.*
+	$(LITECONV) compare --out docs/results/bench_layers $(ARGS)
+
+report: install  ## accuracy vs latency vs size of every exported run -> docs/results/report.*
+	$(LITECONV) report $$(ls -d runs/*/*/export | xargs -n1 dirname) --out docs/results/report
+
+demo: train export-tflite bench bundle  ## the whole job: train, export, verify, benchmark, bundle

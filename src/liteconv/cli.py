@@ -6,6 +6,9 @@ benchmark commands run where only numpy and the LiteRT runtime are installed.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 import yaml
 
@@ -206,6 +209,172 @@ def bench_train(models, input_shape, batch_size, steps, rounds, out):
     atomic_write_text(f"{out}.md", f"{header}\n\n{table}\n")
     click.echo(table)
     click.echo(f"wrote {out}.json and {out}.md")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(), required=False)
+@click.option("--mode", "modes", help="comma list of fp32,fp16,dynamic,int8,int16x8,qat_int8 "
+              "(default: the run config's export.modes)")  # fmt: skip
+@click.option("--qat-epochs", type=click.IntRange(0), help="QAT fine-tune epochs")
+@click.option("--prune", "sparsity", type=float, help="prune to this sparsity first, e.g. 0.5")
+@click.option("--prune-epochs", type=click.IntRange(1), help="pruning fine-tune epochs")
+@click.option("--io", "io_type", type=click.Choice(["float32", "int8", "uint8"]),
+              help="input/output dtype of the int8 models")  # fmt: skip
+@click.option("--calibration", type=click.IntRange(1), help="representative samples for PTQ")
+@click.option("--no-verify", is_flag=True, help="skip the Keras-vs-TFLite check")
+def export(run_dir, modes, qat_epochs, sparsity, prune_epochs, io_type, calibration, no_verify):
+    """Convert RUN_DIR's model to .tflite files in RUN_DIR/export/ and verify them."""
+    from liteconv.export.exporter import export_run
+
+    export_run(
+        _run_dir(run_dir),
+        modes=[m.strip() for m in modes.split(",")] if modes else None,
+        qat_epochs=qat_epochs,
+        prune_sparsity=sparsity,
+        prune_epochs=prune_epochs,
+        io_type=io_type,
+        calibration_samples=calibration,
+        verify=not no_verify,
+        echo=click.echo,
+    )
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(), required=False)
+def verify(run_dir):
+    """Check every RUN_DIR/export/*.tflite against the Keras model on the test split."""
+    from liteconv.export.exporter import verify_run
+
+    verify_run(_run_dir(run_dir), echo=click.echo)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LiteconvError(f"{option} {text!r}: expected a comma list such as 1,2,4") from None
+    if not values or min(values) < 1:
+        raise LiteconvError(f"{option} {text!r}: expected positive integers")
+    return values
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--threads", help="comma list (default: the target's, else 1)")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(0))
+@click.option("--runs", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--runtime", type=click.Choice(["auto", "litert", "tflite_runtime", "tf"]))
+@click.option("--no-xnnpack", is_flag=True, help="builtin kernels instead of XNNPACK")
+@click.option("--target", help="a configs/targets name (threads, cores to pin, runtime)")
+@click.option("--json", "json_path", type=click.Path(), help="write the records as JSON")
+@click.option("--markdown", "md_path", type=click.Path(), help="write the Markdown table")
+@click.option("--crosscheck", is_flag=True,
+              help="also time each model with the litert-benchmark tool of ai-edge-litert")  # fmt: skip
+def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, json_path, md_path,
+          crosscheck):  # fmt: skip
+    """Latency, throughput and memory of .tflite MODELS (interleaved; no TensorFlow)."""
+    from liteconv.export import bench as benchlib
+    from liteconv.targets import load_target
+
+    spec = load_target(target) if target else {}
+    thread_list = _int_list(threads, "--threads") if threads else spec.get("threads", [1])
+    xnnpack = [False] if no_xnnpack else spec.get("xnnpack", [True])
+    runtime = runtime or spec.get("runtime", "auto")
+    total = runs * len(models) * len(thread_list) * len(xnnpack)
+    with click.progressbar(length=total, label="benchmarking", file=sys.stderr) as bar:
+        state = {"done": 0}
+
+        def progress(done, _total):
+            bar.update(done - state["done"])
+            state["done"] = done
+
+        records = benchlib.benchmark(
+            list(models), threads=thread_list, warmup=warmup, runs=runs, runtime=runtime,
+            xnnpack=xnnpack, cores=spec.get("cores"), progress=progress,
+        )  # fmt: skip
+    if crosscheck:
+        from liteconv.export.crosscheck import litert_benchmark
+
+        for record in records:
+            if record["xnnpack"]:
+                ref = litert_benchmark(record["file"], threads=record["threads"], runs=runs,
+                                       warmup=warmup)  # fmt: skip
+                record["litert_benchmark_median_ms"] = ref
+                record["ratio_to_litert_benchmark"] = round(record["p50_ms"] / ref, 3)
+    table = benchlib.markdown(records)
+    click.echo(table)
+    if crosscheck:
+        for r in records:
+            if "ratio_to_litert_benchmark" in r:
+                click.echo(f"{r['model']} threads={r['threads']}: p50 {r['p50_ms']:.4f} ms, "
+                           f"litert-benchmark median {r['litert_benchmark_median_ms']:.4f} ms, "
+                           f"ratio {r['ratio_to_litert_benchmark']:.3f}")  # fmt: skip
+    if json_path:
+        benchlib.write_json(json_path, benchlib.result_document(records, target=spec or None))
+        click.echo(f"wrote {json_path}")
+    if md_path:
+        from liteconv.pipeline.run import atomic_write_text
+
+        atomic_write_text(md_path, table + "\n")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(), required=False)
+@click.option("-o", "--out", default="dist", show_default=True, help="output folder")
+@click.option("--target", default="raspberry-pi-4", show_default=True)
+@click.option("--samples", default=16, show_default=True, type=click.IntRange(1),
+              help="reference test images for 'bench.py --check'")  # fmt: skip
+def bundle(run_dir, out, target, samples):
+    """Pack RUN_DIR's .tflite models into a device bundle (.tar.gz, no TensorFlow needed)."""
+    from liteconv.export.bundle import make_bundle
+
+    path = make_bundle(_run_dir(run_dir), out=out, target=target, samples=samples)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.option("--sizes", default="16,32,48,64,80", show_default=True, help="input sizes N")
+@click.option("--channels", default="64,128", show_default=True, help="C in = C out")
+@click.option("--threads", default="1,2", show_default=True)
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--no-models", is_flag=True, help="skip the whole-model comparison")
+@click.option("--out", default="docs/results/bench_layers", show_default=True,
+              help="writes OUT.csv/.json/.md and OUT_latency.png, OUT_speedup.png")  # fmt: skip
+def compare(sizes, channels, threads, runs, no_models, out):
+    """Standard vs flattened vs separable convolution latency (the papers' speed tables)."""
+    from liteconv.export.compare import compare_layers, compare_models
+    from liteconv.export.report import write_compare
+    from liteconv.machine import machine_info
+
+    thread_list = _int_list(threads, "--threads")
+    rows = compare_layers(
+        sizes=_int_list(sizes, "--sizes"), channels=_int_list(channels, "--channels"),
+        threads=thread_list, runs=runs, echo=click.echo,
+    )  # fmt: skip
+    if not no_models:
+        rows += compare_models(threads=thread_list, runs=runs, echo=click.echo)
+    for path in write_compare(rows, out, machine=machine_info()):
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--bench", "bench_files", multiple=True, type=click.Path(),
+              help="benchmark JSON to merge (e.g. from bench.py on a Raspberry Pi)")  # fmt: skip
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--out", default="docs/results/report", show_default=True,
+              help="writes OUT.json, OUT.md and OUT.png")  # fmt: skip
+def report(run_dirs, bench_files, threads, runs, out):
+    """Accuracy vs latency vs size of every exported model of RUN_DIRS (Pareto front marked)."""
+    from liteconv.export.report import load_bench_documents, report_rows, write_report
+
+    rows = report_rows(run_dirs, bench_docs=load_bench_documents(bench_files), threads=threads,
+                       runs=runs)  # fmt: skip
+    paths = write_report(rows, out)
+    click.echo(Path(paths[1]).read_text())
+    for path in paths:
+        click.echo(f"wrote {path}")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from liteconv.compat import tf
+from liteconv.errors import LiteconvError
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8", "int16")
@@ -24,7 +25,7 @@ IO_TYPES = ("float32", "int8", "uint8", "int16")
 _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
-class ConversionError(ValueError):
+class ConversionError(LiteconvError, ValueError):
     """The model cannot be converted as asked (unsupported op, float fallback, bad option)."""
 
 
@@ -60,10 +61,7 @@ def _validate(mode: str, io_type: str, representative_data, is_qat: bool) -> Non
 
 def is_qat_model(model) -> bool:
     """True if ``model`` carries tfmot quantization wrappers (quantization-aware trained)."""
-    return any(
-        type(layer).__name__ == "QuantizeWrapperV2" or type(layer).__name__ == "QuantizeWrapper"
-        for layer in model.layers
-    )
+    return any(type(layer).__name__.startswith("QuantizeWrapper") for layer in model.layers)
 
 
 def _representative(data, count: int):
@@ -150,7 +148,7 @@ def list_ops(blob: bytes) -> list[OpInfo]:
     """The operators of a ``.tflite`` model with their tensor dtypes."""
     from liteconv.export.runtime import load_interpreter
 
-    interp = load_interpreter(model_content=blob)
+    interp = load_interpreter(model_content=blob, xnnpack=False)  # delegates hide the ops
     tensors = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
     ops = []
     for op in interp._get_ops_details():  # no public API lists ops with their tensors

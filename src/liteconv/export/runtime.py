@@ -15,7 +15,15 @@ from __future__ import annotations
 import importlib
 import os
 
-from liteconv.errors import LiteconvError
+try:
+    from liteconv.errors import LiteconvError
+except ImportError:  # standalone copy inside a device bundle
+
+    class LiteconvError(Exception):
+        """A problem with the user's input, said in one line."""
+
+        exit_code = 2
+
 
 RUNTIMES = ("litert", "tflite_runtime", "tf")
 _MODULES = {

@@ -1,0 +1,161 @@
+"""Self-contained device bundle: models, sidecars, labels, a standalone ``bench.py``.
+
+The bundle needs only numpy and ``ai-edge-litert`` (or ``tflite-runtime``) on the device.
+``reference.npz`` holds a few real test images and the host's outputs for each model, so
+``python bench.py --check`` on the device proves it computes what the host computed.
+
+Example:
+    >>> path = make_bundle("runs/fashion_mnist_flattened/20261122-220113", target="raspberry-pi-4")
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from liteconv.errors import LiteconvError
+from liteconv.export import bench as benchlib
+from liteconv.pipeline import run as runlib
+from liteconv.targets import load_target
+
+# The standalone files copied verbatim from the package: bench.py imports its siblings.
+_STANDALONE = {
+    "bench.py": Path(benchlib.__file__),
+    "runtime.py": Path(benchlib.__file__).with_name("runtime.py"),
+    "tables.py": Path(benchlib.__file__).parents[1] / "tables.py",
+    "machine.py": Path(benchlib.__file__).parents[1] / "machine.py",
+}
+
+REQUIREMENTS = """\
+# What bench.py needs on the device: no TensorFlow.
+numpy
+ai-edge-litert
+# Where ai-edge-litert has no wheel: tflite-runtime instead (it needs numpy<2):
+#   pip install 'numpy<2' tflite-runtime
+"""
+
+
+def _readme(name: str, target: dict, models: list[dict]) -> str:
+    lines = [
+        f"# {name}: liteconv device bundle",
+        "",
+        f"Target: {target.get('description', target['name'])} (threads {target.get('threads')}, "
+        f"cores {target.get('cores')}).",
+        "",
+        "| model | mode | size | MACs | input |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for m in models:
+        inp = m["inputs"][0]
+        lines.append(
+            f"| {m['name']} | {m['mode']} | {m['size_bytes']:,} B | {m.get('macs') or 0:,} | "
+            f"{inp['dtype']} {inp['shape']} |"
+        )
+    lines += [
+        "",
+        "Inputs are images as float32 in [0, 1] (pixel / 255), NHWC, of the shape above;",
+        "integer inputs are quantized with the scale and zero point in each model's JSON.",
+        "",
+        "## Raspberry Pi OS (64-bit)",
+        "",
+        "```bash",
+        "sudo apt install -y python3-venv python3-numpy",
+        f"tar xzf {name}.tar.gz && cd {name}",
+        "python3 -m venv --system-site-packages .venv && . .venv/bin/activate",
+        "pip install -r requirements.txt",
+        "python bench.py --check          # same answers as the host? (exit 0 = yes)",
+        "python bench.py --json results.json   # latency table; threads/cores from target.json",
+        "```",
+        "",
+        "Bring `results.json` back and merge it with the host's: "
+        "`liteconv report RUN_DIR --bench results.json`.",
+        "",
+        "## Android (adb)",
+        "",
+        "Use TensorFlow Lite's official `benchmark_model` binary for your ABI "
+        "(android_aarch64, from the TFLite/LiteRT releases):",
+        "",
+        "```bash",
+        "adb push benchmark_model /data/local/tmp/ && adb shell chmod +x /data/local/tmp/benchmark_model",
+    ]
+    threads = max(target.get("threads") or [1])
+    for m in models:
+        lines.append(f"adb push models/{m['file']} /data/local/tmp/")
+    for m in models:
+        lines.append(
+            f"adb shell /data/local/tmp/benchmark_model --graph=/data/local/tmp/{m['file']} "
+            f"--num_threads={threads} --num_runs=100 --warmup_runs=10 --use_xnnpack=true"
+        )
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    info.mode = 0o755 if name.endswith("bench.py") else 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_bundle(
+    run_dir: str | Path,
+    *,
+    out: str | Path = "dist",
+    target: str = "raspberry-pi-4",
+    samples: int = 16,
+) -> Path:
+    """Build ``out/<experiment>-<run>-<target>.tar.gz`` from a run's exported models."""
+    run = runlib.Run.open(run_dir)
+    spec = load_target(target)
+    tflites = sorted(run.file("export").glob("*.tflite"))
+    if not tflites:
+        raise LiteconvError(
+            f"{run.path}: no export/*.tflite; run 'liteconv export {run.path}' first"
+        )
+    from liteconv.pipeline.evaluate import run_data  # TensorFlow only for the reference images
+
+    images, labels = run_data(run).arrays("test", limit=samples)
+    manifest = run.manifest()
+    name = f"{manifest.get('experiment', run.path.parent.name)}-{run.path.name}-{spec['name']}"
+    reference = {"images": images, "labels": labels}
+    sidecars = []
+    for path in tflites:
+        side = benchlib.sidecar_for(path) or {"name": path.stem, "mode": "unknown",
+                                              "file": path.name}  # fmt: skip
+        side = {**side, "name": path.stem, "file": path.name}
+        if "inputs" not in side:
+            side["inputs"] = [{"dtype": "?", "shape": []}]
+            side["size_bytes"] = path.stat().st_size
+        outputs, _ = benchlib.run_samples(path, images)
+        reference[f"outputs__{path.stem}"] = outputs
+        sidecars.append((path, side))
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **reference)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / f"{name}.tar.gz"
+    tmp = out / f".{name}.tar.gz.tmp"
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for path, side in sidecars:
+                _add(tar, f"{name}/models/{path.name}", path.read_bytes())
+                _add(tar, f"{name}/models/{path.stem}.json", json.dumps(side, indent=2).encode())
+            _add(tar, f"{name}/labels.txt", "\n".join(manifest["class_names"]).encode() + b"\n")
+            for dest, src in _STANDALONE.items():
+                _add(tar, f"{name}/{dest}", src.read_bytes())
+            _add(tar, f"{name}/requirements.txt", REQUIREMENTS.encode())
+            _add(tar, f"{name}/target.json", json.dumps(spec, indent=2).encode())
+            _add(tar, f"{name}/reference.npz", buf.getvalue())
+            _add(tar, f"{name}/README.md", _readme(name, spec, [s for _, s in sidecars]).encode())
+        tmp.replace(final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final

@@ -1,0 +1,195 @@
+"""Result files: CSV/JSON/Markdown tables and PNG plots for ``compare`` and ``report``.
+
+With ``bundle.py`` and ``run.py`` this is one of the three places that write files.
+
+Example:
+    >>> write_compare(rows, "docs/results/bench_layers", machine=machine_info())
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from liteconv.pipeline.run import atomic_write_bytes, atomic_write_json, atomic_write_text
+from liteconv.tables import format_table
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_png(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_compare(rows: list[dict], out: str | Path, *, machine: dict) -> list[Path]:
+    """``out.csv``, ``out.json``, ``out.md`` and two PNGs (latency and speedup vs size)."""
+    out = Path(out)
+    fields = list(rows[0])
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    written = [atomic_write_text(out.with_suffix(".csv"), text.getvalue())]
+    written.append(atomic_write_json(out.with_suffix(".json"), {"machine": machine, "rows": rows}))
+    table = format_table(
+        ["scope", "size", "C", "variant", "dtype", "threads", "MACs", "params", "p50 ms",
+         "theory ×", "measured ×", "realised", "params ÷"],
+        [[r.get("model", "layer") if r["scope"] == "model" else "layer", r["size"],
+          r["channels"], r["variant"], r["dtype"], r["threads"], r["macs"], r["params"],
+          r["p50_ms"], r["theoretical_speedup"], r["measured_speedup"],
+          f"{r['realised_share']:.0%}", r["param_reduction"]] for r in rows],
+        markdown=True,
+    )  # fmt: skip
+    header = (
+        f"Measured on {machine['cpu']} ({machine['arch']}, {machine['cores_usable']} usable "
+        f"cores), LiteRT interpreter with XNNPACK, median of interleaved runs. 'theory ×' is "
+        f"the MAC ratio to the standard convolution, 'measured ×' the latency ratio, "
+        f"'realised' their quotient."
+    )
+    written.append(atomic_write_text(out.with_suffix(".md"), f"{header}\n\n{table}\n"))
+
+    layers = [r for r in rows if r["scope"] == "layer"]
+    if layers:
+        plt = _plt()
+        combos = sorted({(r["channels"], r["dtype"], r["threads"]) for r in layers})
+        for kind, key, ylabel in (("latency", "p50_ms", "median latency (ms)"),
+                                  ("speedup", "measured_speedup", "speedup over standard conv")):  # fmt: skip
+            fig, axes = plt.subplots(
+                1, len(combos), figsize=(4.2 * len(combos), 3.6), squeeze=False
+            )
+            for ax, (c, dtype, t) in zip(axes[0], combos):
+                for variant in dict.fromkeys(r["variant"] for r in layers):
+                    pts = sorted((r["size"], r[key]) for r in layers if r["variant"] == variant
+                                 and (r["channels"], r["dtype"], r["threads"]) == (c, dtype, t))  # fmt: skip
+                    if kind == "speedup" and variant == "standard":
+                        continue
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=variant)
+                if kind == "latency":
+                    ax.set_yscale("log")
+                ax.set_title(f"C={c}, {dtype}, {t} thread(s)", fontsize=9)
+                ax.set_xlabel("input size N (N×N)")
+                ax.set_ylabel(ylabel)
+                ax.grid(alpha=0.3)
+            axes[0][0].legend(fontsize=8)
+            fig.suptitle(f"3×3 layer {kind}: {machine['cpu']}", fontsize=10)
+            written.append(out.with_name(f"{out.name}_{kind}.png"))
+            _save_png(fig, written[-1])
+            plt.close(fig)
+    return written
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower latency and higher accuracy."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        dominated = any(
+            (l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc)
+            for j, (l2, a2) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def write_report(rows: list[dict], out: str | Path) -> list[Path]:
+    """Accuracy vs latency vs size: ``out.json``, ``out.md`` and ``out.png`` (Pareto marked)."""
+    out = Path(out)
+    points = [(r["p50_ms"], r["accuracy"]) for r in rows]
+    front = set(pareto_front(points))
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
+    written = [atomic_write_json(out.with_suffix(".json"), rows)]
+    latency_cols = sorted({k for r in rows for k in r if k.startswith("p50_ms@")})
+    table = format_table(
+        ["experiment", "model", "mode", "accuracy", "size KB", "MACs", "p50 ms (host)",
+         *[c.replace("p50_ms@", "p50 ms ") for c in latency_cols], "Pareto"],
+        [[r["experiment"], r["name"], r["mode"], r["accuracy"], r["size_bytes"] / 1024,
+          r.get("macs"), r["p50_ms"], *[r.get(c) for c in latency_cols],
+          "★" if r["pareto"] else ""] for r in rows],
+        markdown=True,
+    )  # fmt: skip
+    written.append(atomic_write_text(out.with_suffix(".md"), table + "\n"))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = [max(20.0, r["size_bytes"] / 4096) for r in rows]
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=sizes, alpha=0.6)
+    for r, (x, y) in zip(rows, points):
+        ax.annotate(f"{r['experiment']}/{r['name']}", (x, y), fontsize=7,
+                    xytext=(4, 2), textcoords="offset points")  # fmt: skip
+    fx = sorted(points[i] for i in front)
+    ax.plot([p[0] for p in fx], [p[1] for p in fx], "r--", label="Pareto front")
+    ax.set_xlabel("median latency, 1 thread (ms)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("accuracy vs latency (marker area ∝ file size)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    written.append(out.with_suffix(".png"))
+    _save_png(fig, written[-1])
+    plt.close(fig)
+    return written
+
+
+def load_bench_documents(paths) -> list[dict]:
+    """Benchmark JSON documents (host or device) written by ``bench``."""
+    docs = []
+    for p in paths:
+        try:
+            docs.append(json.loads(Path(p).read_text()))
+        except (OSError, ValueError) as err:
+            from liteconv.errors import LiteconvError
+
+            raise LiteconvError(f"{p}: not a benchmark JSON ({err})") from None
+    return docs
+
+
+def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) -> list[dict]:
+    """One row per exported model: accuracy (verify.json), size, MACs, host latency, and
+    the latency of any merged benchmark documents (e.g. from a Raspberry Pi)."""
+    from liteconv.errors import LiteconvError
+    from liteconv.export.bench import benchmark, sidecar_for
+    from liteconv.pipeline.run import Run
+
+    rows, files = [], []
+    for run_dir in run_dirs:
+        run = Run.open(run_dir)
+        verify = run.file("export") / "verify.json"
+        if not verify.is_file():
+            raise LiteconvError(f"{run.path}: no export/verify.json; run 'liteconv export' first")
+        experiment = run.manifest().get("experiment", run.path.parent.name)
+        for name, v in json.loads(verify.read_text()).items():
+            path = run.file("export") / f"{name}.tflite"
+            if not path.is_file():
+                continue
+            side = sidecar_for(path)
+            rows.append({"experiment": experiment, "name": name, "mode": v["mode"],
+                         "accuracy": v["accuracy"], "agreement": v["agreement"],
+                         "size_bytes": v["size_bytes"], "macs": side.get("macs"),
+                         "file": str(path)})  # fmt: skip
+            files.append(path)
+    if not rows:
+        raise LiteconvError("no exported models found in the given runs")
+    for rec, row in zip(benchmark(files, threads=[threads], runs=runs), rows):
+        row["p50_ms"] = rec["p50_ms"]
+    for doc in bench_docs:
+        where = doc.get("where", "device")
+        for rec in doc.get("records", []):
+            if rec.get("threads") != threads:
+                continue
+            for row in rows:
+                if rec["model"] in (f"{row['experiment']}/{row['name']}", row["name"]):
+                    row[f"p50_ms@{where}"] = rec["p50_ms"]
+    return rows

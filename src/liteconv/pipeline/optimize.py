@@ -1,0 +1,153 @@
+"""Model optimization with tensorflow-model-optimization: QAT, pruning, strip.
+
+All functions take and return Keras models (and training data); none writes files.
+
+Example:
+    >>> qat = quantization_aware(model, splits, epochs=1, learning_rate=1e-4)
+    >>> pruned, report = prune(model, splits, sparsity=0.5, epochs=2, learning_rate=1e-4)
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import numpy as np
+
+from liteconv.compat import keras, tfmot
+from liteconv.pipeline.data import DataSplits
+from liteconv.pipeline.train import one_hot
+
+
+def _compile(model, learning_rate: float, steps: int, epochs: int) -> None:
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps * epochs))
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def _steps(splits: DataSplits) -> int:
+    return max(1, math.ceil(splits.sizes["train"] / _batch_size(splits)))
+
+
+def _batch_size(splits: DataSplits) -> int:
+    spec = splits.train.element_spec[0]
+    return int(spec.shape[0]) if spec.shape[0] else 128
+
+
+def quantization_aware(
+    model,
+    splits: DataSplits,
+    *,
+    epochs: int,
+    learning_rate: float,
+    preserve_sparsity: bool = False,
+    verbose: int = 1,
+):
+    """Wrap ``model`` for quantization-aware training and fine-tune it.
+
+    Per-channel int8 weights, per-tensor int8 activations, BatchNorm folded into the
+    preceding convolution (tfmot's default 8-bit scheme). ``preserve_sparsity`` keeps the
+    zeros of a pruned model (prune-preserving QAT). ``epochs=0`` only wraps the model
+    (ranges are then calibrated by the converter's representative data).
+    """
+    q = tfmot().quantization.keras
+    if preserve_sparsity:
+        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
+            default_8bit_prune_preserve_quantize_scheme as pqat,
+        )
+
+        qat = q.quantize_apply(
+            q.quantize_annotate_model(model),
+            pqat.Default8BitPrunePreserveQuantizeScheme(),
+        )
+    else:
+        qat = q.quantize_model(model)
+    _compile(qat, learning_rate, _steps(splits), max(epochs, 1))
+    if epochs:
+        n = splits.num_classes
+        qat.fit(
+            one_hot(splits.train, n),
+            validation_data=one_hot(splits.val, n) if splits.val is not None else None,
+            epochs=epochs,
+            verbose=verbose,
+        )
+    return qat
+
+
+def prune(
+    model,
+    splits: DataSplits,
+    *,
+    sparsity: float,
+    epochs: int,
+    learning_rate: float,
+    verbose: int = 1,
+):
+    """Prune ``model`` to ``sparsity`` with a polynomial schedule, fine-tune, strip.
+
+    Returns:
+        (stripped model, per-layer sparsity report ``{layer: fraction of zero weights}``).
+    """
+    if not 0 < sparsity < 1:
+        raise ValueError(f"Expected a sparsity in (0, 1), received sparsity={sparsity!r}")
+    sparsity_api = tfmot().sparsity.keras
+    steps = _steps(splits)
+    schedule = sparsity_api.PolynomialDecay(
+        initial_sparsity=0.0,
+        final_sparsity=sparsity,
+        begin_step=0,
+        end_step=max(1, int(steps * epochs * 0.8)),  # the last 20% recover at full sparsity
+        frequency=max(1, steps // 10),
+    )
+    pruned = sparsity_api.prune_low_magnitude(model, pruning_schedule=schedule)
+    _compile(pruned, learning_rate, steps, epochs)
+    n = splits.num_classes
+    pruned.fit(
+        one_hot(splits.train, n),
+        epochs=epochs,
+        callbacks=[sparsity_api.UpdatePruningStep()],
+        verbose=verbose,
+    )
+    stripped = sparsity_api.strip_pruning(pruned)
+    return stripped, sparsity_report(stripped)
+
+
+def sparsity_report(model) -> dict[str, float]:
+    """Fraction of exactly-zero weights in each layer's kernel(s)."""
+    report = {}
+    for layer in model.layers:
+        kernels = [
+            w.numpy() for w in layer.weights if "kernel" in w.name and "quantize" not in w.name
+        ]
+        if kernels:
+            total = sum(k.size for k in kernels)
+            zeros = sum(int((k == 0).sum()) for k in kernels)
+            report[layer.name] = round(zeros / total, 4)
+    return report
+
+
+def gzip_size(blob: bytes) -> int:
+    """Size of ``blob`` after gzip (level 9): what sparsity buys in a download."""
+    return len(gzip.compress(blob, compresslevel=9))
+
+
+def float32_clone(model, builder):
+    """A float32 copy of a mixed-precision model, rebuilt by ``builder()`` and given its weights.
+
+    Models trained under ``mixed_float16`` compute in float16; TFLite conversion and QAT
+    want float32 layers. ``builder`` must build the same architecture under float32.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    keras.mixed_precision.set_global_policy("float32")
+    clone = builder()
+    by_name = {layer.name: layer for layer in model.layers}
+    for layer in clone.layers:
+        if layer.weights:
+            layer.set_weights(
+                [np.asarray(w, np.float32) for w in by_name[layer.name].get_weights()]
+            )
+    return clone

@@ -1,0 +1,198 @@
+"""Export: every mode converts and verifies; QAT for every model; errors are one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from liteconv.cli import cli
+from liteconv.compat import keras, tf
+from liteconv.config import DataConfig, load_config
+from liteconv.export.convert import ConversionError, float_ops, to_tflite
+from liteconv.export.exporter import export_run
+from liteconv.export.verify import output_step, tflite_predict
+from liteconv.keras_layers import create_model, list_models, model_kwargs
+from liteconv.pipeline import optimize
+from liteconv.pipeline.data import load_dataset
+from liteconv.pipeline.train import train
+
+ONE_STEP = 1 / 256  # the int8 softmax output's quantization step (scale 1/256)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(
+        "configs/experiments/digits_quick.yaml", {"train.epochs": 2, "train.verbose": 0}
+    )
+    return train(cfg, out=out, echo=lambda *_: None).path
+
+
+@pytest.fixture(scope="module")
+def exported(digits_run):
+    results = export_run(
+        digits_run, modes=["fp32", "fp16", "dynamic", "int8", "int16x8", "qat_int8"],
+        qat_epochs=1, echo=lambda *_: None,
+    )  # fmt: skip
+    return digits_run, results
+
+
+def test_every_mode_is_written_with_sidecar_and_verified(exported):
+    run_dir, results = exported
+    assert set(results) == {"fp32", "fp16", "dynamic", "int8", "int16x8", "qat_int8"}
+    for name, row in results.items():
+        side = json.loads((run_dir / "export" / f"{name}.json").read_text())
+        assert side["mode"] == name and side["size_bytes"] == row["size_bytes"]
+        assert side["class_names"] == [str(i) for i in range(10)]
+        assert side["inputs"][0]["shape"] == [1, 8, 8, 1]
+        assert side["macs"] > 0 and side["params"] > 0
+        assert len(side["source_model_sha256"]) == 64
+        assert (run_dir / "export" / f"{name}.tflite").stat().st_size == row["size_bytes"]
+        assert row["samples"] == 359
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert set(manifest["export"]) == set(results)
+    assert "export/fp32.tflite" in manifest["artifacts"]
+    assert json.loads((run_dir / "export" / "verify.json").read_text()) == manifest["export"]
+    assert "| qat_int8" in (run_dir / "export" / "verify.md").read_text()
+
+
+def test_float_modes_match_keras(exported):
+    _, r = exported
+    # fp32: the same float graph, only op order differs: float32 round-off (~1e-6).
+    assert r["fp32"]["agreement"] == 1.0 and r["fp32"]["max_abs_diff"] < 1e-4
+    # fp16 weights: relative error ~2^-11 per weight, a few 1e-3 on probabilities.
+    assert r["fp16"]["agreement"] >= 0.995 and r["fp16"]["max_abs_diff"] < 1e-2
+    # dynamic range: int8 weights, float activations.
+    assert r["dynamic"]["agreement"] >= 0.98 and r["dynamic"]["mean_abs_diff"] < 0.01
+
+
+def test_integer_modes_are_within_about_one_quantization_step(exported):
+    run_dir, r = exported
+    assert output_step((run_dir / "export" / "int8.tflite").read_bytes()) == pytest.approx(ONE_STEP)
+    # PTQ int8 against the float model: on average within one output step (errors of
+    # all layers add up, so single outputs may differ by a few steps).
+    assert r["int8"]["mean_abs_diff"] <= ONE_STEP
+    assert r["int8"]["agreement"] >= 0.97
+    assert r["int16x8"]["mean_abs_diff"] <= ONE_STEP
+    assert abs(r["int8"]["accuracy"] - r["int8"]["keras_accuracy"]) < 0.02
+    # int8 weights take 1/4 of the float bytes, but every 1-D depthwise filter (3 weights
+    # a channel) also carries a per-channel float scale, int64 zero point and int32 bias:
+    # on this tiny flattened model (48k parameters) the file is ~56% of fp32.
+    assert r["int8"]["size_bytes"] < 0.65 * r["fp32"]["size_bytes"]
+    assert r["qat_int8"]["size_bytes"] < 0.65 * r["fp32"]["size_bytes"]
+    assert r["int16x8"]["size_bytes"] < 0.75 * r["fp32"]["size_bytes"]  # + int64 biases
+    for name in ("int8", "int16x8", "qat_int8"):
+        assert float_ops((run_dir / "export" / f"{name}.tflite").read_bytes()) == []
+
+
+def test_qat_tflite_matches_its_fake_quant_keras_model():
+    # QAT simulates int8 arithmetic in Keras: the int8 TFLite graph computes the same
+    # thing up to requantization rounding, so outputs agree within one output step on
+    # average; a rounding flip in an early layer can move a single output a few steps.
+    splits = load_dataset(DataConfig(name="digits"), batch_size=64, seed=0)
+    model = create_model("separable_cnn", input_shape=(8, 8, 1), num_classes=10, width=0.5)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(splits.train, epochs=2, verbose=0)
+    qat = optimize.quantization_aware(model, splits, epochs=1, learning_rate=1e-4, verbose=0)
+    x, _ = splits.arrays("test")
+    blob = to_tflite(qat, mode="int8", representative_data=x[:100])
+    ours, fake_quant = tflite_predict(blob, x), qat.predict(x, verbose=0)
+    diff = np.abs(ours - fake_quant)
+    assert diff.mean() <= ONE_STEP
+    assert np.quantile(diff, 0.99) <= 5 * ONE_STEP
+    assert (ours.argmax(1) == fake_quant.argmax(1)).mean() >= 0.98
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_qat_works_for_every_registered_model(name):
+    kwargs = {"alpha": 0.25} if name == "mobilenet_v1" else {"width": 0.25}
+    assert set(kwargs) <= set(model_kwargs(name))
+    cfg = DataConfig(name="synthetic", synthetic_shape=[32, 32, 3], synthetic_samples=64,
+                     synthetic_classes=4)  # fmt: skip
+    splits = load_dataset(cfg, batch_size=16, seed=0)
+    model = create_model(name, input_shape=(32, 32, 3), num_classes=4, **kwargs)
+    qat = optimize.quantization_aware(model, splits, epochs=1, learning_rate=1e-3, verbose=0)
+    x, _ = splits.arrays("train", limit=32)
+    blob = to_tflite(qat, mode="int8", representative_data=x, io_type="int8")
+    assert float_ops(blob) == []
+    probs = tflite_predict(blob, x[:4])
+    assert probs.shape == (4, 4) and np.allclose(probs.sum(1), 1, atol=0.05)
+
+
+def test_unquantizable_op_is_a_clear_error_in_int8_mode():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.Lambda(tf.math.sin)(x)  # TFLite has only a float SIN kernel
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    data = np.random.default_rng(0).uniform(size=(8, 8, 8, 1)).astype("float32")
+    with pytest.raises(ConversionError, match="stayed in float: SIN"):
+        to_tflite(model, mode="int8", representative_data=data)
+    assert len(to_tflite(model, mode="fp32")) > 0  # float export still works
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "int4"}, "Unknown mode='int4'"),
+        ({"mode": "int8"}, "needs representative_data"),
+        ({"mode": "fp16", "io_type": "int8"}, "io_type='int8' is not possible with mode='fp16'"),
+    ],
+)
+def test_bad_conversion_options_fail_before_work(kwargs, message):
+    model = create_model("baseline_cnn", input_shape=(8, 8, 1), num_classes=3, width=0.25)
+    with pytest.raises(ConversionError, match=message):
+        to_tflite(model, **kwargs)
+
+
+def test_integer_io_types(digits_run, tmp_path):
+    results = export_run(digits_run, modes=["int8"], io_type="uint8", echo=lambda *_: None)
+    side = json.loads((digits_run / "export" / "int8.json").read_text())
+    assert side["inputs"][0]["dtype"] == "uint8" and side["outputs"][0]["dtype"] == "uint8"
+    assert results["int8"]["agreement"] >= 0.97
+
+
+def test_pruning_reaches_target_sparsity_and_compresses(digits_run):
+    export_run(digits_run, modes=["fp32"], verify=False, echo=lambda *_: None)
+    # 21 steps an epoch on digits: give the schedule enough steps to ramp up and recover.
+    results = export_run(
+        digits_run, modes=["fp32"], prune_sparsity=0.6, prune_epochs=6, echo=lambda *_: None
+    )
+    side = json.loads((digits_run / "export" / "pruned60_fp32.json").read_text())
+    layers = side["pruning"]["layer_sparsity"]
+    convs = {k: v for k, v in layers.items() if k.endswith(("_lateral", "_conv", "logits"))}
+    assert convs and all(abs(v - 0.6) < 0.02 for v in convs.values()), convs
+    dense = json.loads((digits_run / "export" / "fp32.json").read_text())
+    assert side["gzip_bytes"] < 0.75 * dense["gzip_bytes"]
+    assert results["pruned60_fp32"]["accuracy"] > 0.8
+
+
+def test_export_errors_are_one_line_and_write_nothing(tmp_path, digits_run):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["export", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run folder" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for name in ("config.yaml", "manifest.json"):
+        (corrupt / name).write_bytes((digits_run / name).read_bytes())
+    (corrupt / "model.keras").write_bytes(b"not a zip")
+    result = runner.invoke(cli, ["export", str(corrupt)])
+    assert result.exit_code == 2 and "cannot load the model" in result.output
+    assert not (corrupt / "export").exists()
+
+    before = sorted(p.name for p in (digits_run / "export").iterdir())
+    result = runner.invoke(cli, ["export", str(digits_run), "--mode", "fp32,int4"])
+    assert result.exit_code == 2 and "int4: unknown" in result.output
+    assert sorted(p.name for p in (digits_run / "export").iterdir()) == before
+
+
+def test_verify_cli_rereads_the_exports(exported):
+    run_dir, _ = exported
+    result = CliRunner().invoke(cli, ["verify", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "verified fp32.tflite" in result.output
