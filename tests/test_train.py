@@ -200,3 +200,28 @@ def test_bench_train_writes_json_and_markdown(tmp_path):
     assert data["records"][0]["speed_vs_baseline_cnn"] == 1.0
     assert all(len(r["images_per_second_rounds"]) == 2 for r in data["records"])
     assert "| separable_cnn" in out.with_suffix(".md").read_text()
+
+
+def test_resume_cli_errors(tmp_path):
+    run_dir, _ = _train(tmp_path, "train.epochs=1")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--resume", str(run_dir)])
+    assert result.exit_code == 2 and "already complete" in result.output
+    result = runner.invoke(cli, ["train", "--resume", str(run_dir), "-c", DIGITS])
+    assert result.exit_code == 2 and "drop -c/--set" in result.output
+    result = runner.invoke(cli, ["train"])
+    assert result.exit_code == 2 and "missing -c CONFIG" in result.output
+
+
+def test_resume_flag_continues_an_interrupted_run(tmp_path):
+    # An interrupted run as BackupAndRestore leaves it: status running, no model yet.
+    run_dir, _ = _train(tmp_path, "train.epochs=1", name="r")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["status"] = "running"
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    (run_dir / "model.keras").unlink()
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"resuming: {run_dir}" in result.output
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
+    assert (run_dir / "model.keras").is_file()

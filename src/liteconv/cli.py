@@ -113,17 +113,11 @@ def _load(config_path: str | None, sets: tuple[str, ...]):
 @click.option("--run-name", help="run folder name (default: timestamp)")
 def train(config_path, sets, out, resume, run_name):
     """Train a model from CONFIG into runs/<experiment>/<time>/."""
-    from liteconv.config import load_config
     from liteconv.pipeline.train import train as train_fn
 
-    if resume:
-        cfg = load_config(config_path, parse_overrides(sets)) if config_path else None
-    else:
-        cfg = _load(config_path, sets)
-    if resume and cfg is None:
-        from liteconv.config import Config
-
-        cfg = Config()
+    if resume and (config_path or sets):
+        raise LiteconvError("--resume continues a run with its own config; drop -c/--set")
+    cfg = None if resume else _load(config_path, sets)
     try:
         run = train_fn(cfg, out=out, resume=resume, run_name=run_name, echo=click.echo)
     except KeyboardInterrupt:

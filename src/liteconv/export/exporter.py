@@ -17,9 +17,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from liteconv.config import config_from_dict
 from liteconv.errors import LiteconvError
 from liteconv.export.convert import MODES, float_ops, list_ops, to_tflite
 from liteconv.export.verify import verify_tflite
@@ -119,9 +117,7 @@ def export_run(
 ) -> dict:
     """Export the run's model in each mode, write files atomically, verify, return results."""
     run = runlib.Run.open(run_dir)
-    cfg = config_from_dict(
-        yaml.safe_load(run.file(runlib.CONFIG).read_text()), str(run.file(runlib.CONFIG))
-    )
+    cfg = run.config()
     modes = _check_modes(modes or cfg.export.modes)
     qat_epochs = cfg.export.qat_epochs if qat_epochs is None else qat_epochs
     sparsity = cfg.export.prune_sparsity if prune_sparsity is None else prune_sparsity
@@ -189,10 +185,7 @@ def verify_run(run_dir, *, model=None, splits=None, echo=print) -> dict:
             f"{run.path}: no export/*.tflite; run 'liteconv export {run.path}' first"
         )
     if model is None:
-        cfg = config_from_dict(
-            yaml.safe_load(run.file(runlib.CONFIG).read_text()), str(run.file(runlib.CONFIG))
-        )
-        model = _float32_model(run, cfg, load_run_model(run))
+        model = _float32_model(run, run.config(), load_run_model(run))
     splits = splits or run_data(run)
     x, y = splits.arrays("test")
     keras_probs = model.predict(x, batch_size=256, verbose=0)

@@ -13,10 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from liteconv.compat import keras
-from liteconv.config import config_from_dict
 from liteconv.errors import LiteconvError
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.data import DataSplits, load_dataset
@@ -52,12 +50,7 @@ def load_run_model(run: runlib.Run):
 
 def run_data(run: runlib.Run, batch_size: int | None = None) -> DataSplits:
     """The run's dataset, split exactly as in training (no augmentation)."""
-    path = run.file(runlib.CONFIG)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise LiteconvError(f"{path}: corrupt YAML ({err})") from None
-    cfg = config_from_dict(data, str(path))
+    cfg = run.config()
     return load_dataset(
         cfg.data, batch_size=batch_size or cfg.train.batch_size, seed=cfg.train.seed
     )

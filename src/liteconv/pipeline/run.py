@@ -193,6 +193,21 @@ class Run:
     def save_model(self, model, name: str = MODEL) -> Path:
         return save_model_atomic(model, self.path / name)
 
+    def config(self):
+        """The run's resolved ``config.yaml`` as a ``Config``."""
+        import yaml
+
+        from liteconv.config import config_from_dict
+
+        path = self.path / CONFIG
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise LiteconvError(f"{path}: cannot read ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise LiteconvError(f"{path}: corrupt YAML ({str(err).splitlines()[0]})") from None
+        return config_from_dict(data if isinstance(data, dict) else {"": data}, str(path))
+
     def manifest(self) -> dict:
         try:
             return json.loads((self.path / MANIFEST).read_text())

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liteconv.compat import keras, tf
-from liteconv.config import Config, TrainConfig, config_from_dict, dump_config, validate_model
+from liteconv.config import Config, TrainConfig, dump_config, validate_model
 from liteconv.errors import LiteconvError
 from liteconv.keras_layers import create_model, model_cost
 from liteconv.pipeline import run as runlib
@@ -200,38 +200,42 @@ def _dedupe_history(path: Path) -> None:
     runlib.atomic_write_text(path, "".join(",".join(r) + "\n" for r in lines))
 
 
-def _resolve_run(cfg: Config, out: str | Path, resume: str | Path | None, run_name: str | None):
-    """(run, cfg, resumed) for a new run, an explicit --resume, or an interrupted twin."""
-    if resume is not None:
-        run = runlib.Run.open(resume, need_model=False)
-        import yaml
+def saved_config(run_dir: str | Path) -> Config:
+    """The config an interrupted run was started with (``--resume``)."""
+    run = runlib.Run.open(run_dir, need_model=False)
+    if run.manifest().get("status") == "complete":
+        raise LiteconvError(f"{run_dir}: this run is already complete; start a new one instead")
+    cfg = run.config()
+    validate_model(cfg)
+    return cfg
 
-        saved = config_from_dict(
-            yaml.safe_load(run.file(runlib.CONFIG).read_text()), str(run.file(runlib.CONFIG))
-        )
-        validate_model(saved)
-        if run.manifest().get("status") == "complete":
-            raise LiteconvError(f"{resume}: this run is already complete; start a new one instead")
-        return run, saved, True
-    h = config_hash(cfg)
-    twin = None if run_name else runlib.Run.find_resumable(out, cfg.experiment, h)
-    if twin is not None:
-        return twin, cfg, True
+
+def _multiworker_name(cfg: Config) -> str:
+    """A run name every worker derives alike: from the cluster spec and the config."""
+    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+    key = json.dumps(cluster, sort_keys=True) + config_hash(cfg)
+    return "multiworker-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def _resolve_run(cfg: Config, out, resume, run_name) -> tuple[runlib.Run, bool]:
+    """(run, resumed) for --resume, an interrupted twin of the same config, or a new run."""
+    if resume is not None:
+        return runlib.Run(resume), True
     if run_name is None and os.environ.get("TF_CONFIG"):
-        # Every worker must pick the same folder: name it after the cluster and config.
-        cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
-        run_name = (
-            "multiworker-"
-            + hashlib.sha256((json.dumps(cluster, sort_keys=True) + h).encode()).hexdigest()[:10]
-        )
-        existing = Path(out) / cfg.experiment / run_name
-        if (existing / runlib.MANIFEST).is_file():
-            return runlib.Run(existing), cfg, True
-    return runlib.Run.create(out, cfg.experiment, run_name), cfg, False
+        run_name = _multiworker_name(cfg)
+    if run_name is not None:
+        existing = runlib.Run(Path(out) / cfg.experiment / run_name)
+        if existing.manifest().get("status") == "running":
+            return existing, True
+        return runlib.Run.create(out, cfg.experiment, run_name), False
+    twin = runlib.Run.find_resumable(out, cfg.experiment, config_hash(cfg))
+    if twin is not None:
+        return twin, True
+    return runlib.Run.create(out, cfg.experiment), False
 
 
 def train(
-    cfg: Config,
+    cfg: Config | None,
     *,
     out: str | Path = "runs",
     resume: str | Path | None = None,
@@ -241,17 +245,28 @@ def train(
     """Train ``cfg`` into a run folder and return it.
 
     Args:
-        cfg: the experiment config.
+        cfg: the experiment config (``None`` with ``resume``).
         out: parent of the run folders.
-        resume: an interrupted run folder to continue (its own config is used).
+        resume: an interrupted run folder to continue, with the config it was started with.
         run_name: the run folder name (default: a timestamp); every worker of a
             multi-worker run must use the same one (default: derived from TF_CONFIG).
         echo: where progress lines go.
     """
-    devices = select_devices(cfg.train)  # first: MultiWorkerMirroredStrategy needs it
-    chosen, cfg, resumed = _resolve_run(cfg, out, resume, run_name)
-    # Non-chief workers train in lockstep but write to a scratch folder they delete.
-    run = chosen if devices.is_chief else runlib.Run(tempfile.mkdtemp(prefix="liteconv-worker-"))
+    if resume is not None:
+        cfg = saved_config(resume)
+    elif cfg is None:
+        raise LiteconvError("missing -c CONFIG (or --resume RUN_DIR)")
+    devices = select_devices(cfg.train)  # before any TF op: MultiWorkerMirroredStrategy needs it
+    if devices.is_chief:
+        chosen, resumed = _resolve_run(cfg, out, resume, run_name)
+        run = chosen
+    else:
+        # Non-chief workers train in lockstep but write only to a scratch folder they delete;
+        # ``chosen`` is where the chief writes (BackupAndRestore derives their paths from it).
+        name = run_name or _multiworker_name(cfg)
+        chosen = runlib.Run(resume or Path(out) / cfg.experiment / name)
+        resumed = resume is not None
+        run = runlib.Run(tempfile.mkdtemp(prefix="liteconv-worker-"))
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
