@@ -16,7 +16,7 @@ ARGS ?=
 TARGET ?= raspberry-pi-4
 
 .PHONY: help install data test test-fast lint train train-gpu evaluate bench-train \
-        export-tflite bench bundle bench-layers report demo
+        export-tflite bench bundle bench-layers report demo bench-arm64
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -78,5 +78,9 @@ bench-layers: install  ## the papers' speed tables: conv vs flattened vs separab
 
 report: install  ## accuracy vs latency vs size of every exported run -> docs/results/report.*
 	$(LITECONV) report $$(ls -d runs/*/*/export | xargs -n1 dirname) --out docs/results/report
+
+BUNDLE ?=
+bench-arm64: install  ## run BUNDLE (default: newest dist/*.tar.gz) on emulated ARM64: bench.py --check + timings
+	$(LITECONV) bench-arm64 $(BUNDLE)
 
 demo: train export-tflite bench bundle  ## the whole job: train, export, verify, benchmark, bundle

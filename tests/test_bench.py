@@ -253,3 +253,22 @@ def test_bundle_runs_in_a_clean_venv_without_tensorflow(exported_run, tmp_path):
     assert run.returncode == 0, run.stderr
     doc = json.loads((folder / "out.json").read_text())
     assert {r["model"] for r in doc["records"]} == {"digits_quick/fp32", "digits_quick/int8"}
+
+
+@pytest.mark.large
+def test_bundle_passes_its_check_on_emulated_arm64(exported_run, tmp_path):
+    from liteconv.export.arm64 import NOT_REPRESENTATIVE, run_bundle_arm64
+
+    bundle = make_bundle(exported_run, out=tmp_path, samples=8)
+    # The cached user space is reused between runs; CI builds it fresh (about a minute).
+    doc = run_bundle_arm64(bundle, cache=".cache/arm64", runs=3, echo=lambda *_: None)
+    assert doc["where"] == "qemu-aarch64" and doc["note"] == NOT_REPRESENTATIVE
+    assert doc["machine"]["arch"] == "aarch64"
+    assert [line.split()[0] for line in doc["check"]] == ["PASS", "PASS"]
+    assert {r["model"] for r in doc["records"]} == {"digits_quick/fp32", "digits_quick/int8"}
+    assert Path(str(bundle).removesuffix(".tar.gz") + "-arm64-emulated.json").is_file()
+
+
+def test_bench_arm64_errors_are_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["bench-arm64", str(tmp_path / "none.tar.gz")])
+    assert result.exit_code == 2 and "no such bundle" in result.output

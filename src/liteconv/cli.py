@@ -371,6 +371,18 @@ def report(run_dirs, bench_files, threads, runs, out):
         click.echo(f"wrote {path}")
 
 
+@cli.command("bench-arm64")
+@click.argument("bundle_path", required=False, type=click.Path())
+@click.option("--cache", default=".cache/arm64", show_default=True,
+              help="where the arm64 user space and wheels are kept")  # fmt: skip
+@click.option("--runs", default=20, show_default=True, type=click.IntRange(1))
+def bench_arm64(bundle_path, cache, runs):
+    """Check and time a device bundle on emulated 64-bit ARM (qemu; correctness, not speed)."""
+    from liteconv.export.arm64 import newest_bundle, run_bundle_arm64
+
+    run_bundle_arm64(bundle_path or newest_bundle("dist"), cache=cache, runs=runs, echo=click.echo)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()
