@@ -272,3 +272,22 @@ def test_bundle_passes_its_check_on_emulated_arm64(exported_run, tmp_path):
 def test_bench_arm64_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["bench-arm64", str(tmp_path / "none.tar.gz")])
     assert result.exit_code == 2 and "no such bundle" in result.output
+
+
+def test_compare_and_report_cli(exported_run, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["compare", "--sizes", "8", "--channels", "8", "--threads", "1", "--runs", "2",
+              "--no-models", "--out", str(tmp_path / "layers")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "layers_speedup.png").is_file()
+    rows = json.loads((tmp_path / "layers.json").read_text())["rows"]
+    assert {r["variant"] for r in rows} == {"standard", "flattened_1", "flattened_2", "separable"}
+    result = runner.invoke(
+        cli, ["report", str(exported_run), "--runs", "3", "--out", str(tmp_path / "report")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "| digits_quick" in result.output and (tmp_path / "report.png").is_file()
+    result = runner.invoke(cli, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run folder" in result.output

@@ -196,7 +196,7 @@ def bench_train(models, input_shape, batch_size, steps, rounds, out):
         markdown=True,
     )  # fmt: skip
     header = (
-        f"Training throughput, batch {batch_size}, input {input_shape}, median of {rounds} "
+        f"Training throughput, batch {batch_size}, input {input_shape}, median step time over {rounds} "
         f"interleaved rounds of {steps} steps; {machine['cpu']}, {machine['cores_usable']} cores."
     )
     atomic_write_json(f"{out}.json", {"machine": machine, "records": records})

@@ -67,10 +67,18 @@ def write_compare(rows: list[dict], out: str | Path, *, machine: dict) -> list[P
         combos = sorted({(r["channels"], r["dtype"], r["threads"]) for r in layers})
         for kind, key, ylabel in (("latency", "p50_ms", "median latency (ms)"),
                                   ("speedup", "measured_speedup", "speedup over standard conv")):  # fmt: skip
+            ncols = min(4, len(combos))
+            nrows = -(-len(combos) // ncols)
             fig, axes = plt.subplots(
-                1, len(combos), figsize=(4.2 * len(combos), 3.6), squeeze=False
+                nrows,
+                ncols,
+                figsize=(4.2 * ncols, 3.4 * nrows),
+                squeeze=False,
+                layout="constrained",
             )
-            for ax, (c, dtype, t) in zip(axes[0], combos):
+            for ax in axes.flat[len(combos) :]:
+                ax.set_visible(False)
+            for ax, (c, dtype, t) in zip(axes.flat, combos):
                 for variant in dict.fromkeys(r["variant"] for r in layers):
                     pts = sorted((r["size"], r[key]) for r in layers if r["variant"] == variant
                                  and (r["channels"], r["dtype"], r["threads"]) == (c, dtype, t))  # fmt: skip
@@ -83,7 +91,7 @@ def write_compare(rows: list[dict], out: str | Path, *, machine: dict) -> list[P
                 ax.set_xlabel("input size N (N×N)")
                 ax.set_ylabel(ylabel)
                 ax.grid(alpha=0.3)
-            axes[0][0].legend(fontsize=8)
+            axes.flat[0].legend(fontsize=8)
             fig.suptitle(f"3×3 layer {kind}: {machine['cpu']}", fontsize=10)
             written.append(out.with_name(f"{out.name}_{kind}.png"))
             _save_png(fig, written[-1])
