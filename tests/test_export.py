@@ -196,3 +196,26 @@ def test_verify_cli_rereads_the_exports(exported):
     result = CliRunner().invoke(cli, ["verify", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "verified fp32.tflite" in result.output
+
+
+def test_per_tensor_export_is_smaller_and_still_integer(digits_run):
+    # Flattened models are mostly 1-D depthwise filters (3 weights a channel): per-channel
+    # scale + int64 zero point + bias metadata dominate their int8 files.
+    results = export_run(
+        digits_run, modes=["int8", "qat_int8"], per_channel=False, qat_epochs=1,
+        echo=lambda *_: None,
+    )  # fmt: skip
+    export_run(digits_run, modes=["int8"], verify=False, echo=lambda *_: None)
+    per_channel = (digits_run / "export" / "int8.tflite").stat().st_size
+    for name in ("int8_per_tensor", "qat_int8_per_tensor"):
+        blob = (digits_run / "export" / f"{name}.tflite").read_bytes()
+        assert len(blob) < 0.8 * per_channel
+        assert float_ops(blob) == []
+        assert (
+            json.loads((digits_run / "export" / f"{name}.json").read_text())["per_channel"] is False
+        )
+    # Post-training per-tensor int8 still answers like the float model on this small run
+    # (QAT per-tensor needs more than one fine-tune epoch here; the README has real figures).
+    assert results["int8_per_tensor"]["agreement"] >= 0.95
+    result = CliRunner().invoke(cli, ["export", str(digits_run), "--per-tensor", "--prune", "0.5"])
+    assert result.exit_code == 2 and "--per-tensor cannot be combined with --prune" in result.output

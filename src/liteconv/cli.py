@@ -214,9 +214,13 @@ def bench_train(models, input_shape, batch_size, steps, rounds, out):
 @click.option("--prune-epochs", type=click.IntRange(1), help="pruning fine-tune epochs")
 @click.option("--io", "io_type", type=click.Choice(["float32", "int8", "uint8"]),
               help="input/output dtype of the int8 models")  # fmt: skip
+@click.option("--per-tensor", is_flag=True, default=None,
+              help="one weight scale per tensor (smaller files for depthwise-heavy models)")  # fmt: skip
 @click.option("--calibration", type=click.IntRange(1), help="representative samples for PTQ")
 @click.option("--no-verify", is_flag=True, help="skip the Keras-vs-TFLite check")
-def export(run_dir, modes, qat_epochs, sparsity, prune_epochs, io_type, calibration, no_verify):
+def export(
+    run_dir, modes, qat_epochs, sparsity, prune_epochs, io_type, per_tensor, calibration, no_verify
+):
     """Convert RUN_DIR's model to .tflite files in RUN_DIR/export/ and verify them."""
     from liteconv.export.exporter import export_run
 
@@ -227,6 +231,7 @@ def export(run_dir, modes, qat_epochs, sparsity, prune_epochs, io_type, calibrat
         prune_sparsity=sparsity,
         prune_epochs=prune_epochs,
         io_type=io_type,
+        per_channel=False if per_tensor else None,
         calibration_samples=calibration,
         verify=not no_verify,
         echo=click.echo,

@@ -109,6 +109,7 @@ class ExportConfig:
     prune_epochs: int = field(default=2, metadata=_check(1))
     prune_learning_rate: float = field(default=5e-4, metadata=_check(0, exclusive_min=True))
     io_type: Literal["float32", "int8", "uint8"] = "float32"
+    per_channel: bool = True  # false: one weight scale per tensor (smaller depthwise-heavy files)
     calibration_samples: int = field(default=300, metadata=_check(1))
 
 

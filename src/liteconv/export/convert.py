@@ -83,6 +83,7 @@ def to_tflite(
     representative_data: Iterable | np.ndarray | None = None,
     num_calibration: int = 300,
     io_type: str = "float32",
+    per_channel: bool = True,
 ) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer.
 
@@ -96,6 +97,9 @@ def to_tflite(
         num_calibration: how many of those samples to use.
         io_type: dtype of the model's input and output tensors (``float32``; ``int8`` or
             ``uint8`` for ``int8``; ``int16`` for ``int16x8``).
+        per_channel: per-channel weight scales (default). ``False`` gives one scale per
+            tensor: smaller files for models made of depthwise filters, whose per-channel
+            scale, int64 zero point and bias metadata outweigh their few weights.
 
     Returns:
         The ``.tflite`` bytes, builtin ops only.
@@ -125,6 +129,8 @@ def to_tflite(
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
+    if not per_channel:
+        converter._experimental_disable_per_channel = True  # no public switch (TF 2.21)
     if io_type != "float32":
         dtype = getattr(tf, io_type)
         converter.inference_input_type = dtype

@@ -111,6 +111,7 @@ def export_run(
     prune_sparsity: float | None = None,
     prune_epochs: int | None = None,
     io_type: str | None = None,
+    per_channel: bool | None = None,
     calibration_samples: int | None = None,
     verify: bool = True,
     echo=print,
@@ -128,6 +129,11 @@ def export_run(
     if sparsity is not None and not 0 < sparsity < 1:
         raise LiteconvError(f"--prune {sparsity}: expected a sparsity between 0 and 1, e.g. 0.5")
     calibration = calibration_samples or cfg.export.calibration_samples
+    per_channel = cfg.export.per_channel if per_channel is None else per_channel
+    if not per_channel and sparsity:
+        raise LiteconvError(
+            "--per-tensor cannot be combined with --prune (sparsity-preserving QAT is per-channel)"
+        )
 
     model = _float32_model(run, cfg, load_run_model(run))
     splits = run_data(run)
@@ -145,13 +151,14 @@ def export_run(
 
     blobs: dict[str, tuple[str, bytes]] = {}
     for mode in modes:
-        echo(f"converting {prefix}{mode}")
+        echo(f"converting {prefix}{mode}{'' if per_channel else ' (per-tensor)'}")
         if mode == "qat_int8":
             qat = optimize.quantization_aware(
                 base, splits, epochs=qat_epochs, learning_rate=cfg.export.qat_learning_rate,
-                preserve_sparsity=bool(sparsity), verbose=verbose,
+                preserve_sparsity=bool(sparsity), per_channel=per_channel, verbose=verbose,
             )  # fmt: skip
-            blob = to_tflite(qat, mode="int8", representative_data=x_cal, io_type=io_type)
+            blob = to_tflite(qat, mode="int8", representative_data=x_cal, io_type=io_type,
+                             per_channel=per_channel)  # fmt: skip
         else:
             blob = to_tflite(
                 base,
@@ -159,13 +166,15 @@ def export_run(
                 representative_data=x_cal if mode in ("int8", "int16x8") else None,
                 num_calibration=calibration,
                 io_type=io_type if mode == "int8" else "float32",
+                per_channel=per_channel,
             )
-        blobs[prefix + mode] = (mode, blob)
+        blobs[prefix + mode + ("" if per_channel else "_per_tensor")] = (mode, blob)
 
     results = {}
     for name, (mode, blob) in blobs.items():
         info = sidecar(blob, name=name, mode=mode, run=run,
-                       extra={**extra, "qat_epochs": qat_epochs if mode == "qat_int8" else None})  # fmt: skip
+                       extra={**extra, "per_channel": per_channel,
+                              "qat_epochs": qat_epochs if mode == "qat_int8" else None})  # fmt: skip
         run.write_bytes(f"{EXPORT_DIR}/{name}.tflite", blob)
         run.write_json(f"{EXPORT_DIR}/{name}.json", info)
         results[name] = {"mode": mode, "size_bytes": len(blob), "gzip_bytes": info["gzip_bytes"]}

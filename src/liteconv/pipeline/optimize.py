@@ -44,6 +44,7 @@ def quantization_aware(
     epochs: int,
     learning_rate: float,
     preserve_sparsity: bool = False,
+    per_channel: bool = True,
     verbose: int = 1,
 ):
     """Wrap ``model`` for quantization-aware training and fine-tune it.
@@ -52,9 +53,21 @@ def quantization_aware(
     preceding convolution (tfmot's default 8-bit scheme). ``preserve_sparsity`` keeps the
     zeros of a pruned model (prune-preserving QAT). ``epochs=0`` only wraps the model
     (ranges are then calibrated by the converter's representative data).
+    ``per_channel=False`` simulates per-tensor weight scales (tfmot's n-bit scheme with
+    per-axis quantization disabled), to match ``to_tflite(..., per_channel=False)``.
     """
     q = tfmot().quantization.keras
-    if preserve_sparsity:
+    if not per_channel:
+        if preserve_sparsity:
+            raise ValueError("prune-preserving QAT is per-channel only; drop per_channel=False")
+        from tensorflow_model_optimization.quantization.keras.experimental.default_n_bit import (  # noqa: E501
+            DefaultNBitQuantizeScheme,
+        )
+
+        qat = q.quantize_apply(
+            q.quantize_annotate_model(model), DefaultNBitQuantizeScheme(disable_per_axis=True)
+        )
+    elif preserve_sparsity:
         from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
             default_8bit_prune_preserve_quantize_scheme as pqat,
         )
