@@ -107,3 +107,13 @@ def test_cli_config_prints_resolved_yaml():
     )
     assert result.exit_code == 0, result.output
     assert "epochs: 7" in result.output and "name: digits" in result.output
+
+
+def test_every_shipped_experiment_config_loads():
+    from pathlib import Path
+
+    paths = sorted(Path(EXPERIMENTS).glob("*.yaml"))
+    assert len(paths) >= 6
+    for path in paths:
+        cfg = load_config(path)  # checks model name and kwargs against the registry too
+        assert cfg.experiment == path.stem
