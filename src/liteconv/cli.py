@@ -13,6 +13,7 @@ import click
 import yaml
 
 from liteconv.errors import LiteconvError
+from liteconv.export.bench import int_list  # no TensorFlow: the device script's parser
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -247,16 +248,6 @@ def verify(run_dir):
     verify_run(_run_dir(run_dir), echo=click.echo)
 
 
-def _int_list(text: str, option: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise LiteconvError(f"{option} {text!r}: expected a comma list such as 1,2,4") from None
-    if not values or min(values) < 1:
-        raise LiteconvError(f"{option} {text!r}: expected positive integers")
-    return values
-
-
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
 @click.option("--threads", help="comma list (default: the target's, else 1)")
@@ -276,7 +267,7 @@ def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, json_path,
     from liteconv.targets import load_target
 
     spec = load_target(target) if target else {}
-    thread_list = _int_list(threads, "--threads") if threads else spec.get("threads", [1])
+    thread_list = int_list(threads, "--threads") if threads else spec.get("threads", [1])
     xnnpack = [False] if no_xnnpack else spec.get("xnnpack", [True])
     runtime = runtime or spec.get("runtime", "auto")
     total = runs * len(models) * len(thread_list) * len(xnnpack)
@@ -345,9 +336,9 @@ def compare(sizes, channels, threads, runs, no_models, out):
     from liteconv.export.report import write_compare
     from liteconv.machine import machine_info
 
-    thread_list = _int_list(threads, "--threads")
+    thread_list = int_list(threads, "--threads")
     rows = compare_layers(
-        sizes=_int_list(sizes, "--sizes"), channels=_int_list(channels, "--channels"),
+        sizes=int_list(sizes, "--sizes"), channels=int_list(channels, "--channels"),
         threads=thread_list, runs=runs, echo=click.echo,
     )  # fmt: skip
     if not no_models:

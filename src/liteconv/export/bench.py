@@ -326,11 +326,15 @@ def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
 # ----------------------------------------------------------------------- device CLI
 
 
-def _int_list(text: str) -> list[int]:
+def int_list(text: str, option: str = "--threads") -> list[int]:
+    """Parse a comma list of positive integers such as ``1,2,4`` (one-line errors)."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise LiteconvError(f"expected a comma list of integers, got {text!r}") from None
+        raise LiteconvError(f"{option} {text!r}: expected a comma list such as 1,2,4") from None
+    if not values or min(values) < 1:
+        raise LiteconvError(f"{option} {text!r}: expected positive integers")
+    return values
 
 
 def _progress_printer(stream=sys.stderr):
@@ -374,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['max_abs_diff']:.3g} (tolerance {r['tolerance']:.3g})")  # fmt: skip
             return 0 if all(r["passed"] for r in results) else 1
         models = args.models or sorted(str(p) for p in (here / "models").glob("*.tflite"))
-        threads = _int_list(args.threads) if args.threads else target.get("threads", [1])
+        threads = int_list(args.threads) if args.threads else target.get("threads", [1])
         records = benchmark(
             models, threads=threads, warmup=args.warmup, runs=args.runs, runtime=runtime,
             xnnpack=[not args.no_xnnpack] if args.no_xnnpack else target.get("xnnpack", [True]),

@@ -168,11 +168,12 @@ def list_ops(blob: bytes) -> list[OpInfo]:
     return ops
 
 
-def float_ops(blob: bytes) -> list[str]:
-    """Names of ops computing in float32 other than the QUANTIZE/DEQUANTIZE at the edges."""
+def float_ops(blob: bytes, ops: list[OpInfo] | None = None) -> list[str]:
+    """Names of ops computing in float32 other than the QUANTIZE/DEQUANTIZE at the edges
+    (``ops``: the blob's ``list_ops`` if already at hand)."""
     return [
         op.name
-        for op in list_ops(blob)
+        for op in (list_ops(blob) if ops is None else ops)
         if op.name not in _BOUNDARY_OPS and "float32" in op.output_types
     ]
 

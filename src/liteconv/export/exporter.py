@@ -85,7 +85,7 @@ def sidecar(blob: bytes, *, name: str, mode: str, run: runlib.Run, extra: dict) 
         "experiment": manifest.get("experiment"),
         "source_model_sha256": runlib.sha256_file(run.file(runlib.MODEL)),
         "ops": sorted({op.name for op in ops}),
-        "float_ops": sorted(set(float_ops(blob))) if mode != "fp32" else [],
+        "float_ops": sorted(set(float_ops(blob, ops))) if mode != "fp32" else [],
         **extra,
     }
 

@@ -4,7 +4,7 @@ Runs the ``.tflite`` through the LiteRT interpreter (``runtime.load_interpreter`
 quantizing integer inputs and dequantizing outputs with the tensors' own parameters.
 
 Example:
-    >>> row = verify_tflite(blob, x_test, y_test, keras_probs, class_names)
+    >>> row = verify_tflite(blob, x_test, y_test, keras_probs)
     >>> row["agreement"]
 """
 

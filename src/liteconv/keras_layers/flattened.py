@@ -17,6 +17,17 @@ from liteconv.compat import keras
 from liteconv.keras_layers import _args
 
 
+def _unit_gain_init(taps: int):
+    """Uniform init with variance 1/taps: a 1-D filter that preserves its input's variance.
+
+    Keras' glorot default sees a (k,1,C,1) depthwise kernel as fan_in k·C, giving each
+    1-D step a gain of ~3/C: over two LVH stages the signal shrinks ~1e5×, below
+    BatchNorm's epsilon, and the network does not train.
+    """
+    limit = (3 / taps) ** 0.5
+    return keras.initializers.RandomUniform(-limit, limit)
+
+
 def flattened_conv(
     x,
     filters: int,
@@ -58,13 +69,8 @@ def flattened_conv(
         raise ValueError(f"Expected a bool, received use_bias={use_bias!r}")
     name = _args.layer_name(name, "flattened_conv")
 
+    vertical_init, horizontal_init = _unit_gain_init(k_h), _unit_gain_init(k_w)
     for stage in range(1, stages + 1):
-        # Keras' glorot default sees a (k,1,C,1) depthwise kernel as fan_in k·C, giving
-        # each 1-D step a gain of ~3/C: over two LVH stages the signal shrinks ~1e5×,
-        # below BatchNorm's epsilon, and the network does not train. A k-tap filter with
-        # weight variance 1/k preserves the variance of its input instead.
-        vertical_init = keras.initializers.RandomUniform(-((3 / k_h) ** 0.5), (3 / k_h) ** 0.5)
-        horizontal_init = keras.initializers.RandomUniform(-((3 / k_w) ** 0.5), (3 / k_w) ** 0.5)
         prefix = f"{name}_s{stage}"
         stride_h, stride_w = (s_h, s_w) if stage == 1 else (1, 1)
         x = keras.layers.Conv2D(filters, 1, use_bias=use_bias, name=f"{prefix}_lateral")(x)

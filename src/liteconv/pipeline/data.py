@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,8 +70,14 @@ class DataSplits:
     sizes: dict[str, int]
     fingerprint: str
     source: str
+    batch_size: int = 1
     _raw: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False, default_factory=dict)
     _load: Callable | None = field(repr=False, default=None)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training batches per epoch (the last one may be partial)."""
+        return max(1, math.ceil(self.sizes["train"] / self.batch_size))
 
     @property
     def num_classes(self) -> int:
@@ -347,6 +354,7 @@ def load_dataset(
         sizes={"train": len(x_train), "val": len(x_val), "test": len(source.x_test)},
         fingerprint=fingerprint(source),
         source=source.location,
+        batch_size=batch_size,
         _raw={
             "train": (x_train, y_train),
             "val": (x_val, y_val),

@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import gzip
-import math
 
 import numpy as np
 
@@ -26,15 +25,6 @@ def _compile(model, learning_rate: float, steps: int, epochs: int) -> None:
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-
-
-def _steps(splits: DataSplits) -> int:
-    return max(1, math.ceil(splits.sizes["train"] / _batch_size(splits)))
-
-
-def _batch_size(splits: DataSplits) -> int:
-    spec = splits.train.element_spec[0]
-    return int(spec.shape[0]) if spec.shape[0] else 128
 
 
 def quantization_aware(
@@ -78,7 +68,7 @@ def quantization_aware(
         )
     else:
         qat = q.quantize_model(model)
-    _compile(qat, learning_rate, _steps(splits), max(epochs, 1))
+    _compile(qat, learning_rate, splits.steps_per_epoch, max(epochs, 1))
     if epochs:
         n = splits.num_classes
         qat.fit(
@@ -107,7 +97,7 @@ def prune(
     if not 0 < sparsity < 1:
         raise ValueError(f"Expected a sparsity in (0, 1), received sparsity={sparsity!r}")
     sparsity_api = tfmot().sparsity.keras
-    steps = _steps(splits)
+    steps = splits.steps_per_epoch
     schedule = sparsity_api.PolynomialDecay(
         initial_sparsity=0.0,
         final_sparsity=sparsity,

@@ -284,7 +284,7 @@ def train(
         f"data: {cfg.data.name} from {splits.source}: {splits.sizes['train']} train / "
         f"{splits.sizes['val']} val / {splits.sizes['test']} test, input {splits.input_shape}"
     )
-    steps = math.ceil(splits.sizes["train"] / cfg.train.batch_size)
+    steps = splits.steps_per_epoch
     with devices.strategy.scope():
         model = build_model(cfg, splits, devices.mixed_precision)
         compile_model(model, cfg.train, steps)
