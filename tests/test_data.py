@@ -47,7 +47,7 @@ def test_digits_split_is_deterministic_disjoint_and_seed_independent():
     cfg = DataConfig(name="digits", validation_split=0.1, test_split=0.2)
     a = load_dataset(cfg, batch_size=32, seed=1)
     b = load_dataset(cfg, batch_size=32, seed=2)  # training seed does not move the split
-    assert a.sizes == {"train": 1294, "val": 144, "test": 359}
+    assert a.sizes == {"train": 1295, "val": 143, "test": 359}  # stratified per class
     assert a.fingerprint == b.fingerprint
     xa, ya = a.arrays("test")
     xb, yb = b.arrays("test")
@@ -113,3 +113,74 @@ def test_real_fashion_mnist():
     assert x.shape == (10000, 28, 28, 1)
     assert np.bincount(y).tolist() == [1000] * 10  # the official test split is balanced
     assert 0.25 < x.mean() < 0.35  # Fashion-MNIST's mean pixel is ~0.286
+
+
+def _png_tree(root, classes, per_class, shape=(6, 6, 3), seed=0):
+    """Write ``per_class`` random PNGs into ``root/<class>/`` (listed class by class)."""
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 256, size=shape, dtype=np.uint8)
+            (root / cls / f"{i:03d}.png").write_bytes(tf.io.encode_png(img).numpy())
+
+
+def test_class_sorted_image_folder_gives_mixed_batches(tmp_path):
+    classes = ["a", "b", "c", "d"]
+    _png_tree(tmp_path, classes, 60)
+    # A shuffle buffer far smaller than the data: only the whole-index shuffle mixes classes.
+    cfg = DataConfig(name="image_folder", path=str(tmp_path), image_size=[6, 6],
+                     shuffle_buffer=4, validation_split=0.1, test_split=0.2)  # fmt: skip
+    splits = load_dataset(cfg, batch_size=32, seed=0)
+    batches = [np.bincount(y.numpy(), minlength=4) for _, y in splits.train]
+    full = [b for b in batches if b.sum() == 32]
+    assert len(full) >= 4
+    for counts in full:
+        assert counts.max() <= 16, counts  # no batch has more than half from one class
+    # every class is in training, validation and test, in proportions close to 1/4
+    for split, counts in splits.class_counts().items():
+        assert min(counts) > 0, (split, counts)
+    _, y_test = splits.arrays("test")
+    assert len(set(y_test[:8].tolist())) > 1  # the first test images are not one class
+
+
+def test_limit_keeps_the_class_balance(tmp_path):
+    _png_tree(tmp_path, ["a", "b", "c", "d"], 30)
+    cfg = DataConfig(name="image_folder", path=str(tmp_path), image_size=[6, 6], limit=40,
+                     validation_split=0.0, test_split=0.2)  # fmt: skip
+    counts = load_dataset(cfg, batch_size=8, seed=0).class_counts()["train"]
+    assert sum(counts) == 40 and max(counts) - min(counts) <= 1, counts
+
+
+def test_image_folder_with_train_and_test_folders_keeps_the_given_test_split(tmp_path):
+    classes = ["ant", "bee", "cow"]
+    _png_tree(tmp_path / "train", classes, 12, seed=1)
+    _png_tree(tmp_path / "test", classes, 4, seed=2)
+    cfg = DataConfig(name="image_folder", path=str(tmp_path), image_size=[6, 6],
+                     validation_split=0.25)  # fmt: skip
+    splits = load_dataset(cfg, batch_size=4, seed=0)
+    assert splits.class_names == classes
+    assert splits.sizes == {"train": 27, "val": 9, "test": 12}
+    test_files = sorted(str(p) for p in (tmp_path / "test").rglob("*.png"))
+    x_raw, y_raw = splits._raw["test"]
+    assert sorted(x_raw.tolist()) == test_files  # exactly the files of test/
+    for path, label in zip(x_raw, y_raw):
+        assert f"/test/{classes[label]}/" in path
+    train_files = set(splits._raw["train"][0].tolist()) | set(splits._raw["val"][0].tolist())
+    assert train_files == {str(p) for p in (tmp_path / "train").rglob("*.png")}
+    # a val/ folder is used as the validation split
+    _png_tree(tmp_path / "val", classes, 2, seed=3)
+    splits = load_dataset(cfg, batch_size=4, seed=0)
+    assert splits.sizes == {"train": 36, "val": 6, "test": 12}
+    # explicit paths work the same way
+    explicit = DataConfig(name="image_folder", train_path=str(tmp_path / "train"),
+                          test_path=str(tmp_path / "test"), image_size=[6, 6])  # fmt: skip
+    assert load_dataset(explicit, batch_size=4, seed=0).sizes["test"] == 12
+
+
+def test_image_folder_splits_must_share_their_classes(tmp_path):
+    _png_tree(tmp_path / "train", ["ant", "bee", "cow"], 3)
+    _png_tree(tmp_path / "test", ["ant", "bee"], 3)
+    cfg = DataConfig(name="image_folder", path=str(tmp_path), image_size=[6, 6])
+    with pytest.raises(LiteconvError, match="no class folder 'cow'"):
+        load_dataset(cfg, batch_size=4, seed=0)

@@ -47,6 +47,9 @@ class DataConfig:
 
     name: Literal["fashion_mnist", "digits", "image_folder", "tfds", "synthetic"] = "fashion_mnist"
     path: str | None = None  # fashion_mnist IDX folder or image_folder root
+    train_path: str | None = None  # image_folder: explicit split folders (else found in path)
+    val_path: str | None = None
+    test_path: str | None = None
     tfds_name: str | None = None
     image_size: list[int] | None = None  # [height, width] the model sees; null: native
     channels: int | None = field(default=None, metadata=_check(1, 3))  # null: native
@@ -300,8 +303,18 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: data.synthetic_shape: expected [height, width, channels], got {shape!r}"
         )
-    if cfg.data.name == "image_folder" and not cfg.data.path:
-        raise ConfigError(f"{source}: data.path: image_folder needs the folder of class folders")
+    if cfg.data.name == "image_folder" and not (cfg.data.path or cfg.data.train_path):
+        raise ConfigError(
+            f"{source}: data.path: image_folder needs the folder of class folders "
+            "(or data.train_path and data.test_path)"
+        )
+    if (cfg.data.val_path or cfg.data.test_path) and not cfg.data.train_path:
+        raise ConfigError(
+            f"{source}: data.train_path: needed with data.test_path/data.val_path "
+            "(the folder of training class folders)"
+        )
+    if cfg.data.train_path and cfg.data.name != "image_folder":
+        raise ConfigError(f"{source}: data.train_path: only for data.name image_folder")
     if cfg.data.name == "tfds" and not cfg.data.tfds_name:
         raise ConfigError(f"{source}: data.tfds_name: tfds needs a dataset name, e.g. cifar10")
     if cfg.train.warmup_epochs >= cfg.train.epochs and cfg.train.warmup_epochs:

@@ -284,6 +284,8 @@ def train(
         f"data: {cfg.data.name} from {splits.source}: {splits.sizes['train']} train / "
         f"{splits.sizes['val']} val / {splits.sizes['test']} test, input {splits.input_shape}"
     )
+    if cfg.data.name == "image_folder":
+        echo(splits.counts_table())
     steps = splits.steps_per_epoch
     with devices.strategy.scope():
         model = build_model(cfg, splits, devices.mixed_precision)
