@@ -1,17 +1,66 @@
-"""Shared fixtures: a clean Keras session per test and numpy reference convolutions."""
+"""Shared fixtures: a clean Keras session per test, one trained digits run for the whole
+session (copied for tests that change it), and numpy reference convolutions.
+
+Paths are built from this file, so ``pytest`` runs from any folder.
+"""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from liteconv.compat import keras
 
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "configs" / "experiments"
+DIGITS = str(EXPERIMENTS / "digits_quick.yaml")
+
+
+def quiet(*_args, **_kwargs) -> None:
+    """An ``echo`` that prints nothing."""
+
 
 @pytest.fixture(autouse=True)
 def _clear_keras_session():
     keras.backend.clear_session()
     yield
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A 2-epoch digits_quick run, trained once per session. Read it, never change it:
+    tests that write into a run take ``run_copy``."""
+    from liteconv.config import load_config
+    from liteconv.pipeline.train import train
+
+    cfg = load_config(DIGITS, {"train.epochs": 2, "train.verbose": 0})
+    return train(cfg, out=tmp_path_factory.mktemp("runs"), echo=quiet).path
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    """A private copy of a run folder (same experiment/name layout under ``dest``)."""
+    target = dest / run_dir.parent.name / run_dir.name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+@pytest.fixture
+def run_copy(digits_run, tmp_path) -> Path:
+    """This test's own copy of the session's digits run."""
+    return copy_run(digits_run, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def exported_run(digits_run, tmp_path_factory) -> Path:
+    """A copy of the digits run with fp32 and int8 exports (read-only for tests)."""
+    from liteconv.export.run_export import export_run
+
+    run = copy_run(digits_run, tmp_path_factory.mktemp("exported"))
+    export_run(run, modes=["fp32", "int8"], echo=quiet)
+    return run
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from conftest import EXPERIMENTS
 from liteconv.cli import cli
 from liteconv.config import ConfigError, load_config
-
-EXPERIMENTS = "configs/experiments"
 
 
 def test_experiment_inherits_base_and_applies_overrides():
@@ -95,7 +94,7 @@ def test_cli_reports_config_errors_exit_2_without_traceback(tmp_path, text, over
 
 def test_cli_missing_config_file_and_bad_set():
     runner = CliRunner()
-    result = runner.invoke(cli, ["train", "-c", "configs/experiments/nope.yaml"])
+    result = runner.invoke(cli, ["train", "-c", str(EXPERIMENTS / "nope.yaml")])
     assert result.exit_code == 2 and "config file not found" in result.output
     result = runner.invoke(cli, ["config", "-c", f"{EXPERIMENTS}/digits_quick.yaml", "--set", "x"])
     assert result.exit_code == 2 and "expected KEY=VALUE" in result.output

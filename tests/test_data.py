@@ -10,9 +10,10 @@ import pytest
 
 from liteconv.compat import tf
 from liteconv.config import AugmentConfig, DataConfig
-from liteconv.errors import LiteconvError
-from liteconv.pipeline.data import DEBIAN_FASHION_MNIST, load_dataset
+from liteconv.device.errors import LiteconvError
+from liteconv.pipeline.data import load_dataset
 from liteconv.pipeline.idx import read_idx
+from liteconv.pipeline.sources import DEBIAN_FASHION_MNIST
 
 
 def _write_idx(path, array, compress=True):

@@ -8,36 +8,30 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import copy_run, quiet
 from liteconv.cli import cli
 from liteconv.compat import keras, tf
-from liteconv.config import DataConfig, load_config
+from liteconv.config import DataConfig
+from liteconv.device.tensors import output_step
+from liteconv.export import quantize as optimize
 from liteconv.export.convert import ConversionError, float_ops, to_tflite
-from liteconv.export.exporter import export_run
-from liteconv.export.verify import output_step, tflite_predict
+from liteconv.export.run_export import export_run
+from liteconv.export.verify import tflite_predict
 from liteconv.keras_layers import create_model, list_models, model_kwargs
-from liteconv.pipeline import optimize
 from liteconv.pipeline.data import load_dataset
-from liteconv.pipeline.train import train
 
 ONE_STEP = 1 / 256  # the int8 softmax output's quantization step (scale 1/256)
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cfg = load_config(
-        "configs/experiments/digits_quick.yaml", {"train.epochs": 2, "train.verbose": 0}
-    )
-    return train(cfg, out=out, echo=lambda *_: None).path
-
-
-@pytest.fixture(scope="module")
-def exported(digits_run):
+def exported(digits_run, tmp_path_factory):
+    """A private copy of the session's digits run, exported in every mode (read-only)."""
+    run = copy_run(digits_run, tmp_path_factory.mktemp("every_mode"))
     results = export_run(
-        digits_run, modes=["fp32", "fp16", "dynamic", "int8", "int16x8", "qat_int8"],
-        qat_epochs=1, echo=lambda *_: None,
+        run, modes=["fp32", "fp16", "dynamic", "int8", "int16x8", "qat_int8"],
+        qat_epochs=1, echo=quiet,
     )  # fmt: skip
-    return digits_run, results
+    return run, results
 
 
 def test_every_mode_is_written_with_sidecar_and_verified(exported):
@@ -95,7 +89,7 @@ def test_qat_tflite_matches_its_fake_quant_keras_model():
     splits = load_dataset(DataConfig(name="digits"), batch_size=64, seed=0)
     model = create_model("separable_cnn", input_shape=(8, 8, 1), num_classes=10, width=0.5)
     model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(splits.train, epochs=2, verbose=0)
+    model.fit(splits.train, epochs=6, verbose=0)  # a trained model: few near-tie outputs
     qat = optimize.quantization_aware(model, splits, epochs=1, learning_rate=1e-4, verbose=0)
     x, _ = splits.arrays("test")
     blob = to_tflite(qat, mode="int8", representative_data=x[:100])
@@ -148,24 +142,22 @@ def test_bad_conversion_options_fail_before_work(kwargs, message):
         to_tflite(model, **kwargs)
 
 
-def test_integer_io_types(digits_run, tmp_path):
-    results = export_run(digits_run, modes=["int8"], io_type="uint8", echo=lambda *_: None)
-    side = json.loads((digits_run / "export" / "int8.json").read_text())
+def test_integer_io_types(run_copy, tmp_path):
+    results = export_run(run_copy, modes=["int8"], io_type="uint8", echo=quiet)
+    side = json.loads((run_copy / "export" / "int8.json").read_text())
     assert side["inputs"][0]["dtype"] == "uint8" and side["outputs"][0]["dtype"] == "uint8"
     assert results["int8"]["agreement"] >= 0.97
 
 
-def test_pruning_reaches_target_sparsity_and_compresses(digits_run):
-    export_run(digits_run, modes=["fp32"], verify=False, echo=lambda *_: None)
+def test_pruning_reaches_target_sparsity_and_compresses(run_copy):
+    export_run(run_copy, modes=["fp32"], verify=False, echo=quiet)
     # 21 steps an epoch on digits: give the schedule enough steps to ramp up and recover.
-    results = export_run(
-        digits_run, modes=["fp32"], prune_sparsity=0.6, prune_epochs=6, echo=lambda *_: None
-    )
-    side = json.loads((digits_run / "export" / "pruned60_fp32.json").read_text())
+    results = export_run(run_copy, modes=["fp32"], prune_sparsity=0.6, prune_epochs=6, echo=quiet)
+    side = json.loads((run_copy / "export" / "pruned60_fp32.json").read_text())
     layers = side["pruning"]["layer_sparsity"]
     convs = {k: v for k, v in layers.items() if k.endswith(("_lateral", "_conv", "logits"))}
     assert convs and all(abs(v - 0.6) < 0.02 for v in convs.values()), convs
-    dense = json.loads((digits_run / "export" / "fp32.json").read_text())
+    dense = json.loads((run_copy / "export" / "fp32.json").read_text())
     assert side["gzip_bytes"] < 0.75 * dense["gzip_bytes"]
     assert results["pruned60_fp32"]["accuracy"] > 0.8
 
@@ -182,13 +174,14 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, digits_run):
         (corrupt / name).write_bytes((digits_run / name).read_bytes())
     (corrupt / "model.keras").write_bytes(b"not a zip")
     result = runner.invoke(cli, ["export", str(corrupt)])
-    assert result.exit_code == 2 and "cannot load the model" in result.output
+    assert result.exit_code == 2 and "not a Keras v3 .keras file" in result.output
     assert not (corrupt / "export").exists()
 
-    before = sorted(p.name for p in (digits_run / "export").iterdir())
+    before = sorted(p.name for p in digits_run.rglob("*"))
     result = runner.invoke(cli, ["export", str(digits_run), "--mode", "fp32,int4"])
-    assert result.exit_code == 2 and "int4: unknown" in result.output
-    assert sorted(p.name for p in (digits_run / "export").iterdir()) == before
+    assert result.exit_code == 2 and "export.modes[1]: expected one of" in result.output
+    assert "'int4'" in result.output and len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in digits_run.rglob("*")) == before
 
 
 def test_verify_cli_rereads_the_exports(exported):
@@ -198,24 +191,26 @@ def test_verify_cli_rereads_the_exports(exported):
     assert "verified fp32.tflite" in result.output
 
 
-def test_per_tensor_export_is_smaller_and_still_integer(digits_run):
+def test_per_tensor_export_is_smaller_and_still_integer(run_copy):
     # Flattened models are mostly 1-D depthwise filters (3 weights a channel): per-channel
     # scale + int64 zero point + bias metadata dominate their int8 files.
     results = export_run(
-        digits_run, modes=["int8", "qat_int8"], per_channel=False, qat_epochs=1,
-        echo=lambda *_: None,
+        run_copy, modes=["int8", "qat_int8"], per_channel=False, qat_epochs=1,
+        echo=quiet,
     )  # fmt: skip
-    export_run(digits_run, modes=["int8"], verify=False, echo=lambda *_: None)
-    per_channel = (digits_run / "export" / "int8.tflite").stat().st_size
+    export_run(run_copy, modes=["int8"], verify=False, echo=quiet)
+    per_channel = (run_copy / "export" / "int8.tflite").stat().st_size
     for name in ("int8_per_tensor", "qat_int8_per_tensor"):
-        blob = (digits_run / "export" / f"{name}.tflite").read_bytes()
+        blob = (run_copy / "export" / f"{name}.tflite").read_bytes()
         assert len(blob) < 0.8 * per_channel
         assert float_ops(blob) == []
         assert (
-            json.loads((digits_run / "export" / f"{name}.json").read_text())["per_channel"] is False
+            json.loads((run_copy / "export" / f"{name}.json").read_text())["per_channel"] is False
         )
     # Post-training per-tensor int8 still answers like the float model on this small run
     # (QAT per-tensor needs more than one fine-tune epoch here; the README has real figures).
     assert results["int8_per_tensor"]["agreement"] >= 0.95
-    result = CliRunner().invoke(cli, ["export", str(digits_run), "--per-tensor", "--prune", "0.5"])
-    assert result.exit_code == 2 and "--per-tensor cannot be combined with --prune" in result.output
+    result = CliRunner().invoke(cli, ["export", str(run_copy), "--per-tensor", "--prune", "0.5"])
+    assert (
+        result.exit_code == 2 and "cannot be combined with export.prune_sparsity" in result.output
+    )

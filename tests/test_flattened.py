@@ -132,3 +132,25 @@ def test_default_names_are_unique():
     model = keras.Model(inputs, b)
     names = [layer.name for layer in model.layers]
     assert len(names) == len(set(names))
+
+
+def test_stages_start_from_different_seeded_filters():
+    def build(seed):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((9, 9, 4))
+        model = keras.Model(inputs, flattened_conv(inputs, 6, 3, stages=2, name="f"))
+        return {w.name: w.numpy() for w in model.weights}
+
+    first = build(7)
+    for kind in ("vertical", "horizontal"):
+        a = first[f"f_s1_{kind}/depthwise_kernel:0"]
+        b = first[f"f_s2_{kind}/depthwise_kernel:0"]
+        assert a.shape == b.shape and not np.allclose(a, b), kind
+    again = build(7)
+    assert first.keys() == again.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
+    other = build(8)
+    assert not np.allclose(first["f_s1_vertical/depthwise_kernel:0"],
+                           other["f_s1_vertical/depthwise_kernel:0"])  # fmt: skip

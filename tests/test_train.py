@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import DIGITS
 from liteconv.cli import cli
 from liteconv.compat import keras
 from liteconv.pipeline.run import sha256_file
 
-DIGITS = "configs/experiments/digits_quick.yaml"
 LITECONV = [sys.executable, "-c", "from liteconv.cli import main; main()"]
 
 

@@ -6,14 +6,15 @@ benchmark commands run where only numpy and the LiteRT runtime are installed.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 import yaml
 
-from liteconv.errors import LiteconvError
-from liteconv.export.bench import int_list  # no TensorFlow: the device script's parser
+from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
+from liteconv.device.errors import LiteconvError
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -49,12 +50,39 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LiteconvError as err:
             raise UserError(str(err)) from err
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as err:  # last resort: one line, the traceback only on request
+            if _debug():
+                raise
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            raise InternalError(
+                f"unexpected {type(err).__name__}: {first} (LITECONV_DEBUG=1 or "
+                "'liteconv --debug ...' shows the traceback; please report it)"
+            ) from err
+
+
+def _debug() -> bool:
+    return os.environ.get("LITECONV_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+class InternalError(click.ClickException):
+    """Something liteconv did not expect: one line, exit status 1."""
+
+    exit_code = 1
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="liteconv")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="show TensorFlow's and LiteRT's own log lines (also LITECONV_VERBOSE=1)")  # fmt: skip
+@click.option("--debug", is_flag=True, help="show the traceback of an unexpected error")
+def cli(verbose: bool, debug: bool) -> None:
     """liteconv: flattened and separable convolutions, from Keras to measured TFLite."""
+    if verbose:
+        os.environ["LITECONV_VERBOSE"] = "1"  # read when TensorFlow is first imported
+    if debug:
+        os.environ["LITECONV_DEBUG"] = "1"
 
 
 @cli.command()
@@ -98,12 +126,12 @@ _set_option = click.option(
 )
 
 
-def _load(config_path: str | None, sets: tuple[str, ...]):
+def _load(config_path: str | None, sets: tuple[str, ...], *, check_model: bool = True):
     from liteconv.config import load_config
 
     if config_path is None:
         raise LiteconvError("missing -c CONFIG, e.g. -c configs/experiments/digits_quick.yaml")
-    return load_config(config_path, parse_overrides(sets))
+    return load_config(config_path, parse_overrides(sets), check_model=check_model)
 
 
 @cli.command()
@@ -127,6 +155,23 @@ def train(config_path, sets, out, resume, run_name):
             "same command again (or liteconv train --resume RUN_DIR)"
         ) from None
     click.echo(f"run folder: {run.path}")
+
+
+@cli.command("import")
+@click.argument("model_path", type=click.Path(dir_okay=False))
+@_config_option
+@_set_option
+@click.option("--name", help="experiment name of the run (default: the config's)")
+@click.option("--out", default="runs", show_default=True, help="parent folder of the runs")
+@click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE:NAME",
+              help="a custom layer the model needs, e.g. mylayers:Mish (repeatable)")  # fmt: skip
+def import_cmd(model_path, config_path, sets, name, out, custom_objects):
+    """Make a run folder from a Keras model trained elsewhere (MODEL_PATH.keras + CONFIG's data)."""
+    from liteconv.pipeline.import_run import import_model
+
+    cfg = _load(config_path, sets, check_model=False)
+    import_model(model_path, cfg, name=name, out=out, custom_objects=custom_objects,
+                 echo=click.echo)  # fmt: skip
 
 
 @cli.command()
@@ -153,8 +198,8 @@ def evaluate(run_dir, as_json):
     """Test accuracy, loss and per-class accuracy of the model in RUN_DIR (default: newest)."""
     import json
 
+    from liteconv.device.tables import format_table
     from liteconv.pipeline.evaluate import evaluate_run
-    from liteconv.tables import format_table
 
     result = evaluate_run(_run_dir(run_dir))
     if as_json:
@@ -178,10 +223,10 @@ def evaluate(run_dir, as_json):
               help="writes OUT.json and OUT.md")  # fmt: skip
 def bench_train(models, input_shape, batch_size, steps, rounds, out):
     """Training throughput (images/s) of several models, measured side by side."""
-    from liteconv.machine import machine_info
+    from liteconv.bench.training import training_throughput
+    from liteconv.device.machine import machine_info
+    from liteconv.device.tables import format_table
     from liteconv.pipeline.run import atomic_write_json, atomic_write_text
-    from liteconv.pipeline.throughput import training_throughput
-    from liteconv.tables import format_table
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     records = training_throughput(
@@ -223,7 +268,7 @@ def export(
     run_dir, modes, qat_epochs, sparsity, prune_epochs, io_type, per_tensor, calibration, no_verify
 ):
     """Convert RUN_DIR's model to .tflite files in RUN_DIR/export/ and verify them."""
-    from liteconv.export.exporter import export_run
+    from liteconv.export.run_export import export_run
 
     export_run(
         _run_dir(run_dir),
@@ -243,34 +288,58 @@ def export(
 @click.argument("run_dir", type=click.Path(), required=False)
 def verify(run_dir):
     """Check every RUN_DIR/export/*.tflite against the Keras model on the test split."""
-    from liteconv.export.exporter import verify_run
+    from liteconv.export.run_export import verify_run
 
     verify_run(_run_dir(run_dir), echo=click.echo)
 
 
+def _bench_config(models: tuple[str, ...], config_path: str | None, overrides: dict):
+    """The config whose ``bench:`` section applies: -c CONFIG, else the models' run, else
+    the defaults; ``overrides`` (the flags) are checked with it, in one place."""
+    from liteconv.config import config_from_dict, load_config
+
+    if config_path:
+        return load_config(config_path, overrides, check_model=False)
+    run_config = Path(models[0]).resolve().parent.parent / "config.yaml"
+    data = {}
+    if len(models) and run_config.is_file():
+        from liteconv.pipeline.run import Run
+
+        data = Run(run_config.parent).config().to_dict()
+    source = str(run_config) if data else "liteconv bench"
+    for key, value in overrides.items():
+        data.setdefault("bench", {})[key.split(".", 1)[1]] = value
+    return config_from_dict(data, source)
+
+
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--threads", help="comma list (default: the target's, else 1)")
-@click.option("--warmup", default=10, show_default=True, type=click.IntRange(0))
-@click.option("--runs", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--threads", help="comma list (default: bench.threads, else the target's, else 1)")
+@click.option("--warmup", type=int, help="untimed runs per case  [default: bench.warmup, 10]")
+@click.option("--runs", type=int, help="timed runs per case  [default: bench.runs, 100]")
 @click.option("--runtime", type=click.Choice(["auto", "litert", "tflite_runtime", "tf"]))
 @click.option("--no-xnnpack", is_flag=True, help="builtin kernels instead of XNNPACK")
 @click.option("--target", help="a configs/targets name (threads, cores to pin, runtime)")
+@_config_option
 @click.option("--json", "json_path", type=click.Path(), help="write the records as JSON")
 @click.option("--markdown", "md_path", type=click.Path(), help="write the Markdown table")
 @click.option("--crosscheck", is_flag=True,
               help="also time each model with the litert-benchmark tool of ai-edge-litert")  # fmt: skip
-def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, json_path, md_path,
-          crosscheck):  # fmt: skip
-    """Latency, throughput and memory of .tflite MODELS (interleaved; no TensorFlow)."""
-    from liteconv.export import bench as benchlib
-    from liteconv.targets import load_target
+def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, config_path, json_path,
+          md_path, crosscheck):  # fmt: skip
+    """Latency, throughput and memory of .tflite MODELS (interleaved; no TensorFlow).
 
-    spec = load_target(target) if target else {}
-    thread_list = int_list(threads, "--threads") if threads else spec.get("threads", [1])
-    xnnpack = [False] if no_xnnpack else spec.get("xnnpack", [True])
-    runtime = runtime or spec.get("runtime", "auto")
-    total = runs * len(models) * len(thread_list) * len(xnnpack)
+    Defaults come from the bench: section of -c CONFIG, or of the run the models belong to.
+    """
+    from liteconv.device import harness
+    from liteconv.device.files import atomic_write_text
+
+    flags = {"bench.threads": int_list(threads, "--threads") if threads else None,
+             "bench.warmup": warmup, "bench.runs": runs, "bench.runtime": runtime,
+             "bench.xnnpack": False if no_xnnpack else None, "bench.target": target}  # fmt: skip
+    cfg = _bench_config(models, config_path, {k: v for k, v in flags.items() if v is not None})
+    opts = cfg.bench.resolve()
+    total = opts["runs"] * len(models) * len(opts["threads"]) * len(opts["xnnpack"])
     with click.progressbar(length=total, label="benchmarking", file=sys.stderr) as bar:
         state = {"done": 0}
 
@@ -278,34 +347,35 @@ def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, json_path,
             bar.update(done - state["done"])
             state["done"] = done
 
-        records = benchlib.benchmark(
-            list(models), threads=thread_list, warmup=warmup, runs=runs, runtime=runtime,
-            xnnpack=xnnpack, cores=spec.get("cores"), progress=progress,
+        records = harness.benchmark(
+            list(models), threads=opts["threads"], warmup=opts["warmup"], runs=opts["runs"],
+            runtime=opts["runtime"], xnnpack=opts["xnnpack"], cores=opts["cores"],
+            progress=progress,
         )  # fmt: skip
     if crosscheck:
-        from liteconv.export.crosscheck import litert_benchmark
-
-        for record in records:
-            if record["xnnpack"]:
-                ref = litert_benchmark(record["file"], threads=record["threads"], runs=runs,
-                                       warmup=warmup)  # fmt: skip
-                record["litert_benchmark_median_ms"] = ref
-                record["ratio_to_litert_benchmark"] = round(record["p50_ms"] / ref, 3)
-    table = benchlib.markdown(records)
+        _crosscheck(records, opts["runs"], opts["warmup"])
+    table = harness.markdown(records)
     click.echo(table)
-    if crosscheck:
-        for r in records:
-            if "ratio_to_litert_benchmark" in r:
-                click.echo(f"{r['model']} threads={r['threads']}: p50 {r['p50_ms']:.4f} ms, "
-                           f"litert-benchmark median {r['litert_benchmark_median_ms']:.4f} ms, "
-                           f"ratio {r['ratio_to_litert_benchmark']:.3f}")  # fmt: skip
     if json_path:
-        benchlib.write_json(json_path, benchlib.result_document(records, target=spec or None))
+        target = opts["target"].to_dict() if opts["target"] else None
+        harness.write_json(json_path, harness.result_document(records, target=target))
         click.echo(f"wrote {json_path}")
     if md_path:
-        from liteconv.pipeline.run import atomic_write_text
-
         atomic_write_text(md_path, table + "\n")
+
+
+def _crosscheck(records: list[dict], runs: int, warmup: int) -> None:
+    """Time each XNNPACK record again with litert-benchmark and print the ratios."""
+    from liteconv.bench.crosscheck import litert_benchmark
+
+    for r in records:
+        if r["xnnpack"]:
+            ref = litert_benchmark(r["file"], threads=r["threads"], runs=runs, warmup=warmup)
+            r["litert_benchmark_median_ms"] = ref
+            r["ratio_to_litert_benchmark"] = round(r["p50_ms"] / ref, 3)
+            click.echo(f"{r['model']} threads={r['threads']}: p50 {r['p50_ms']:.4f} ms, "
+                       f"litert-benchmark median {ref:.4f} ms, "
+                       f"ratio {r['ratio_to_litert_benchmark']:.3f}")  # fmt: skip
 
 
 @cli.command()
@@ -316,7 +386,7 @@ def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, json_path,
               help="reference test images for 'bench.py --check'")  # fmt: skip
 def bundle(run_dir, out, target, samples):
     """Pack RUN_DIR's .tflite models into a device bundle (.tar.gz, no TensorFlow needed)."""
-    from liteconv.export.bundle import make_bundle
+    from liteconv.deploy.bundle import make_bundle
 
     path = make_bundle(_run_dir(run_dir), out=out, target=target, samples=samples)
     click.echo(f"wrote {path}")
@@ -332,9 +402,9 @@ def bundle(run_dir, out, target, samples):
               help="writes OUT.csv/.json/.md and OUT_latency.png, OUT_speedup.png")  # fmt: skip
 def compare(sizes, channels, threads, runs, no_models, out):
     """Standard vs flattened vs separable convolution latency (the papers' speed tables)."""
-    from liteconv.export.compare import compare_layers, compare_models
-    from liteconv.export.report import write_compare
-    from liteconv.machine import machine_info
+    from liteconv.bench.layers import compare_layers, compare_models
+    from liteconv.bench.report import write_compare
+    from liteconv.device.machine import machine_info
 
     thread_list = int_list(threads, "--threads")
     rows = compare_layers(
@@ -357,7 +427,7 @@ def compare(sizes, channels, threads, runs, no_models, out):
               help="writes OUT.json, OUT.md and OUT.png")  # fmt: skip
 def report(run_dirs, bench_files, threads, runs, out):
     """Accuracy vs latency vs size of every exported model of RUN_DIRS (Pareto front marked)."""
-    from liteconv.export.report import load_bench_documents, report_rows, write_report
+    from liteconv.bench.report import load_bench_documents, report_rows, write_report
 
     rows = report_rows(run_dirs, bench_docs=load_bench_documents(bench_files), threads=threads,
                        runs=runs)  # fmt: skip
@@ -374,7 +444,7 @@ def report(run_dirs, bench_files, threads, runs, out):
 @click.option("--runs", default=20, show_default=True, type=click.IntRange(1))
 def bench_arm64(bundle_path, cache, runs):
     """Check and time a device bundle on emulated 64-bit ARM (qemu; correctness, not speed)."""
-    from liteconv.export.arm64 import newest_bundle, run_bundle_arm64
+    from liteconv.deploy.arm64 import newest_bundle, run_bundle_arm64
 
     run_bundle_arm64(bundle_path or newest_bundle("dist"), cache=cache, runs=runs, echo=click.echo)
 

@@ -14,23 +14,22 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from liteconv.errors import LiteconvError
+from liteconv.device.errors import ConfigError
+from liteconv.device.schema import build, check
+from liteconv.device.targets import RUNTIME_NAMES
 
-
-class ConfigError(LiteconvError):
-    """A config file or override is wrong; the message names file, key and what is allowed."""
-
-
-def _check(minimum=None, maximum=None, *, exclusive_min=False, exclusive_max=False):
-    return {"min": minimum, "max": maximum, "xmin": exclusive_min, "xmax": exclusive_max}
+# Conversion modes of ``export.convert.to_tflite`` and, with ``qat_int8`` (QAT, then int8),
+# of ``liteconv export``; the converter and the config check the same tuples.
+CONVERT_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+EXPORT_MODES = (*CONVERT_MODES, "qat_int8")
+IO_TYPES = ("float32", "int8", "uint8")  # model input/output dtype of the integer modes
+SEED_RANGE = check(0, 2**32, exclusive_max=True)
 
 
 @dataclass
@@ -39,6 +38,9 @@ class ModelConfig:
 
     name: str = "flattened_cnn"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # A .keras file whose architecture and weights training starts from (fine-tuning);
+    # relative paths are taken from the run folder when resuming, else the working folder.
+    init_from: str | None = None
 
 
 @dataclass
@@ -52,18 +54,18 @@ class DataConfig:
     test_path: str | None = None
     tfds_name: str | None = None
     image_size: list[int] | None = None  # [height, width] the model sees; null: native
-    channels: int | None = field(default=None, metadata=_check(1, 3))  # null: native
-    validation_split: float = field(default=0.1, metadata=_check(0, 1, exclusive_max=True))
+    channels: int | None = field(default=None, metadata=check(1, 3))  # null: native
+    validation_split: float = field(default=0.1, metadata=check(0, 1, exclusive_max=True))
     test_split: float = field(
-        default=0.2, metadata=_check(0, 1, exclusive_min=True, exclusive_max=True)
+        default=0.2, metadata=check(0, 1, exclusive_min=True, exclusive_max=True)
     )
-    split_seed: int = 0  # the split never depends on the training seed
-    limit: int | None = field(default=None, metadata=_check(1))  # cap on training samples
+    split_seed: int = field(default=0, metadata=SEED_RANGE)  # independent of the training seed
+    limit: int | None = field(default=None, metadata=check(1))  # cap on training samples
     cache: bool = True
-    shuffle_buffer: int = field(default=10000, metadata=_check(1))
-    synthetic_samples: int = field(default=512, metadata=_check(8))
+    shuffle_buffer: int = field(default=10000, metadata=check(1))
+    synthetic_samples: int = field(default=512, metadata=check(8))
     synthetic_shape: list[int] = field(default_factory=lambda: [28, 28, 1])
-    synthetic_classes: int = field(default=10, metadata=_check(2))
+    synthetic_classes: int = field(default=10, metadata=check(2))
 
 
 @dataclass
@@ -71,60 +73,74 @@ class AugmentConfig:
     """``train.augmentation:`` — on-the-fly training augmentation."""
 
     flip: bool = False  # random left-right flip (not for digits or text)
-    translate: int = field(default=0, metadata=_check(0))  # max shift in pixels
+    translate: int = field(default=0, metadata=check(0))  # max shift in pixels
 
 
 @dataclass
 class TrainConfig:
     """``train:`` — the fit schedule and the devices it runs on."""
 
-    epochs: int = field(default=10, metadata=_check(1))
-    batch_size: int = field(default=128, metadata=_check(1))
+    epochs: int = field(default=10, metadata=check(1))
+    batch_size: int = field(default=128, metadata=check(1, 65536))
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = field(default=1e-3, metadata=_check(0, exclusive_min=True))
-    momentum: float = field(default=0.9, metadata=_check(0, 1, exclusive_max=True))
+    learning_rate: float = field(default=1e-3, metadata=check(0, exclusive_min=True))
+    momentum: float = field(default=0.9, metadata=check(0, 1, exclusive_max=True))
     lr_schedule: Literal["cosine", "constant", "step"] = "cosine"
-    warmup_epochs: int = field(default=0, metadata=_check(0))
-    label_smoothing: float = field(default=0.0, metadata=_check(0, 1, exclusive_max=True))
-    weight_decay: float = field(default=0.0, metadata=_check(0))
+    warmup_epochs: int = field(default=0, metadata=check(0))
+    label_smoothing: float = field(default=0.0, metadata=check(0, 1, exclusive_max=True))
+    weight_decay: float = field(default=0.0, metadata=check(0))
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
-    seed: int = 42
+    seed: int = field(default=42, metadata=SEED_RANGE)
     deterministic: bool = False
     mixed_precision: Literal["auto", "on", "off"] = "auto"  # auto: on when a GPU is used
     xla: bool = False
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    early_stopping_patience: int | None = field(default=None, metadata=_check(1))
-    verbose: int = field(default=1, metadata=_check(0, 2))
+    early_stopping_patience: int | None = field(default=None, metadata=check(1))
+    verbose: int = field(default=1, metadata=check(0, 2))
 
 
 @dataclass
 class ExportConfig:
     """``export:`` — read by ``liteconv export``."""
 
-    modes: list[Literal["fp32", "fp16", "dynamic", "int8", "int16x8", "qat_int8"]] = field(
-        default_factory=lambda: ["fp32", "qat_int8"]
-    )
-    qat_epochs: int = field(default=1, metadata=_check(0))
-    qat_learning_rate: float = field(default=1e-4, metadata=_check(0, exclusive_min=True))
+    modes: list[Literal[EXPORT_MODES]] = field(default_factory=lambda: ["fp32", "qat_int8"])
+    qat_epochs: int = field(default=1, metadata=check(0))
+    qat_learning_rate: float = field(default=1e-4, metadata=check(0, exclusive_min=True))
     prune_sparsity: float | None = field(
-        default=None, metadata=_check(0, 1, exclusive_min=True, exclusive_max=True)
+        default=None, metadata=check(0, 1, exclusive_min=True, exclusive_max=True)
     )
-    prune_epochs: int = field(default=2, metadata=_check(1))
-    prune_learning_rate: float = field(default=5e-4, metadata=_check(0, exclusive_min=True))
-    io_type: Literal["float32", "int8", "uint8"] = "float32"
+    prune_epochs: int = field(default=2, metadata=check(1))
+    prune_learning_rate: float = field(default=5e-4, metadata=check(0, exclusive_min=True))
+    io_type: Literal[IO_TYPES] = "float32"
     per_channel: bool = True  # false: one weight scale per tensor (smaller depthwise-heavy files)
-    calibration_samples: int = field(default=300, metadata=_check(1))
+    calibration_samples: int = field(default=300, metadata=check(1))
 
 
 @dataclass
 class BenchConfig:
-    """``bench:`` — read by ``liteconv bench``."""
+    """``bench:`` — read by ``liteconv bench`` (its flags override these)."""
 
-    threads: list[int] = field(default_factory=lambda: [1, 2, 4])
-    warmup: int = field(default=10, metadata=_check(0))
-    runs: int = field(default=100, metadata=_check(1))
-    runtime: Literal["auto", "litert", "tflite_runtime", "tf"] = "auto"
+    threads: list[int] | None = None  # null: the target's thread counts, else [1]
+    warmup: int = field(default=10, metadata=check(0))
+    runs: int = field(default=100, metadata=check(1))
+    runtime: Literal[RUNTIME_NAMES] = "auto"  # auto: the target's runtime, else the best found
+    xnnpack: bool = True  # false: the builtin kernels only
     target: str | None = None
+
+    def resolve(self) -> dict:
+        """The benchmark's settings: this section, completed by its target (if any)."""
+        from liteconv.device.targets import Target, load_target
+
+        target = load_target(self.target) if self.target else Target()
+        return {
+            "threads": self.threads or target.threads,
+            "warmup": self.warmup,
+            "runs": self.runs,
+            "runtime": self.runtime if self.runtime != "auto" else target.runtime,
+            "xnnpack": target.xnnpack if self.xnnpack else [False],
+            "cores": target.cores,
+            "target": target if self.target else None,
+        }
 
 
 @dataclass
@@ -200,100 +216,6 @@ def _apply_overrides(data: dict, overrides: dict[str, Any], source: str) -> dict
     return data
 
 
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp)
-    )
-
-
-def _coerce(value, tp, where: str, source: str):
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"{source}: {where}: expected {_type_name(tp)}, got {value!r}")
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], where, source)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise bad
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise bad
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{where}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad
-        return _build(tp, value, where, source)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise TypeError(f"unsupported config type {tp}")  # a bug in this module, not user input
-
-
-def _check_range(value, meta, where: str, source: str) -> None:
-    if value is None or not meta or isinstance(value, bool):
-        return
-    lo, hi = meta.get("min"), meta.get("max")
-    too_low = lo is not None and (value <= lo if meta.get("xmin") else value < lo)
-    too_high = hi is not None and (value >= hi if meta.get("xmax") else value > hi)
-    if too_low or too_high:
-        left = "(" if meta.get("xmin") else "["
-        right = ")" if meta.get("xmax") else "]"
-        span = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
-        raise ConfigError(f"{source}: {where}: {value!r} is out of range; allowed: {span}")
-
-
-def _build(cls, data: dict, prefix: str, source: str):
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"{source}: unknown key '{where}{unknown[0]}'; allowed in "
-            f"{prefix or 'the top level'}: {', '.join(fields)}"
-        )
-    values = {}
-    for name, value in data.items():
-        where = f"{prefix}.{name}" if prefix else name
-        coerced = _coerce(value, hints[name], where, source)
-        _check_range(coerced, fields[name].metadata, where, source)
-        values[name] = coerced
-    return cls(**values)
-
-
 def _validate(cfg: Config, source: str) -> None:
     size = cfg.data.image_size
     if size is not None and (len(size) != 2 or min(size) < 1):
@@ -322,7 +244,16 @@ def _validate(cfg: Config, source: str) -> None:
             f"{source}: train.warmup_epochs: {cfg.train.warmup_epochs} must be below "
             f"train.epochs ({cfg.train.epochs})"
         )
-    if any(t < 1 for t in cfg.bench.threads):
+    if not cfg.export.modes:
+        raise ConfigError(
+            f"{source}: export.modes: expected at least one of {', '.join(EXPORT_MODES)}"
+        )
+    if not cfg.export.per_channel and cfg.export.prune_sparsity:
+        raise ConfigError(
+            f"{source}: export.per_channel: false cannot be combined with export.prune_sparsity "
+            "(sparsity-preserving QAT is per-channel)"
+        )
+    if cfg.bench.threads is not None and (not cfg.bench.threads or min(cfg.bench.threads) < 1):
         raise ConfigError(
             f"{source}: bench.threads: expected positive integers, got {cfg.bench.threads!r}"
         )
@@ -332,6 +263,8 @@ def validate_model(cfg: Config) -> None:
     """Check ``model.name`` and ``model.kwargs`` against the registry (imports TensorFlow)."""
     from liteconv.keras_layers import list_models, model_kwargs
 
+    if cfg.model.init_from:  # the architecture comes from the file, not the registry
+        return
     if cfg.model.name not in list_models():
         raise ConfigError(
             f"{cfg.source}: model.name: unknown model {cfg.model.name!r}; allowed: "
@@ -348,7 +281,7 @@ def validate_model(cfg: Config) -> None:
 
 def config_from_dict(data: dict, source: str = "<dict>") -> Config:
     """Build and validate a ``Config`` from plain data (a run's ``config.yaml``)."""
-    cfg = _build(Config, data, "", source)
+    cfg = build(Config, data, "", source)
     cfg.source = source
     _validate(cfg, source)
     return cfg

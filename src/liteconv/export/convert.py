@@ -11,15 +11,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 
 from liteconv.compat import tf
-from liteconv.errors import LiteconvError
+from liteconv.config import CONVERT_MODES
+from liteconv.config import IO_TYPES as CONFIG_IO_TYPES
+from liteconv.device.errors import LiteconvError
+from liteconv.device.graph import OpInfo, list_ops
+from liteconv.device.logs import quiet_native_logs
 
-MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
-IO_TYPES = ("float32", "int8", "uint8", "int16")
+MODES = CONVERT_MODES
+IO_TYPES = (*CONFIG_IO_TYPES, "int16")  # int16 only for int16x8, not offered by the config
 
 # Ops that legitimately carry float tensors at the edges of an integer graph.
 _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -27,15 +30,6 @@ _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 class ConversionError(LiteconvError, ValueError):
     """The model cannot be converted as asked (unsupported op, float fallback, bad option)."""
-
-
-@dataclass(frozen=True)
-class OpInfo:
-    """One operator of a converted model."""
-
-    name: str
-    input_types: tuple[str, ...]
-    output_types: tuple[str, ...]
 
 
 def _validate(mode: str, io_type: str, representative_data, is_qat: bool) -> None:
@@ -136,7 +130,8 @@ def to_tflite(
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
     try:
-        blob = converter.convert()
+        with quiet_native_logs():  # the MLIR converter's C++ INFO/WARNING lines
+            blob = converter.convert()
     except Exception as err:  # the converter raises several unrelated types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConversionError(f"TFLite conversion ({mode}) failed: {first}") from err
@@ -148,24 +143,6 @@ def to_tflite(
                 "they have no integer kernel in TFLite, replace them or use mode='dynamic'"
             )
     return bytes(blob)
-
-
-def list_ops(blob: bytes) -> list[OpInfo]:
-    """The operators of a ``.tflite`` model with their tensor dtypes."""
-    from liteconv.export.runtime import load_interpreter
-
-    interp = load_interpreter(model_content=blob, xnnpack=False)  # delegates hide the ops
-    tensors = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
-    ops = []
-    for op in interp._get_ops_details():  # no public API lists ops with their tensors
-        ops.append(
-            OpInfo(
-                op["op_name"],
-                tuple(tensors.get(i, "?") for i in op["inputs"] if i >= 0),
-                tuple(tensors.get(i, "?") for i in op["outputs"] if i >= 0),
-            )
-        )
-    return ops
 
 
 def float_ops(blob: bytes, ops: list[OpInfo] | None = None) -> list[str]:

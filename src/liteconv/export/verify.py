@@ -1,7 +1,8 @@
 """Keras vs TFLite: accuracy, top-1 agreement and output error on the full test split.
 
-Runs the ``.tflite`` through the LiteRT interpreter (``runtime.load_interpreter``),
-quantizing integer inputs and dequantizing outputs with the tensors' own parameters.
+Runs the ``.tflite`` through the LiteRT interpreter (``device.runtime``), quantizing
+integer inputs and dequantizing outputs with the tensors' own parameters (``device.tensors``).
+``verify_run`` checks every export of a run and writes ``export/verify.{json,md}``.
 
 Example:
     >>> row = verify_tflite(blob, x_test, y_test, keras_probs)
@@ -10,12 +11,19 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from liteconv.export.bench import dequantize, output_step, quantize
-from liteconv.export.runtime import load_interpreter
+from liteconv.device.errors import LiteconvError
+from liteconv.device.harness import sidecar_for
+from liteconv.device.runtime import load_interpreter
+from liteconv.device.tables import format_table
+from liteconv.device.tensors import dequantize, quantize
+from liteconv.pipeline import run as runlib
+from liteconv.pipeline.evaluate import float32_run_model, run_data
 
-__all__ = ["dequantize", "output_step", "quantize", "tflite_predict", "verify_tflite"]
+EXPORT_DIR = "export"
 
 
 def tflite_predict(blob: bytes, x: np.ndarray, *, batch_size: int = 200, num_threads=None):
@@ -52,3 +60,41 @@ def verify_tflite(
         "size_bytes": len(blob),
         "samples": int(len(y)),
     }
+
+
+def verify_run(run_dir: str | Path | runlib.Run, *, model=None, splits=None, echo=print) -> dict:
+    """Evaluate every ``export/*.tflite`` of a run against its Keras model on the test split."""
+    run = run_dir if isinstance(run_dir, runlib.Run) else runlib.Run.open(run_dir)
+    files = sorted(run.file(EXPORT_DIR).glob("*.tflite"))
+    if not files:
+        raise LiteconvError(
+            f"{run.path}: no export/*.tflite; run 'liteconv export {run.path}' first"
+        )
+    if model is None:
+        model = float32_run_model(run)
+    splits = splits or run_data(run)
+    x, y = splits.arrays("test")
+    keras_probs = model.predict(x, batch_size=256, verbose=0)
+    rows = {}
+    for f in files:
+        row = verify_tflite(f.read_bytes(), x, y, keras_probs)
+        mode = str(sidecar_for(f).get("mode", "?"))
+        rows[f.stem] = {"mode": mode, **row}
+        echo(
+            f"verified {f.name}: accuracy {row['accuracy']:.4f} (Keras {row['keras_accuracy']:.4f}), "
+            f"agreement {row['agreement']:.4f}, max |diff| {row['max_abs_diff']:.3g}"
+        )
+    fp32 = next((r["size_bytes"] for n, r in rows.items() if r["mode"] == "fp32"), None)
+    table = format_table(
+        ["model", "mode", "accuracy", "Keras acc.", "agreement", "max abs diff", "mean abs diff",
+         "size (bytes)", "size vs fp32"],
+        [[n, r["mode"], r["accuracy"], r["keras_accuracy"], r["agreement"], r["max_abs_diff"],
+          r["mean_abs_diff"], r["size_bytes"],
+          f"{r['size_bytes'] / fp32:.1%}" if fp32 else "-"] for n, r in rows.items()],
+        markdown=True,
+    )  # fmt: skip
+    run.write_json(f"{EXPORT_DIR}/verify.json", rows)
+    run.write_text(f"{EXPORT_DIR}/verify.md", table + "\n")
+    run.update_manifest(export=rows)
+    echo(table)
+    return rows

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from liteconv.compat import keras
-from liteconv.tables import format_table
+from liteconv.device.tables import format_table
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ and a saved model loads without ``custom_objects``.
 
 from __future__ import annotations
 
+import random
+
 from liteconv.compat import keras
 from liteconv.keras_layers import _args
 
@@ -23,9 +25,13 @@ def _unit_gain_init(taps: int):
     Keras' glorot default sees a (k,1,C,1) depthwise kernel as fan_in k·C, giving each
     1-D step a gain of ~3/C: over two LVH stages the signal shrinks ~1e5×, below
     BatchNorm's epsilon, and the network does not train.
+
+    A new instance per layer with its own seed, drawn from Python's ``random`` (which
+    ``keras.utils.set_random_seed`` seeds): one shared unseeded instance would give every
+    layer the same initial filters, and Keras warns about it.
     """
     limit = (3 / taps) ** 0.5
-    return keras.initializers.RandomUniform(-limit, limit)
+    return keras.initializers.RandomUniform(-limit, limit, seed=random.randrange(2**31))
 
 
 def flattened_conv(
@@ -38,6 +44,7 @@ def flattened_conv(
     padding: str = "same",
     use_bias: bool = True,
     name: str | None = None,
+    later_padding: str | None = None,
 ):
     """Apply a flattened (LVH) convolution to the Keras tensor ``x``.
 
@@ -52,6 +59,9 @@ def flattened_conv(
         use_bias: add a bias after each 1-D convolution (the paper's formulation).
         name: prefix of the inner layer names, ``{name}_s{stage}_{lateral|vertical|
             horizontal}``.
+        later_padding: padding of the stages after the first (default: ``padding``);
+            ``"same"`` keeps the first stage's output size, as a decomposed ``valid``
+            convolution with an identity second stage needs.
 
     Returns:
         The output Keras tensor; no nonlinearity is applied inside.
@@ -65,29 +75,30 @@ def flattened_conv(
     stages = _args.positive_int(stages, "stages")
     s_h, s_w = _args.pair(strides, "strides")
     padding = _args.padding(padding)
+    later_padding = _args.padding(later_padding or padding, "later_padding")
     if not isinstance(use_bias, bool):
         raise ValueError(f"Expected a bool, received use_bias={use_bias!r}")
     name = _args.layer_name(name, "flattened_conv")
 
-    vertical_init, horizontal_init = _unit_gain_init(k_h), _unit_gain_init(k_w)
     for stage in range(1, stages + 1):
         prefix = f"{name}_s{stage}"
         stride_h, stride_w = (s_h, s_w) if stage == 1 else (1, 1)
+        pad = padding if stage == 1 else later_padding
         x = keras.layers.Conv2D(filters, 1, use_bias=use_bias, name=f"{prefix}_lateral")(x)
         x = keras.layers.DepthwiseConv2D(
             (k_h, 1),
             strides=(stride_h, 1),
-            padding=padding,
+            padding=pad,
             use_bias=use_bias,
-            depthwise_initializer=vertical_init,
+            depthwise_initializer=_unit_gain_init(k_h),
             name=f"{prefix}_vertical",
         )(x)
         x = keras.layers.DepthwiseConv2D(
             (1, k_w),
             strides=(1, stride_w),
-            padding=padding,
+            padding=pad,
             use_bias=use_bias,
-            depthwise_initializer=horizontal_init,
+            depthwise_initializer=_unit_gain_init(k_w),
             name=f"{prefix}_horizontal",
         )(x)
     return x

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from liteconv.compat import keras
-from liteconv.errors import LiteconvError
+from liteconv.device.errors import LiteconvError
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.data import DataSplits, load_dataset
+from liteconv.pipeline.model_file import load_keras_model
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
@@ -39,13 +39,21 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
 
 
 def load_run_model(run: runlib.Run):
-    """The run's Keras model (no custom objects needed)."""
-    try:
-        return keras.models.load_model(run.file(runlib.MODEL), compile=False)
-    except Exception as err:  # corrupt zip, missing layer config, ...
+    """The run's Keras model: a Keras v3 file loaded in safe mode (custom objects only those
+    named when the model was imported)."""
+    custom = run.manifest().get("custom_objects") or []
+    if not isinstance(custom, list) or not all(isinstance(c, str) for c in custom):
         raise LiteconvError(
-            f"{run.file(runlib.MODEL)}: cannot load the model ({str(err).splitlines()[0]})"
-        ) from None
+            f"{run.file(runlib.MANIFEST)}: custom_objects: expected a list of module:Name"
+        )
+    return load_keras_model(run.file(runlib.MODEL), custom)
+
+
+def float32_run_model(run: runlib.Run):
+    """The run's model in float32 (a mixed-precision model converted), for export and verify."""
+    from liteconv.export.quantize import float32_clone
+
+    return float32_clone(load_run_model(run))
 
 
 def run_data(run: runlib.Run, batch_size: int | None = None) -> DataSplits:

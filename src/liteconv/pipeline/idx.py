@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liteconv.errors import LiteconvError
+from liteconv.device.errors import LiteconvError
 
 _DTYPES = {
     0x08: np.uint8,

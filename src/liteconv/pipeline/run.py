@@ -19,10 +19,10 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 
-from liteconv.errors import LiteconvError
+from liteconv.device.errors import LiteconvError
+from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
@@ -30,33 +30,6 @@ MODEL = "model.keras"
 BEST = "best.keras"
 HISTORY = "history.csv"
 _UNHASHED_DIRS = {"backup", "tensorboard"}
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically."""
-    return atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | Path, obj) -> Path:
-    """Write ``obj`` as indented JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def save_model_atomic(model, path: str | Path) -> Path:

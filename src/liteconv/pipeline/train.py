@@ -26,7 +26,7 @@ from pathlib import Path
 
 from liteconv.compat import keras, tf
 from liteconv.config import Config, TrainConfig, dump_config, validate_model
-from liteconv.errors import LiteconvError
+from liteconv.device.errors import LiteconvError
 from liteconv.keras_layers import create_model, model_cost
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.data import DataSplits, load_dataset
@@ -150,14 +150,25 @@ def one_hot(ds, num_classes: int):
     return ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def build_model(cfg: Config, splits: DataSplits, mixed_precision: bool):
-    """The configured model for the data's input shape; float32 output under mixed precision."""
-    model = create_model(
-        cfg.model.name,
-        input_shape=splits.input_shape,
-        num_classes=splits.num_classes,
-        **cfg.model.kwargs,
-    )
+def build_model(cfg: Config, splits: DataSplits, mixed_precision: bool, base: Path = Path(".")):
+    """The configured model for the data's input shape (or the ``model.init_from`` file,
+    relative to ``base``); float32 output under mixed precision."""
+    if cfg.model.init_from:
+        from liteconv.pipeline.model_file import load_keras_model
+
+        model = load_keras_model(base / cfg.model.init_from)
+        if tuple(model.input_shape[1:]) != tuple(splits.input_shape):
+            raise LiteconvError(
+                f"model.init_from {cfg.model.init_from}: input shape {model.input_shape[1:]} "
+                f"does not fit the data ({splits.input_shape})"
+            )
+    else:
+        model = create_model(
+            cfg.model.name,
+            input_shape=splits.input_shape,
+            num_classes=splits.num_classes,
+            **cfg.model.kwargs,
+        )
     if mixed_precision:  # softmax in float16 loses probability mass: keep the output float32
         out = keras.layers.Activation("linear", dtype="float32", name="float32_output")(
             model.output
@@ -219,8 +230,8 @@ def _multiworker_name(cfg: Config) -> str:
 
 def _resolve_run(cfg: Config, out, resume, run_name) -> tuple[runlib.Run, bool]:
     """(run, resumed) for --resume, an interrupted twin of the same config, or a new run."""
-    if resume is not None:
-        return runlib.Run(resume), True
+    if resume is not None:  # "resuming" only once it has a checkpoint to resume from
+        return runlib.Run(resume), runlib.Run(resume).file("backup").exists()
     if run_name is None and os.environ.get("TF_CONFIG"):
         run_name = _multiworker_name(cfg)
     if run_name is not None:
@@ -232,6 +243,84 @@ def _resolve_run(cfg: Config, out, resume, run_name) -> tuple[runlib.Run, bool]:
     if twin is not None:
         return twin, True
     return runlib.Run.create(out, cfg.experiment), False
+
+
+def _callbacks(run: runlib.Run, chosen: runlib.Run, cfg: Config, has_val: bool) -> list:
+    """Backup (to resume), CSV history, TensorBoard, best checkpoint, early stopping."""
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(chosen.file("backup")), delete_checkpoint=True),
+        keras.callbacks.CSVLogger(str(run.file(runlib.HISTORY)), append=True),
+        keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False,
+                                    profile_batch=0),
+        keras.callbacks.TerminateOnNaN(),
+    ]  # fmt: skip
+    if has_val:
+        callbacks.append(AtomicBestCheckpoint(run.file(runlib.BEST)))
+        if cfg.train.early_stopping_patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    "val_accuracy", patience=cfg.train.early_stopping_patience,
+                    restore_best_weights=True,
+                )
+            )  # fmt: skip
+    return callbacks
+
+
+def _start_manifest(run: runlib.Run, cfg: Config, devices: Devices, splits: DataSplits, cost):
+    """Write ``config.yaml`` and the manifest of a run that starts (or resumes)."""
+    run.write_text(runlib.CONFIG, dump_config(cfg))
+    run.update_manifest(
+        experiment=cfg.experiment, status="running", config_hash=config_hash(cfg),
+        versions=runlib.versions(), git_commit=runlib.git_commit(), seed=cfg.train.seed,
+        deterministic=cfg.train.deterministic, devices=devices.describe(),
+        dataset={"name": cfg.data.name, "source": splits.source, "fingerprint":
+                 splits.fingerprint, "sizes": splits.sizes},
+        class_names=splits.class_names, input_shape=list(splits.input_shape),
+        model={"name": cfg.model.name, "kwargs": cfg.model.kwargs,
+               "params": cost.total_params, "macs": cost.total_macs},
+    )  # fmt: skip
+
+
+def _finish(run: runlib.Run, cfg: Config, history, test, seconds: float, train_size: int):
+    """Drop the backup, dedupe the history, mark the run complete with its metrics."""
+    shutil.rmtree(run.file("backup"), ignore_errors=True)  # only needed to resume
+    _dedupe_history(run.file(runlib.HISTORY))
+    epochs_run = len(history.history.get("loss", []))
+    run.update_manifest(
+        status="complete",
+        metrics={
+            "test_accuracy": float(test[1]),
+            "test_loss": float(test[0]),
+            "epochs": cfg.train.epochs,
+            "epochs_this_session": epochs_run,
+            "train_seconds_this_session": round(seconds, 1),
+            "images_per_second": round(epochs_run * train_size / seconds, 1)
+            if epochs_run
+            else None,
+        },
+    )
+    run.update_manifest(artifacts=run.artifact_hashes())
+
+
+def _where(cfg: Config, devices: Devices, out, resume, run_name):
+    """(run written to, run named in messages, resumed?) for this worker."""
+    if devices.is_chief:
+        chosen, resumed = _resolve_run(cfg, out, resume, run_name)
+        return chosen, chosen, resumed
+    # Non-chief workers train in lockstep but write only to a scratch folder they delete;
+    # ``chosen`` is where the chief writes (BackupAndRestore derives their paths from it).
+    name = run_name or _multiworker_name(cfg)
+    chosen = runlib.Run(resume or Path(out) / cfg.experiment / name)
+    return runlib.Run(tempfile.mkdtemp(prefix="liteconv-worker-")), chosen, resume is not None
+
+
+def _describe_devices(devices: Devices) -> str:
+    gpus = f"{len(devices.gpus)} GPU(s)" if devices.gpus else "no GPU found, training on the CPU"
+    return (
+        f"{devices.kind}, {gpus} ({devices.strategy_name}, {devices.replicas} replica(s)"
+        f"{', mixed_float16' if devices.mixed_precision else ''}"
+        f"{', ' + devices.worker if devices.worker else ''})"
+    )
 
 
 def train(
@@ -257,101 +346,59 @@ def train(
     elif cfg is None:
         raise LiteconvError("missing -c CONFIG (or --resume RUN_DIR)")
     devices = select_devices(cfg.train)  # before any TF op: MultiWorkerMirroredStrategy needs it
-    if devices.is_chief:
-        chosen, resumed = _resolve_run(cfg, out, resume, run_name)
-        run = chosen
-    else:
-        # Non-chief workers train in lockstep but write only to a scratch folder they delete;
-        # ``chosen`` is where the chief writes (BackupAndRestore derives their paths from it).
-        name = run_name or _multiworker_name(cfg)
-        chosen = runlib.Run(resume or Path(out) / cfg.experiment / name)
-        resumed = resume is not None
-        run = runlib.Run(tempfile.mkdtemp(prefix="liteconv-worker-"))
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    echo(
-        f"{'resuming' if resumed else 'run'}: {chosen.path}  |  devices: {devices.kind} "
-        f"({devices.strategy_name}, {devices.replicas} replica(s)"
-        f"{', mixed_float16' if devices.mixed_precision else ''}"
-        f"{', ' + devices.worker if devices.worker else ''})"
-    )
     splits = load_dataset(
         cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
         augmentation=cfg.train.augmentation,
     )  # fmt: skip
+    with devices.strategy.scope():
+        model = build_model(cfg, splits, devices.mixed_precision, Path(resume or "."))
+        compile_model(model, cfg.train, splits.steps_per_epoch)
+    cost = model_cost(model)
+    # The run folder is made only now that the data and the model are built.
+    run, chosen, resumed = _where(cfg, devices, out, resume, run_name)
+    echo(
+        f"{'resuming' if resumed else 'run'}: {chosen.path}  |  devices: {_describe_devices(devices)}"
+    )
     echo(
         f"data: {cfg.data.name} from {splits.source}: {splits.sizes['train']} train / "
         f"{splits.sizes['val']} val / {splits.sizes['test']} test, input {splits.input_shape}"
     )
     if cfg.data.name == "image_folder":
         echo(splits.counts_table())
-    steps = splits.steps_per_epoch
-    with devices.strategy.scope():
-        model = build_model(cfg, splits, devices.mixed_precision)
-        compile_model(model, cfg.train, steps)
-    cost = model_cost(model)
-    echo(f"model: {cfg.model.name}: {cost.total_params:,} parameters, {cost.total_macs:,} MACs")
-
+    what = f"{cfg.model.init_from} ({model.name})" if cfg.model.init_from else cfg.model.name
+    echo(f"model: {what}: {cost.total_params:,} parameters, {cost.total_macs:,} MACs")
     if devices.is_chief:
-        run.write_text(runlib.CONFIG, dump_config(cfg))
-        run.update_manifest(
-            experiment=cfg.experiment, status="running", config_hash=config_hash(cfg),
-            versions=runlib.versions(), git_commit=runlib.git_commit(), seed=cfg.train.seed,
-            deterministic=cfg.train.deterministic, devices=devices.describe(),
-            dataset={"name": cfg.data.name, "source": splits.source, "fingerprint":
-                     splits.fingerprint, "sizes": splits.sizes},
-            class_names=splits.class_names, input_shape=list(splits.input_shape),
-            model={"name": cfg.model.name, "kwargs": cfg.model.kwargs,
-                   "params": cost.total_params, "macs": cost.total_macs},
-        )  # fmt: skip
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(chosen.file("backup")), delete_checkpoint=True),
-        keras.callbacks.CSVLogger(str(run.file(runlib.HISTORY)), append=True),
-        keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False,
-                                    profile_batch=0),
-    ]  # fmt: skip
-    if splits.val is not None:
-        callbacks.append(AtomicBestCheckpoint(run.file(runlib.BEST)))
-        if cfg.train.early_stopping_patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    "val_accuracy", patience=cfg.train.early_stopping_patience,
-                    restore_best_weights=True,
-                )
-            )  # fmt: skip
+        _start_manifest(run, cfg, devices, splits, cost)
     n = splits.num_classes
     start = time.perf_counter()
-    history = model.fit(
-        one_hot(splits.train, n),
-        validation_data=one_hot(splits.val, n) if splits.val is not None else None,
-        epochs=cfg.train.epochs,
-        callbacks=callbacks,
-        verbose=cfg.train.verbose,
-    )
+    try:
+        history = model.fit(
+            one_hot(splits.train, n),
+            validation_data=one_hot(splits.val, n) if splits.val is not None else None,
+            epochs=cfg.train.epochs,
+            callbacks=_callbacks(run, chosen, cfg, splits.val is not None),
+            verbose=cfg.train.verbose,
+        )
+        losses = history.history.get("loss", [])
+        if losses and not math.isfinite(losses[-1]):
+            raise LiteconvError(
+                f"training diverged: the loss became {losses[-1]} in epoch {len(losses)}; lower "
+                f"train.learning_rate (now {cfg.train.learning_rate}) and train again"
+            )
+    except LiteconvError as err:
+        if devices.is_chief:
+            run.update_manifest(status="failed", error=str(err))
+        raise
     seconds = time.perf_counter() - start
-    test_loss, test_acc = model.evaluate(one_hot(splits.test, n), verbose=0)
-    echo(f"test accuracy {test_acc:.4f}  loss {test_loss:.4f}")
+    test = model.evaluate(one_hot(splits.test, n), verbose=0)
+    echo(f"test accuracy {test[1]:.4f}  loss {test[0]:.4f}")
     run.save_model(model)  # on every worker: saving runs collective ops
     if not devices.is_chief:
         shutil.rmtree(run.path, ignore_errors=True)
         return chosen
-    shutil.rmtree(run.file("backup"), ignore_errors=True)  # only needed to resume
-    _dedupe_history(run.file(runlib.HISTORY))
-    epochs_run = len(history.history.get("loss", []))
-    run.update_manifest(
-        status="complete",
-        metrics={
-            "test_accuracy": float(test_acc),
-            "test_loss": float(test_loss),
-            "epochs": cfg.train.epochs,
-            "epochs_this_session": epochs_run,
-            "train_seconds_this_session": round(seconds, 1),
-            "images_per_second": round(epochs_run * splits.sizes["train"] / seconds, 1)
-            if epochs_run
-            else None,
-        },
-    )
-    run.update_manifest(artifacts=run.artifact_hashes())
+    _finish(run, cfg, history, test, seconds, splits.sizes["train"])
     echo(f"saved {run.file(runlib.MODEL)}")
     return run

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from liteconv.errors import LiteconvError
+from liteconv.device.errors import LiteconvError
+from liteconv.device.files import atomic_write_json
 
 DEBIAN_SUITE = "bookworm"  # python3.11, the same minor as the aarch64 wheels below
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -140,6 +142,35 @@ def newest_bundle(folder: str | Path = "dist") -> Path:
     return bundles[-1]
 
 
+def _unpack(bundle: Path, dest: str) -> Path:
+    """Extract ``bundle`` under ``dest`` and return its top-level folder."""
+    try:
+        with tarfile.open(bundle) as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as err:
+        raise LiteconvError(f"{bundle}: not a readable bundle ({err})") from None
+    folders = [p for p in Path(dest).iterdir() if p.is_dir()]
+    if len(folders) != 1 or not (folders[0] / "bench.py").is_file():
+        raise LiteconvError(
+            f"{bundle}: not a liteconv bundle (expected one top-level folder with bench.py); "
+            "make one with 'liteconv bundle RUN_DIR'"
+        )
+    return folders[0]
+
+
+def _emulated(python: list[str], args: list[str], folder: Path, env: dict, what: str):
+    """Run the bundle's bench.py under qemu; a one-line error when it fails."""
+    proc = subprocess.run([*python, "bench.py", *args], cwd=folder, capture_output=True,
+                          text=True, env=env, timeout=1800)  # fmt: skip
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or
+                ["no output"])[-1]  # fmt: skip
+        raise LiteconvError(
+            f"bench.py {what} failed on emulated aarch64 (exit {proc.returncode}): {tail[-200:]}"
+        )
+    return proc
+
+
 def run_bundle_arm64(
     bundle: str | Path, *, cache: str | Path = ".cache/arm64", runs: int = 20, echo=print
 ) -> dict:
@@ -153,50 +184,26 @@ def run_bundle_arm64(
     site = ensure_wheels(cache)
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONHOME", None)
+    python = [qemu, "-L", str(root), str(root / PYTHON)]
+    probe = subprocess.run([*python, "-c", "import platform; print(platform.machine())"],
+                           capture_output=True, text=True, env=env)  # fmt: skip
+    if probe.stdout.strip() != "aarch64":
+        raise LiteconvError(f"the emulated Python did not start ({probe.stderr.strip()[-200:]})")
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            with tarfile.open(bundle) as tar:
-                tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError) as err:
-            raise LiteconvError(f"{bundle}: not a readable bundle ({err})") from None
-        folder = next(p for p in Path(tmp).iterdir() if p.is_dir())
-        python = [qemu, "-L", str(root), str(root / PYTHON)]
-        probe = subprocess.run([*python, "-c", "import platform; print(platform.machine())"],
-                               capture_output=True, text=True, env=env)  # fmt: skip
-        if probe.stdout.strip() != "aarch64":
-            raise LiteconvError(
-                f"the emulated Python did not start ({probe.stderr.strip()[-200:]})"
-            )
+        folder = _unpack(bundle, tmp)
         echo(f"emulated aarch64 Python ready ({root}); checking {bundle.name}")
-        check = subprocess.run([*python, "bench.py", "--check"], cwd=folder, capture_output=True,
-                               text=True, env=env, timeout=1800)  # fmt: skip
+        check = _emulated(python, ["--check"], folder, env, "--check")
         echo(check.stdout.strip())
-        if check.returncode != 0:
-            raise LiteconvError(
-                f"bench.py --check failed on emulated aarch64 (exit {check.returncode}): "
-                f"{(check.stderr.strip().splitlines() or ['outputs differ'])[-1]}"
-            )
         results = folder / "arm64.json"
-        bench = subprocess.run(
-            [*python, "bench.py", "--runs", str(runs), "--warmup", "2", "--threads", "1",
-             "--json", str(results)],
-            cwd=folder, capture_output=True, text=True, env=env, timeout=1800,
-        )  # fmt: skip
-        if bench.returncode != 0:
-            raise LiteconvError(
-                f"bench.py failed on emulated aarch64: {bench.stderr.strip()[-200:]}"
-            )
+        bench = _emulated(python, ["--runs", str(runs), "--warmup", "2", "--threads", "1",
+                                   "--json", str(results)], folder, env, "benchmark")  # fmt: skip
         echo(bench.stdout.strip())
         echo(f"NOTE: {NOT_REPRESENTATIVE}")
-        import json
-
         document = json.loads(results.read_text())
     document["where"] = "qemu-aarch64"
     document["note"] = NOT_REPRESENTATIVE
     document["check"] = check.stdout.strip().splitlines()
     out = bundle.with_name(bundle.name.removesuffix(".tar.gz") + "-arm64-emulated.json")
-    from liteconv.export.bench import write_json
-
-    write_json(out, document)
+    atomic_write_json(out, document)
     echo(f"wrote {out}")
     return document

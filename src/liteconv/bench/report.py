@@ -13,8 +13,8 @@ import io
 import json
 from pathlib import Path
 
-from liteconv.pipeline.run import atomic_write_bytes, atomic_write_json, atomic_write_text
-from liteconv.tables import format_table
+from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from liteconv.device.tables import format_table
 
 
 def _plt():
@@ -32,6 +32,47 @@ def _save_png(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _compare_table(rows: list[dict]) -> str:
+    return format_table(
+        ["scope", "size", "C", "variant", "dtype", "threads", "MACs", "params", "p50 ms",
+         "theory ×", "measured ×", "realised", "params ÷"],
+        [[r.get("model", "layer") if r["scope"] == "model" else "layer", r["size"],
+          r["channels"], r["variant"], r["dtype"], r["threads"], r["macs"], r["params"],
+          r["p50_ms"], r["theoretical_speedup"], r["measured_speedup"],
+          f"{r['realised_share']:.0%}", r["param_reduction"]] for r in rows],
+        markdown=True,
+    )  # fmt: skip
+
+
+def _compare_plot(layers: list[dict], kind: str, key: str, ylabel: str, machine: dict, path):
+    """One panel per (channels, dtype, threads): ``key`` against the input size per variant."""
+    plt = _plt()
+    combos = sorted({(r["channels"], r["dtype"], r["threads"]) for r in layers})
+    ncols = min(4, len(combos))
+    nrows = -(-len(combos) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    for ax in axes.flat[len(combos) :]:
+        ax.set_visible(False)
+    for ax, (c, dtype, t) in zip(axes.flat, combos):
+        for variant in dict.fromkeys(r["variant"] for r in layers):
+            if kind == "speedup" and variant == "standard":
+                continue
+            pts = sorted((r["size"], r[key]) for r in layers if r["variant"] == variant
+                         and (r["channels"], r["dtype"], r["threads"]) == (c, dtype, t))  # fmt: skip
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=variant)
+        if kind == "latency":
+            ax.set_yscale("log")
+        ax.set_title(f"C={c}, {dtype}, {t} thread(s)", fontsize=9)
+        ax.set_xlabel("input size N (N×N)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"3×3 layer {kind}: {machine['cpu']}", fontsize=10)
+    _save_png(fig, path)
+    plt.close(fig)
+
+
 def write_compare(rows: list[dict], out: str | Path, *, machine: dict) -> list[Path]:
     """``out.csv``, ``out.json``, ``out.md`` and two PNGs (latency and speedup vs size)."""
     out = Path(out)
@@ -44,58 +85,21 @@ def write_compare(rows: list[dict], out: str | Path, *, machine: dict) -> list[P
     writer.writerows(rows)
     written = [atomic_write_text(out.with_suffix(".csv"), text.getvalue())]
     written.append(atomic_write_json(out.with_suffix(".json"), {"machine": machine, "rows": rows}))
-    table = format_table(
-        ["scope", "size", "C", "variant", "dtype", "threads", "MACs", "params", "p50 ms",
-         "theory ×", "measured ×", "realised", "params ÷"],
-        [[r.get("model", "layer") if r["scope"] == "model" else "layer", r["size"],
-          r["channels"], r["variant"], r["dtype"], r["threads"], r["macs"], r["params"],
-          r["p50_ms"], r["theoretical_speedup"], r["measured_speedup"],
-          f"{r['realised_share']:.0%}", r["param_reduction"]] for r in rows],
-        markdown=True,
-    )  # fmt: skip
     header = (
         f"Measured on {machine['cpu']} ({machine['arch']}, {machine['cores_usable']} usable "
         f"cores), LiteRT interpreter with XNNPACK, median of interleaved runs. 'theory ×' is "
         f"the MAC ratio to the standard convolution, 'measured ×' the latency ratio, "
         f"'realised' their quotient."
     )
-    written.append(atomic_write_text(out.with_suffix(".md"), f"{header}\n\n{table}\n"))
-
+    written.append(
+        atomic_write_text(out.with_suffix(".md"), f"{header}\n\n{_compare_table(rows)}\n")
+    )
     layers = [r for r in rows if r["scope"] == "layer"]
     if layers:
-        plt = _plt()
-        combos = sorted({(r["channels"], r["dtype"], r["threads"]) for r in layers})
         for kind, key, ylabel in (("latency", "p50_ms", "median latency (ms)"),
                                   ("speedup", "measured_speedup", "speedup over standard conv")):  # fmt: skip
-            ncols = min(4, len(combos))
-            nrows = -(-len(combos) // ncols)
-            fig, axes = plt.subplots(
-                nrows,
-                ncols,
-                figsize=(4.2 * ncols, 3.4 * nrows),
-                squeeze=False,
-                layout="constrained",
-            )
-            for ax in axes.flat[len(combos) :]:
-                ax.set_visible(False)
-            for ax, (c, dtype, t) in zip(axes.flat, combos):
-                for variant in dict.fromkeys(r["variant"] for r in layers):
-                    pts = sorted((r["size"], r[key]) for r in layers if r["variant"] == variant
-                                 and (r["channels"], r["dtype"], r["threads"]) == (c, dtype, t))  # fmt: skip
-                    if kind == "speedup" and variant == "standard":
-                        continue
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=variant)
-                if kind == "latency":
-                    ax.set_yscale("log")
-                ax.set_title(f"C={c}, {dtype}, {t} thread(s)", fontsize=9)
-                ax.set_xlabel("input size N (N×N)")
-                ax.set_ylabel(ylabel)
-                ax.grid(alpha=0.3)
-            axes.flat[0].legend(fontsize=8)
-            fig.suptitle(f"3×3 layer {kind}: {machine['cpu']}", fontsize=10)
             written.append(out.with_name(f"{out.name}_{kind}.png"))
-            _save_png(fig, written[-1])
-            plt.close(fig)
+            _compare_plot(layers, kind, key, ylabel, machine, written[-1])
     return written
 
 
@@ -158,7 +162,7 @@ def load_bench_documents(paths) -> list[dict]:
         try:
             docs.append(json.loads(Path(p).read_text()))
         except (OSError, ValueError) as err:
-            from liteconv.errors import LiteconvError
+            from liteconv.device.errors import LiteconvError
 
             raise LiteconvError(f"{p}: not a benchmark JSON ({err})") from None
     return docs
@@ -167,8 +171,8 @@ def load_bench_documents(paths) -> list[dict]:
 def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) -> list[dict]:
     """One row per exported model: accuracy (verify.json), size, MACs, host latency, and
     the latency of any merged benchmark documents (e.g. from a Raspberry Pi)."""
-    from liteconv.errors import LiteconvError
-    from liteconv.export.bench import benchmark, sidecar_for
+    from liteconv.device.errors import LiteconvError
+    from liteconv.device.harness import benchmark, sidecar_for
     from liteconv.pipeline.run import Run
 
     rows, files = [], []

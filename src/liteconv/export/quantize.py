@@ -13,18 +13,18 @@ import gzip
 
 import numpy as np
 
-from liteconv.compat import keras, tfmot
+from liteconv.compat import tfmot
+from liteconv.config import TrainConfig
+from liteconv.device.errors import LiteconvError
 from liteconv.pipeline.data import DataSplits
-from liteconv.pipeline.train import one_hot
+from liteconv.pipeline.train import compile_model, one_hot
 
 
 def _compile(model, learning_rate: float, steps: int, epochs: int) -> None:
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps * epochs))
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.CategoricalCrossentropy(),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+    """Adam with cosine decay over the fine-tune, through the training compile."""
+    schedule = TrainConfig(epochs=max(1, epochs), learning_rate=learning_rate,
+                           lr_schedule="cosine", optimizer="adam")  # fmt: skip
+    compile_model(model, schedule, max(1, steps))
 
 
 def quantization_aware(
@@ -67,7 +67,15 @@ def quantization_aware(
             pqat.Default8BitPrunePreserveQuantizeScheme(),
         )
     else:
-        qat = q.quantize_model(model)
+        try:
+            qat = q.quantize_model(model)
+        except (RuntimeError, ValueError) as err:  # a layer or layout tfmot cannot quantize
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise LiteconvError(
+                f"quantization-aware training: tfmot cannot quantize this model ({first[:240]}); "
+                "use post-training int8 (--mode int8) or put BatchNormalization right after "
+                "its convolution"
+            ) from None
     _compile(qat, learning_rate, splits.steps_per_epoch, max(epochs, 1))
     if epochs:
         n = splits.num_classes
@@ -137,20 +145,18 @@ def gzip_size(blob: bytes) -> int:
     return len(gzip.compress(blob, compresslevel=9))
 
 
-def float32_clone(model, builder):
-    """A float32 copy of a mixed-precision model, rebuilt by ``builder()`` and given its weights.
+def float32_clone(model):
+    """A float32 copy of a mixed-precision model (the same model if it is float32 already).
 
     Models trained under ``mixed_float16`` compute in float16; TFLite conversion and QAT
-    want float32 layers. ``builder`` must build the same architecture under float32.
+    want float32 layers. The copy is rebuilt from the model's config with every layer's
+    dtype set to float32, and given the weights cast to float32.
     """
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
-    keras.mixed_precision.set_global_policy("float32")
-    clone = builder()
-    by_name = {layer.name: layer for layer in model.layers}
-    for layer in clone.layers:
-        if layer.weights:
-            layer.set_weights(
-                [np.asarray(w, np.float32) for w in by_name[layer.name].get_weights()]
-            )
+    config = model.get_config()
+    for layer in config["layers"]:
+        layer["config"]["dtype"] = "float32"
+    clone = model.__class__.from_config(config)
+    clone.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
     return clone

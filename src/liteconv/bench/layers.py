@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.compat import keras
-from liteconv.export.bench import benchmark
+from liteconv.device.harness import benchmark
 from liteconv.export.convert import to_tflite
 from liteconv.keras_layers import create_model, flattened_conv, model_cost, separable_conv
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from liteconv.errors import LiteconvError
+from liteconv.device.errors import LiteconvError
 
 
 def litert_benchmark(

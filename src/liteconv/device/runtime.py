@@ -1,9 +1,8 @@
 """Load a TFLite interpreter without importing TensorFlow unless asked to.
 
 Order for ``runtime="auto"``: ``ai_edge_litert`` (LiteRT), then ``tflite_runtime``, then
-``tf.lite`` as a last resort. This module must stay importable where only numpy and one
-runtime are installed (a Raspberry Pi, a phone): it imports liteconv's errors and nothing
-else of the package.
+``tf.lite`` as a last resort. Importable where only numpy and one runtime are installed
+(a Raspberry Pi, a phone).
 
 Example:
     >>> interp = load_interpreter("model.tflite", num_threads=4)
@@ -15,15 +14,8 @@ from __future__ import annotations
 import importlib
 import os
 
-try:
-    from liteconv.errors import LiteconvError
-except ImportError:  # standalone copy inside a device bundle
-
-    class LiteconvError(Exception):
-        """A problem with the user's input, said in one line."""
-
-        exit_code = 2
-
+from .errors import LiteconvError
+from .logs import quiet_native_logs
 
 RUNTIMES = ("litert", "tflite_runtime", "tf")
 _MODULES = {
@@ -120,8 +112,9 @@ def load_interpreter(
             else module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
     try:
-        interp = module.Interpreter(**kwargs)
-        interp.allocate_tensors()
+        with quiet_native_logs():  # "INFO: Created TensorFlow Lite XNNPACK delegate ..."
+            interp = module.Interpreter(**kwargs)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InterpreterLoadError(

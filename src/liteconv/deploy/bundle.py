@@ -1,6 +1,8 @@
-"""Self-contained device bundle: models, sidecars, labels, a standalone ``bench.py``.
+"""Self-contained device bundle: models, sidecars, labels, the ``liteconv.device`` package.
 
-The bundle needs only numpy and ``ai-edge-litert`` (or ``tflite-runtime``) on the device.
+The bundle ships ``liteconv/device/`` whole (it imports numpy and a LiteRT runtime only)
+and a two-line ``bench.py`` that runs its command line, so it needs only numpy and
+``ai-edge-litert`` (or ``tflite-runtime``) on the device.
 ``reference.npz`` holds a few real test images and the host's outputs for each model, so
 ``python bench.py --check`` on the device proves it computes what the host computed.
 
@@ -18,18 +20,32 @@ from pathlib import Path
 
 import numpy as np
 
-from liteconv.errors import LiteconvError
-from liteconv.export import bench as benchlib
+import liteconv
+from liteconv import device
+from liteconv.device.check import run_samples
+from liteconv.device.errors import LiteconvError
+from liteconv.device.harness import sidecar_for
+from liteconv.device.targets import load_target
 from liteconv.pipeline import run as runlib
-from liteconv.targets import load_target
 
-# The standalone files copied verbatim from the package: bench.py imports its siblings.
-_STANDALONE = {
-    "bench.py": Path(benchlib.__file__),
-    "runtime.py": Path(benchlib.__file__).with_name("runtime.py"),
-    "tables.py": Path(benchlib.__file__).parents[1] / "tables.py",
-    "machine.py": Path(benchlib.__file__).parents[1] / "machine.py",
-}
+BENCH_SHIM = """\
+#!/usr/bin/env python3
+\"\"\"Benchmark or --check this bundle's models: the liteconv.device command line.\"\"\"
+import pathlib, sys  # noqa: E401
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from liteconv.device.__main__ import main  # noqa: E402
+sys.exit(main(bundle=HERE))
+"""
+
+
+def package_files() -> dict[str, bytes]:
+    """``liteconv/__init__.py`` and every module of ``liteconv/device/``, by bundle path."""
+    files = {"liteconv/__init__.py": Path(liteconv.__file__).read_bytes()}
+    for path in sorted(Path(device.__file__).parent.glob("*.py")):
+        files[f"liteconv/device/{path.name}"] = path.read_bytes()
+    return files
+
 
 REQUIREMENTS = """\
 # What bench.py needs on the device: no TensorFlow.
@@ -40,12 +56,12 @@ ai-edge-litert
 """
 
 
-def _readme(name: str, target: dict, models: list[dict]) -> str:
+def _readme(name: str, target, models: list[dict]) -> str:
     lines = [
         f"# {name}: liteconv device bundle",
         "",
-        f"Target: {target.get('description', target['name'])} (threads {target.get('threads')}, "
-        f"cores {target.get('cores')}).",
+        f"Target: {target.description or target.name} (threads {target.threads}, "
+        f"cores {target.cores}).",
         "",
         "| model | mode | size | MACs | input |",
         "| --- | --- | ---: | ---: | --- |",
@@ -69,6 +85,7 @@ def _readme(name: str, target: dict, models: list[dict]) -> str:
         "python3 -m venv --system-site-packages .venv && . .venv/bin/activate",
         "pip install -r requirements.txt",
         "python bench.py --check          # same answers as the host? (exit 0 = yes)",
+        "                                 # (python -m liteconv.device --check does the same)",
         "python bench.py --json results.json   # latency table; threads/cores from target.json",
         "```",
         "",
@@ -83,7 +100,7 @@ def _readme(name: str, target: dict, models: list[dict]) -> str:
         "```bash",
         "adb push benchmark_model /data/local/tmp/ && adb shell chmod +x /data/local/tmp/benchmark_model",
     ]
-    threads = max(target.get("threads") or [1])
+    threads = max(target.threads)
     for m in models:
         lines.append(f"adb push models/{m['file']} /data/local/tmp/")
     for m in models:
@@ -122,17 +139,17 @@ def make_bundle(
 
     images, labels = run_data(run).arrays("test", limit=samples)
     manifest = run.manifest()
-    name = f"{manifest.get('experiment', run.path.parent.name)}-{run.path.name}-{spec['name']}"
+    name = f"{manifest.get('experiment', run.path.parent.name)}-{run.path.name}-{spec.name}"
     reference = {"images": images, "labels": labels}
     sidecars = []
     for path in tflites:
-        side = benchlib.sidecar_for(path) or {"name": path.stem, "mode": "unknown",
+        side = sidecar_for(path) or {"name": path.stem, "mode": "unknown",
                                               "file": path.name}  # fmt: skip
         side = {**side, "name": path.stem, "file": path.name}
         if "inputs" not in side:
             side["inputs"] = [{"dtype": "?", "shape": []}]
             side["size_bytes"] = path.stat().st_size
-        outputs, _ = benchlib.run_samples(path, images)
+        outputs, _ = run_samples(path, images)
         reference[f"outputs__{path.stem}"] = outputs
         sidecars.append((path, side))
 
@@ -148,10 +165,11 @@ def make_bundle(
                 _add(tar, f"{name}/models/{path.name}", path.read_bytes())
                 _add(tar, f"{name}/models/{path.stem}.json", json.dumps(side, indent=2).encode())
             _add(tar, f"{name}/labels.txt", "\n".join(manifest["class_names"]).encode() + b"\n")
-            for dest, src in _STANDALONE.items():
-                _add(tar, f"{name}/{dest}", src.read_bytes())
+            for dest, data in package_files().items():
+                _add(tar, f"{name}/{dest}", data)
+            _add(tar, f"{name}/bench.py", BENCH_SHIM.encode())
             _add(tar, f"{name}/requirements.txt", REQUIREMENTS.encode())
-            _add(tar, f"{name}/target.json", json.dumps(spec, indent=2).encode())
+            _add(tar, f"{name}/target.json", json.dumps(spec.to_dict(), indent=2).encode())
             _add(tar, f"{name}/reference.npz", buf.getvalue())
             _add(tar, f"{name}/README.md", _readme(name, spec, [s for _, s in sidecars]).encode())
         tmp.replace(final)

@@ -1,0 +1,112 @@
+"""The device command line: ``python -m liteconv.device`` (``python bench.py`` in a bundle).
+
+Benchmarks the bundle's models (or given ``.tflite`` files) with the target's settings, or
+checks with ``--check`` that this machine computes what the host computed. Needs numpy
+and a LiteRT runtime only.
+
+Example:
+    $ python bench.py --check
+    $ python bench.py --threads 1,4 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+from .check import check_bundle
+from .errors import LiteconvError
+from .harness import benchmark, markdown, result_document, write_json
+from .targets import load_target
+
+
+def int_list(text: str, option: str = "--threads") -> list[int]:
+    """Parse a comma list of positive integers such as ``1,2,4`` (one-line errors)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LiteconvError(f"{option} {text!r}: expected a comma list such as 1,2,4") from None
+    if not values or min(values) < 1:
+        raise LiteconvError(f"{option} {text!r}: expected positive integers")
+    return values
+
+
+def progress_printer(stream=sys.stderr):
+    """A ``progress(done, total)`` callback drawing a bar (only the last line when not a TTY)."""
+
+    def show(done: int, total: int) -> None:
+        if not stream.isatty() and done != total:
+            return
+        width = 30
+        filled = int(width * done / total)
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done == total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def _parser(bundle: Path) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description="Benchmark .tflite models (no TensorFlow)."
+    )
+    parser.add_argument("models", nargs="*", help="default: every models/*.tflite of the bundle")
+    parser.add_argument("--bundle", default=str(bundle), help="the unpacked bundle folder")
+    parser.add_argument("--threads", default=None, help="comma list, e.g. 1,2,4")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runtime", default=None, help="auto | litert | tflite_runtime | tf")
+    parser.add_argument("--no-xnnpack", action="store_true")
+    parser.add_argument("--target", default=None, help="target JSON (default: the bundle's)")
+    parser.add_argument("--json", default=None, help="write results here")
+    parser.add_argument("--check", action="store_true", help="compare with reference outputs")
+    return parser
+
+
+def _check(folder: Path, runtime: str) -> int:
+    results = check_bundle(folder, runtime)
+    for r in results:
+        print(f"{'PASS' if r['passed'] else 'FAIL'} {r['model']}: top-1 identical on "
+              f"{r['samples']} samples: {r['top1_identical']}, max |diff| "
+              f"{r['max_abs_diff']:.3g} (sample {r['worst_sample']}; tolerance "
+              f"{r['tolerance']:.3g})")  # fmt: skip
+    return 0 if all(r["passed"] for r in results) else 1
+
+
+def main(argv: list[str] | None = None, *, bundle: Path | None = None) -> int:
+    """Run the device CLI; returns the exit status (2 for bad input, one line on stderr)."""
+    args = _parser(bundle or Path.cwd()).parse_args(argv)
+    folder = Path(args.bundle)
+    try:
+        target_path = Path(args.target) if args.target else folder / "target.json"
+        target = load_target(str(target_path)) if target_path.is_file() else None
+        if args.target and target is None:
+            raise LiteconvError(f"--target {args.target}: no such file")
+        runtime = args.runtime or (target.runtime if target else "auto")
+        if args.check:
+            return _check(folder, runtime)
+        models = args.models or sorted(str(p) for p in (folder / "models").glob("*.tflite"))
+        threads = int_list(args.threads) if args.threads else (target.threads if target else [1])
+        xnnpack = [False] if args.no_xnnpack else (target.xnnpack if target else [True])
+        records = benchmark(
+            models, threads=threads, warmup=args.warmup, runs=args.runs, runtime=runtime,
+            xnnpack=xnnpack, cores=target.cores if target else None,
+            progress=progress_printer(),
+        )  # fmt: skip
+        print(markdown(records))
+        if args.json:
+            document = result_document(records, target=target.to_dict() if target else None,
+                                       where=platform.node() or "device")  # fmt: skip
+            write_json(args.json, document)
+            print(f"wrote {args.json}")
+        return 0
+    except LiteconvError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The bundle's self-check: does this machine compute what the host computed?
+
+``reference.npz`` in a bundle holds a few real test images and the host's outputs for
+each model; ``check_bundle`` runs them here and compares.
+
+Example:
+    $ python -m liteconv.device --check     # in an unpacked bundle
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LiteconvError
+from .runtime import load_interpreter
+from .tensors import dequantize, output_step, quantize
+
+# Float models: the same float kernels on another CPU differ only by summation order and
+# FMA use, ~1e-6 on softmax outputs; 1e-4 leaves room and still catches any real bug.
+FLOAT_TOLERANCE = 1e-4
+
+
+def run_samples(path: Path, images: np.ndarray, runtime: str = "auto") -> tuple[np.ndarray, float]:
+    """Dequantized outputs for float ``images`` (one at a time) and the output step (0: float)."""
+    interp = load_interpreter(path, runtime=runtime, num_threads=1)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    outputs = []
+    for image in images:
+        interp.set_tensor(inp["index"], quantize(image[None], inp))
+        interp.invoke()
+        outputs.append(dequantize(interp.get_tensor(out["index"]), out)[0])
+    return np.stack(outputs), output_step(Path(path).read_bytes(), runtime) or 0.0
+
+
+def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
+    """Compare this machine's outputs with the host's reference outputs in ``folder``.
+
+    Top-1 must be identical on every reference sample; integer outputs within one
+    quantization step, float outputs within ``FLOAT_TOLERANCE``.
+    """
+    ref_path = folder / "reference.npz"
+    if not ref_path.is_file():
+        raise LiteconvError(f"{ref_path}: missing; rebuild the bundle with 'liteconv bundle'")
+    ref = np.load(ref_path)
+    images = ref["images"]
+    results = []
+    for side_path in sorted((folder / "models").glob("*.json")):
+        side = json.loads(side_path.read_text())
+        name = side["name"]
+        outputs, step = run_samples(folder / "models" / side["file"], images, runtime)
+        expected = ref[f"outputs__{name}"]
+        diff = np.abs(outputs - expected).max(axis=1)
+        # Integer graphs: one output step (two correct kernels may round differently).
+        tol = step * 1.0001 if step else FLOAT_TOLERANCE
+        top1 = outputs.argmax(1) == expected.argmax(1)
+        worst = int(np.argmax(diff))
+        results.append({
+            "model": name, "samples": int(len(images)), "top1_identical": bool(top1.all()),
+            "max_abs_diff": float(diff.max()), "worst_sample": worst, "tolerance": tol,
+            "passed": bool(top1.all()) and float(diff.max()) <= tol,
+        })  # fmt: skip
+    if not results:
+        raise LiteconvError(f"{folder / 'models'}: no models with sidecars in the bundle")
+    return results

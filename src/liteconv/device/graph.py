@@ -1,0 +1,52 @@
+"""The one walker over a ``.tflite`` model's operators (no TensorFlow import).
+
+The interpreter's Python API has no public list of operators; ``_get_ops_details`` is
+used here and nowhere else. XNNPACK is switched off for the walk: a delegate replaces the
+nodes it takes by one opaque node.
+
+Example:
+    >>> [op.name for op in list_ops(blob)]
+    ['CONV_2D', 'DEPTHWISE_CONV_2D', ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .runtime import load_interpreter
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """One operator: its name, input/output tensor indices and their dtypes."""
+
+    index: int
+    name: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    input_types: tuple[str, ...]
+    output_types: tuple[str, ...]
+
+
+def interpreter_ops(interp) -> list[OpInfo]:
+    """The operators of an allocated interpreter (built without delegates to see them all)."""
+    tensors = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    ops = []
+    for op in interp._get_ops_details():  # no public API lists ops with their tensors
+        inputs = tuple(int(i) for i in op["inputs"])
+        outputs = tuple(int(i) for i in op["outputs"])
+        ops.append(
+            OpInfo(
+                int(op["index"]), op["op_name"], inputs, outputs,
+                tuple(tensors.get(i, "?") for i in inputs if i >= 0),
+                tuple(tensors.get(i, "?") for i in outputs if i >= 0),
+            )
+        )  # fmt: skip
+    return ops
+
+
+def list_ops(blob: bytes, runtime: str = "auto") -> list[OpInfo]:
+    """The operators of the ``.tflite`` bytes ``blob``, in execution order."""
+    return interpreter_ops(load_interpreter(model_content=blob, runtime=runtime, xnnpack=False))

@@ -1,0 +1,230 @@
+"""Latency/memory benchmark of ``.tflite`` models; no TensorFlow import.
+
+Runs on the host (``liteconv bench``) and, shipped in a device bundle, on a Raspberry Pi
+or phone (``python bench.py``, i.e. ``python -m liteconv.device``), where only numpy and a
+LiteRT runtime are installed. Several models/configurations are measured interleaved (A B A B …), so their
+ratios hold when a shared machine drifts. Results: one flat record per model × threads ×
+runtime × XNNPACK setting, as JSON and a Markdown table.
+
+Example:
+    >>> records = benchmark(["fp32.tflite", "int8.tflite"], threads=[1, 2], runs=100)
+    $ python bench.py models/*.tflite --threads 1,4 --json results.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LiteconvError
+from .files import atomic_write_json
+from .machine import machine_info
+from .runtime import load_interpreter, resolve_runtime
+from .tables import format_table
+from .tensors import random_inputs
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def sidecar_for(path: Path) -> dict:
+    """The JSON sidecar written by ``liteconv export`` beside a model, if any."""
+    side = Path(path).with_suffix(".json")
+    if side.is_file():
+        try:
+            data = json.loads(side.read_text())
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+@dataclass
+class _Case:
+    path: Path
+    threads: int
+    runtime: str
+    xnnpack: bool
+    interp: object = None
+    inputs: list | None = None
+    load_ms: float = 0.0
+    first_ms: float = 0.0
+    rss_delta: int = 0
+    samples: list | None = None
+
+    def invoke(self) -> float:
+        interp = self.interp
+        for detail, value in zip(interp.get_input_details(), self.inputs):
+            interp.set_tensor(detail["index"], value)
+        start = time.perf_counter()
+        interp.invoke()
+        return (time.perf_counter() - start) * 1000.0
+
+
+def _setup(case: _Case) -> None:
+    before = rss_bytes()
+    start = time.perf_counter()
+    case.interp = load_interpreter(
+        case.path, runtime=case.runtime, num_threads=case.threads, xnnpack=case.xnnpack
+    )
+    case.load_ms = (time.perf_counter() - start) * 1000.0
+    case.inputs = random_inputs(case.interp)
+    case.first_ms = case.invoke()
+    case.rss_delta = rss_bytes() - before
+    case.samples = []
+
+
+@contextlib.contextmanager
+def pin_cores(cores: list[int] | None):
+    """Restrict this process to ``cores`` (those that exist) inside the block, then restore.
+
+    Yields the cores used (``None`` when nothing was pinned).
+
+    Example:
+        >>> with pin_cores([2, 3]) as used:
+        ...     records = benchmark(["fp32.tflite"])
+    """
+    if not cores or not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    available = sorted(before)
+    usable = [c for c in cores if c in available] or available[: len(cores)]
+    os.sched_setaffinity(0, usable)
+    try:
+        yield usable
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _stats(name: str, case: _Case, sidecar: dict, runtime: str) -> dict:
+    ms = np.asarray(case.samples)
+    p50 = float(np.percentile(ms, 50))
+    macs = sidecar.get("macs")
+    return {
+        "model": name,
+        "file": str(case.path),
+        "mode": sidecar.get("mode"),
+        "threads": case.threads,
+        "runtime": runtime,
+        "xnnpack": case.xnnpack,
+        "size_bytes": case.path.stat().st_size,
+        "load_ms": round(case.load_ms, 3),
+        "first_inference_ms": round(case.first_ms, 3),
+        "mean_ms": round(float(ms.mean()), 6),
+        "std_ms": round(float(ms.std()), 6),
+        "p50_ms": round(p50, 6),
+        "p90_ms": round(float(np.percentile(ms, 90)), 6),
+        "p99_ms": round(float(np.percentile(ms, 99)), 6),
+        "cv": round(float(ms.std() / ms.mean()), 4) if ms.mean() else None,
+        "throughput_per_s": round(1000.0 / float(ms.mean()), 2),
+        "rss_delta_mb": round(case.rss_delta / 2**20, 2),
+        "macs": macs,
+        "gmacs_per_s": round(macs / (p50 / 1000.0) / 1e9, 3) if macs else None,
+        "runs": int(ms.size),
+    }
+
+
+def _measure(cases: list[_Case], warmup: int, runs: int, progress) -> None:
+    """Set every case up, warm them up, then time them interleaved: A B C A B C ..."""
+    for case in cases:
+        _setup(case)
+    for _ in range(warmup):
+        for case in cases:
+            case.invoke()
+    total = runs * len(cases)
+    for i in range(runs):
+        for case in cases:
+            case.samples.append(case.invoke())
+        if progress:
+            progress((i + 1) * len(cases), total)
+
+
+def benchmark(
+    paths: list[str | Path],
+    *,
+    threads: list[int] = (1,),
+    warmup: int = 10,
+    runs: int = 100,
+    runtime: str = "auto",
+    xnnpack: list[bool] = (True,),
+    cores: list[int] | None = None,
+    progress=None,
+) -> list[dict]:
+    """Benchmark every model × threads × XNNPACK setting, interleaved.
+
+    Args:
+        paths: ``.tflite`` files (any model: float, int8, uint8, several inputs).
+        threads: interpreter thread counts to measure.
+        warmup: untimed invocations per case before timing.
+        runs: timed invocations per case.
+        runtime: ``auto``, ``litert``, ``tflite_runtime`` or ``tf``.
+        xnnpack: which XNNPACK settings to measure (``[True, False]`` for both).
+        cores: CPU cores to pin this process to (a target's big cores, say).
+        progress: callable(done, total) for a progress display.
+
+    Raises:
+        LiteconvError: a missing, truncated or non-TFLite file (one line).
+    """
+    if not paths:
+        raise LiteconvError("no .tflite files given")
+    if runs < 1 or warmup < 0 or any(t < 1 for t in threads):
+        raise LiteconvError("--runs must be >= 1, --warmup >= 0 and --threads positive")
+    runtime_name = resolve_runtime(runtime)
+    cases = [_Case(Path(p), t, runtime_name, x) for p in paths for t in threads for x in xnnpack]
+    for case in cases:
+        if not case.path.is_file():
+            raise LiteconvError(f"{case.path}: no such file")
+    with pin_cores(cores):
+        _measure(cases, warmup, runs, progress)
+    records = []
+    for case in cases:
+        side = sidecar_for(case.path)
+        label = (
+            f"{side['experiment']}/{case.path.stem}" if side.get("experiment") else case.path.stem
+        )
+        records.append(_stats(label, case, side, runtime_name))
+    return records
+
+
+def markdown(records: list[dict]) -> str:
+    """The Markdown table of benchmark records."""
+    return format_table(
+        ["model", "mode", "threads", "xnnpack", "p50 ms", "p90 ms", "p99 ms", "mean ms", "CV",
+         "load ms", "first ms", "RSS Δ MB", "size KB", "GMAC/s"],
+        [[r["model"], r.get("mode") or "-", r["threads"], "on" if r["xnnpack"] else "off",
+          r["p50_ms"], r["p90_ms"], r["p99_ms"], r["mean_ms"], r["cv"], r["load_ms"],
+          r["first_inference_ms"], r["rss_delta_mb"], r["size_bytes"] / 1024, r["gmacs_per_s"]]
+         for r in records],
+        markdown=True,
+    )  # fmt: skip
+
+
+def result_document(
+    records: list[dict], *, target: dict | None = None, where: str = "host"
+) -> dict:
+    """The JSON document a benchmark writes (host and device alike)."""
+    return {
+        "where": where,
+        "machine": machine_info(),
+        "target": target,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "records": records,
+    }
+
+
+def write_json(path: str | Path, document: dict) -> None:
+    """Write a result document atomically as strict JSON."""
+    atomic_write_json(path, document)

@@ -1,0 +1,104 @@
+"""Deployment targets (``configs/targets/*.yaml``): threads, cores to pin, runtime options.
+
+On the host a target mimics the device's parallelism; the bundle carries it as
+``target.json`` so the device runs the same settings. Both load through the same typed
+schema as the experiment configs (``schema.build``). No TensorFlow import; PyYAML only
+for the host's YAML files.
+
+Example:
+    >>> load_target("raspberry-pi-4").threads
+    [1, 2, 4]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .errors import LiteconvError
+from .schema import build
+
+RUNTIME_NAMES = ("auto", "litert", "tflite_runtime", "tf")
+
+
+@dataclass
+class Target:
+    """One deployment target."""
+
+    name: str = "host"
+    description: str = ""
+    arch: str = ""
+    threads: list[int] = field(default_factory=lambda: [1])
+    cores: list[int] | None = None  # CPU cores to pin to (e.g. a phone's big cores)
+    runtime: Literal[RUNTIME_NAMES] = "auto"
+    xnnpack: list[bool] = field(default_factory=lambda: [True])
+
+    def to_dict(self) -> dict:
+        """Plain data, as the bundle's ``target.json`` holds it."""
+        return dataclasses.asdict(self)
+
+
+def target_from_dict(data, source: str) -> Target:
+    """Check plain data (a target YAML or ``target.json``) against the schema."""
+    if not isinstance(data, dict):
+        raise LiteconvError(f"{source}: expected a mapping of target settings")
+    target = build(Target, data, "", source)
+    if not target.threads or min(target.threads) < 1:
+        raise LiteconvError(f"{source}: threads: expected positive integers")
+    if target.cores is not None and any(c < 0 for c in target.cores):
+        raise LiteconvError(f"{source}: cores: expected non-negative integers")
+    if not target.xnnpack:
+        raise LiteconvError(f"{source}: xnnpack: expected a list of true/false")
+    return target
+
+
+def target_dirs() -> list[Path]:
+    """Where target names are looked up: ./configs/targets, then the source checkout's."""
+    here = Path(__file__).resolve().parents[3] / "configs" / "targets"
+    return [Path("configs/targets"), here]
+
+
+def list_targets() -> list[str]:
+    """Names of the known targets."""
+    names = set()
+    for folder in target_dirs():
+        names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def load_target(name_or_path: str) -> Target:
+    """Load and check a target by name, YAML path or JSON path; one-line errors."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = next(
+            (d / f"{name_or_path}.yaml" for d in target_dirs() if (d / f"{name_or_path}.yaml").is_file()),
+            path,
+        )  # fmt: skip
+    if not path.is_file():
+        raise LiteconvError(
+            f"--target {name_or_path}: unknown target; known: {', '.join(list_targets())} "
+            "(or give a YAML path)"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LiteconvError(f"{path}: cannot read ({err})") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as err:
+            raise LiteconvError(f"{path}: not valid JSON ({err})") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise LiteconvError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    data = {} if data is None else data
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+    return target_from_dict(data, str(path))

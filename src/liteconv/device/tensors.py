@@ -1,0 +1,68 @@
+"""Tensor values in and out of a model: (de)quantization, output resolution, random inputs.
+
+Example:
+    >>> x_q = quantize(images, interp.get_input_details()[0])
+    >>> probs = dequantize(interp.get_tensor(out["index"]), out)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import LiteconvError
+from .graph import interpreter_ops
+from .runtime import load_interpreter
+
+
+def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    """Tensor values → float32 (identity for float tensors)."""
+    if np.dtype(detail["dtype"]).kind == "f":
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float inputs → the tensor's dtype (identity for float tensors)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def output_step(blob: bytes, runtime: str = "auto") -> float | None:
+    """The quantization step of a model's output, or None for a float graph.
+
+    With float I/O around an integer graph it is the step of the tensor feeding the final
+    DEQUANTIZE op: that is the resolution at which two correct int8 kernels may differ.
+    """
+    interp = load_interpreter(model_content=blob, runtime=runtime, xnnpack=False)
+    index = interp.get_output_details()[0]["index"]
+    for op in interpreter_ops(interp):
+        if index in op.outputs and op.name == "DEQUANTIZE":
+            index = op.inputs[0]
+    detail = next(t for t in interp.get_tensor_details() if t["index"] == index)
+    if np.dtype(detail["dtype"]).kind == "f":
+        return None
+    return float(detail["quantization"][0])
+
+
+def random_inputs(interp, seed: int = 0) -> list[np.ndarray]:
+    """One random tensor per model input, of its dtype and shape."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for detail in interp.get_input_details():
+        dtype, shape = np.dtype(detail["dtype"]), detail["shape"]
+        if dtype.kind == "f":
+            out.append(rng.uniform(0, 1, size=shape).astype(dtype))
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            lo, hi = max(info.min, -128), min(info.max, 255)
+            out.append(rng.integers(lo, hi + 1, size=shape).astype(dtype))
+        elif dtype == np.bool_:
+            out.append(rng.integers(0, 2, size=shape).astype(bool))
+        else:
+            raise LiteconvError(f"input {detail['name']}: unsupported dtype {dtype}")
+    return out

@@ -1,0 +1,84 @@
+"""Reading a ``.keras`` file safely: Keras v3 zips only, safe mode always, explicit custom objects.
+
+A file that is not a Keras v3 archive (an HDF5 file renamed ``model.keras``, say) would go
+through tf_keras's legacy loader, where safe mode does not apply and a ``Lambda`` layer's
+code runs: it is refused before any loader sees it. Custom layers are only ever taken from
+``module:Name`` references the user gave (``--custom-objects``).
+
+Example:
+    >>> model = load_keras_model("model.keras", custom_objects=["mylayers:Mish"])
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import zipfile
+from pathlib import Path
+
+from liteconv.compat import keras
+from liteconv.device.errors import LiteconvError
+
+V3_MEMBERS = ("config.json", "metadata.json")
+
+
+def check_keras_v3(path: str | Path) -> dict:
+    """The ``metadata.json`` of a Keras v3 ``.keras`` zip; a one-line error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise LiteconvError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        kind = "an HDF5 file" if head.startswith(b"\x89HDF") else "not a zip archive"
+        raise LiteconvError(
+            f"{path}: {kind}, not a Keras v3 .keras file; re-save the model with "
+            "model.save('model.keras') (legacy formats can run code while loading)"
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = [m for m in V3_MEMBERS if m not in names]
+            if missing:
+                raise LiteconvError(f"{path}: not a Keras v3 .keras file (no {missing[0]})")
+            metadata = json.loads(zf.read("metadata.json"))
+    except (zipfile.BadZipFile, ValueError, RecursionError) as err:
+        raise LiteconvError(f"{path}: corrupt .keras file ({err})") from None
+    if not isinstance(metadata, dict):
+        raise LiteconvError(f"{path}: corrupt .keras file (metadata.json is not a mapping)")
+    return metadata
+
+
+def resolve_custom_objects(references: list[str] | tuple[str, ...]) -> dict:
+    """``{"Name": object}`` for ``module:Name`` references (imported only because asked)."""
+    objects = {}
+    for ref in references:
+        module_name, sep, name = ref.partition(":")
+        if not sep or not module_name or not name:
+            raise LiteconvError(
+                f"--custom-objects {ref!r}: expected module:Name, e.g. mylayers:Mish"
+            )
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise LiteconvError(
+                f"--custom-objects {ref}: cannot import {module_name} ({err})"
+            ) from None
+        if not hasattr(module, name):
+            raise LiteconvError(f"--custom-objects {ref}: {module_name} has no {name}")
+        objects[name] = getattr(module, name)
+    return objects
+
+
+def load_keras_model(path: str | Path, custom_objects: list[str] | tuple[str, ...] = ()):
+    """Load a Keras v3 ``.keras`` file in safe mode (no compile); one-line errors."""
+    check_keras_v3(path)
+    objects = resolve_custom_objects(custom_objects)
+    try:
+        return keras.models.load_model(
+            path, compile=False, safe_mode=True, custom_objects=objects or None
+        )
+    except Exception as err:  # unknown layer, corrupt weights, refused lambda, ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        hint = "; custom layers need --custom-objects module:Name" if "Unknown" in first else ""
+        raise LiteconvError(f"{path}: cannot load the model ({first[:300]}){hint}") from None

@@ -1,0 +1,95 @@
+"""The device bundle: contents, its check on the host, in a clean venv, on emulated ARM64."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from liteconv.cli import cli
+from liteconv.deploy.bundle import make_bundle
+from liteconv.device.check import check_bundle
+
+
+def _unpack(bundle: Path, dest: Path) -> Path:
+    with tarfile.open(bundle) as tar:
+        tar.extractall(dest, filter="data")
+    return next(dest.iterdir())
+
+
+def test_bundle_contents_and_check_on_host(exported_run, tmp_path):
+    path = make_bundle(exported_run, out=tmp_path, target="raspberry-pi-4", samples=8)
+    with tarfile.open(path) as tar:
+        names = {Path(n).relative_to(Path(n).parts[0]).as_posix() for n in tar.getnames()}
+    device_modules = {f"liteconv/device/{p.name}" for p in
+                      (Path(__file__).parents[1] / "src/liteconv/device").glob("*.py")}  # fmt: skip
+    assert {"bench.py", "liteconv/__init__.py", "requirements.txt", "README.md", "target.json",
+            "labels.txt", "reference.npz", "models/fp32.tflite", "models/fp32.json",
+            "models/int8.tflite"} | device_modules <= names  # fmt: skip
+    folder = _unpack(path, tmp_path / "x")
+    results = check_bundle(folder)
+    assert [r["passed"] for r in results] == [True, True]
+    readme = (folder / "README.md").read_text()
+    assert "benchmark_model --graph=/data/local/tmp/int8.tflite" in readme
+    # A changed reference must fail the check (the check can fail).
+    ref = dict(np.load(folder / "reference.npz"))
+    ref["outputs__fp32"] = ref["outputs__fp32"][:, ::-1]
+    np.savez(folder / "reference.npz", **ref)
+    assert not all(r["passed"] for r in check_bundle(folder))
+
+
+def test_bundle_of_unexported_run_is_an_error(tmp_path):
+    result = CliRunner().invoke(cli, ["bundle", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run folder" in result.output
+
+
+@pytest.mark.large
+def test_bundle_runs_in_a_clean_venv_without_tensorflow(exported_run, tmp_path):
+    folder = _unpack(make_bundle(exported_run, out=tmp_path, samples=8), tmp_path / "x")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(folder / "requirements.txt")],
+                   check=True, timeout=600)  # fmt: skip
+    probe = subprocess.run([str(py), "-c", "import tensorflow"], capture_output=True)
+    assert probe.returncode != 0  # no TensorFlow there
+    check = subprocess.run([str(py), "bench.py", "--check"], cwd=folder, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count("PASS") == 2
+    run = subprocess.run([str(py), "bench.py", "--runs", "5", "--threads", "1",
+                          "--json", "out.json"], cwd=folder, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((folder / "out.json").read_text())
+    assert {r["model"] for r in doc["records"]} == {"digits_quick/fp32", "digits_quick/int8"}
+    # python -m liteconv.device is the same command line
+    module = subprocess.run([str(py), "-m", "liteconv.device", "--check"], cwd=folder,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert module.returncode == 0 and module.stdout.count("PASS") == 2, module.stderr
+
+
+@pytest.mark.large
+def test_bundle_passes_its_check_on_emulated_arm64(exported_run, tmp_path):
+    from liteconv.deploy.arm64 import NOT_REPRESENTATIVE, run_bundle_arm64
+
+    bundle = make_bundle(exported_run, out=tmp_path, samples=8)
+    # The cached user space is reused between runs; CI builds it fresh (about a minute).
+    cache = Path(__file__).parents[1] / ".cache" / "arm64"
+    doc = run_bundle_arm64(bundle, cache=cache, runs=3, echo=lambda *_: None)
+    assert doc["where"] == "qemu-aarch64" and doc["note"] == NOT_REPRESENTATIVE
+    assert doc["machine"]["arch"] == "aarch64"
+    assert [line.split()[0] for line in doc["check"]] == ["PASS", "PASS"]
+    assert {r["model"] for r in doc["records"]} == {"digits_quick/fp32", "digits_quick/int8"}
+    assert Path(str(bundle).removesuffix(".tar.gz") + "-arm64-emulated.json").is_file()
+
+
+def test_bench_arm64_errors_are_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["bench-arm64", str(tmp_path / "none.tar.gz")])
+    assert result.exit_code == 2 and "no such bundle" in result.output

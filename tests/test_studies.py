@@ -1,0 +1,102 @@
+"""Host-side studies: the papers' speed tables (compare) and the accuracy/latency report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from liteconv.bench.layers import compare_layers, layer_model
+from liteconv.bench.report import pareto_front, report_rows, write_compare, write_report
+from liteconv.cli import cli
+from liteconv.device.machine import machine_info
+from liteconv.keras_layers import model_cost
+
+
+def _png_is_a_real_plot(path, min_size=(200, 200)) -> None:
+    """Decode the PNG (not just its header): big enough and not one flat colour."""
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] >= min_size[0] and image.shape[1] >= min_size[1], image.shape
+    assert float(np.std(image[..., :3])) > 0.01
+
+
+def test_compare_rows_carry_the_mac_ratios():
+    n, c, k = 8, 8, 3
+    rows = compare_layers(sizes=[n], channels=[c], threads=[1], runs=3, warmup=1,
+                          echo=lambda *_: None)  # fmt: skip
+    std = n * n * k * k * c * c
+    expected = {
+        "standard": std,
+        "flattened_1": n * n * (c * c + 2 * k * c),
+        "flattened_2": 2 * n * n * (c * c + 2 * k * c),
+        "separable": n * n * (k * k * c + c * c),
+    }
+    for row in rows:
+        ref = next(r for r in rows if r["variant"] == "standard" and r["dtype"] == row["dtype"])
+        assert row["macs"] == expected[row["variant"]]
+        assert row["theoretical_speedup"] == pytest.approx(std / expected[row["variant"]], rel=1e-3)
+        assert row["measured_speedup"] == pytest.approx(ref["p50_ms"] / row["p50_ms"], abs=2e-3)
+        assert row["realised_share"] == pytest.approx(
+            row["measured_speedup"] / row["theoretical_speedup"], abs=2e-3
+        )
+    assert model_cost(layer_model("flattened_2", n, c)).total_macs == expected["flattened_2"]
+
+
+def test_write_compare_and_report_files(tmp_path):
+    rows = [
+        {"scope": "layer", "size": s, "channels": 8, "kernel": 3, "variant": v, "dtype": "fp32",
+         "threads": 1, "macs": m, "params": 10, "p50_ms": p, "cv": 0.1,
+         "theoretical_speedup": t, "param_reduction": 1.0, "measured_speedup": t / 2,
+         "realised_share": 0.5}
+        for s in (8, 16) for v, m, p, t in (("standard", 100, 2.0, 1.0), ("separable", 20, 1.0, 5.0))
+    ]  # fmt: skip
+    written = write_compare(rows, tmp_path / "cmp", machine=machine_info())
+    names = sorted(p.name for p in written)
+    assert names == ["cmp.csv", "cmp.json", "cmp.md", "cmp_latency.png", "cmp_speedup.png"]
+    _png_is_a_real_plot(tmp_path / "cmp_latency.png")
+    assert json.loads((tmp_path / "cmp.json").read_text())["rows"] == rows
+
+
+def test_pareto_front():
+    # (latency, accuracy): the 2nd is slower and worse than the 1st; the others trade off.
+    points = [(1.0, 0.90), (2.0, 0.85), (0.5, 0.80), (3.0, 0.95)]
+    assert pareto_front(points) == [0, 2, 3]
+
+
+def test_report_merges_host_and_device_results(exported_run, tmp_path):
+    device = {"where": "raspberrypi", "records": [
+        {"model": "digits_quick/fp32", "threads": 1, "p50_ms": 0.5},
+        {"model": "digits_quick/int8", "threads": 1, "p50_ms": 0.2},
+    ]}  # fmt: skip
+    rows = report_rows([exported_run], bench_docs=[device], runs=5)
+    assert {r["name"] for r in rows} == {"fp32", "int8"}
+    assert {r["p50_ms@raspberrypi"] for r in rows} == {0.5, 0.2}
+    verify = json.loads((exported_run / "export" / "verify.json").read_text())
+    for r in rows:
+        assert r["accuracy"] == verify[r["name"]]["accuracy"] and r["p50_ms"] > 0
+    written = write_report(rows, tmp_path / "report")
+    assert "p50 ms raspberrypi" in (tmp_path / "report.md").read_text()
+    _png_is_a_real_plot(written[-1])
+
+
+def test_compare_and_report_cli(exported_run, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["compare", "--sizes", "8", "--channels", "8", "--threads", "1", "--runs", "2",
+              "--no-models", "--out", str(tmp_path / "layers")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    _png_is_a_real_plot(tmp_path / "layers_speedup.png")
+    rows = json.loads((tmp_path / "layers.json").read_text())["rows"]
+    assert {r["variant"] for r in rows} == {"standard", "flattened_1", "flattened_2", "separable"}
+    result = runner.invoke(
+        cli, ["report", str(exported_run), "--runs", "3", "--out", str(tmp_path / "report")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "| digits_quick" in result.output and (tmp_path / "report.png").is_file()
+    result = runner.invoke(cli, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run folder" in result.output
