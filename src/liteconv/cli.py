@@ -175,6 +175,64 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(), required=False)
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="a .keras file instead of a run (needs -c CONFIG for its data)")  # fmt: skip
+@_config_option
+@_set_option
+@click.option("--method", type=click.Choice(["lvh", "cp"]), default="lvh", show_default=True,
+              help="lvh: rank 1 per output filter (flattened); cp: rank-R CP of the kernel")  # fmt: skip
+@click.option("--stages", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="LVH stages; the second starts as the identity")  # fmt: skip
+@click.option("--rank", type=click.IntRange(1), help="CP rank R")
+@click.option("--rank-ratio", type=click.FloatRange(0, 4, min_open=True),
+              help="CP rank as a fraction of each layer's output channels  [default: 0.5]")  # fmt: skip
+@click.option("--layers", help="comma list of Conv2D names (default: every eligible one)")
+@click.option("--min-macs", type=click.IntRange(0), default=0, help="skip smaller convolutions")
+@click.option("--epochs", type=click.IntRange(0), default=3, show_default=True,
+              help="fine-tune epochs (0: decompose only)")  # fmt: skip
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
+              help="fine-tune learning rate  [default: the parent's / 4, cosine decay]")  # fmt: skip
+@click.option("--no-bn-reestimate", is_flag=True,
+              help="keep the BatchNorm statistics of the parent")  # fmt: skip
+@click.option("--name", help="experiment name of the new run (default: <parent>_<method>)")
+@click.option("--out", default="runs", show_default=True, help="parent folder of the runs")
+def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_ratio, layers,
+            min_macs, epochs, learning_rate, no_bn_reestimate, name, out):  # fmt: skip
+    """Decompose RUN_DIR's trained convolutions (flattened LVH or CP), fine-tune, new run."""
+    from liteconv.pipeline.flatten_run import flatten_run
+
+    if (run_dir is None) == (model_path is None):
+        raise LiteconvError("give a RUN_DIR or --model MODEL.keras -c CONFIG (one of them)")
+    if rank and rank_ratio:
+        raise LiteconvError("give --rank or --rank-ratio, not both")
+    if (rank or rank_ratio) and method != "cp":
+        raise LiteconvError("--rank/--rank-ratio are for --method cp")
+    cfg = _load(config_path, sets, check_model=False) if config_path else None
+    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    state: dict = {}
+
+    def progress(done: int, total: int, layer: str, error: float) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label="decomposing", file=sys.stderr)
+            state["bar"].__enter__()
+        prefix = "\n" if sys.stderr.isatty() else ""  # below the bar's line on a terminal
+        click.echo(f"{prefix}  [{done}/{total}] {layer}: relative reconstruction error "
+                   f"{error:.4f}", err=True)  # fmt: skip
+        state["bar"].update(1)
+        if done == total:
+            state.pop("bar").__exit__(None, None, None)
+
+    run = flatten_run(
+        run_dir, model_path=model_path, cfg=cfg, method=method, stages=stages, rank=rank,
+        rank_ratio=rank_ratio, layers=names, min_macs=min_macs, epochs=epochs,
+        learning_rate=learning_rate, out=out, name=name,
+        bn_reestimate=not no_bn_reestimate, progress=progress, echo=click.echo,
+    )  # fmt: skip
+    click.echo(f"run folder: {run.path}")
+
+
+@cli.command()
 @_config_option
 @_set_option
 def config(config_path, sets):

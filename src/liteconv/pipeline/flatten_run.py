@@ -1,0 +1,156 @@
+"""``liteconv flatten``: decompose a trained model's convolutions, fine-tune, write a new run.
+
+The parent is a run folder (``liteconv train`` or ``liteconv import``) or a Keras file with
+a config. Steps: decompose (``keras_layers.decompose.flatten_model``), re-estimate the
+BatchNorm statistics on training images (the decomposed layers' outputs have slightly
+different statistics), evaluate, then fine-tune N epochs with the parent's schedule through
+``pipeline.train`` (so an interrupted fine-tune resumes like training: run the same command
+again, or ``liteconv train --resume NEW_RUN``). The new run's manifest names its parent and
+records the method, ranks, per-layer relative reconstruction error, MACs and parameters
+before and after, and the accuracy right after decomposition.
+
+Example:
+    >>> run = flatten_run("runs/fashion_mnist_baseline/20261123-101500", method="lvh", epochs=3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from liteconv.compat import keras
+from liteconv.config import Config, dump_config
+from liteconv.device.errors import LiteconvError
+from liteconv.keras_layers import model_cost
+from liteconv.keras_layers.decompose import flatten_model
+from liteconv.pipeline import run as runlib
+from liteconv.pipeline.data import DataSplits, load_dataset
+from liteconv.pipeline.evaluate import classification_metrics, load_run_model
+from liteconv.pipeline.model_file import load_keras_model
+from liteconv.pipeline.train import config_hash, train
+
+INIT_MODEL = "init.keras"
+
+
+def reestimate_batchnorm(model, images: np.ndarray, batch_size: int = 256) -> int:
+    """Set every BatchNorm layer's moving mean/variance to the statistics of its input on
+    ``images`` (layer by layer, each seeing the ones before it already re-estimated).
+    Returns how many layers were updated."""
+    layers = [lyr for lyr in model.layers if isinstance(lyr, keras.layers.BatchNormalization)]
+    for bn in layers:
+        acts = keras.Model(model.inputs, bn.input).predict(images, batch_size=batch_size,
+                                                           verbose=0)  # fmt: skip
+        axes = tuple(i for i in range(acts.ndim) if i != acts.ndim - 1)
+        bn.moving_mean.assign(acts.mean(axes).astype(np.float32))
+        bn.moving_variance.assign(acts.var(axes).astype(np.float32))
+    return len(layers)
+
+
+def accuracy(model, splits: DataSplits) -> float:
+    """Test accuracy of ``model`` on the split's test images."""
+    x, y = splits.arrays("test")
+    probs = model.predict(x, batch_size=256, verbose=0)
+    return classification_metrics(probs, y, splits.class_names)["accuracy"]
+
+
+def _parent(run_dir, model_path, cfg: Config | None):
+    """(model, config, parent description) of a run folder or of a Keras file + config."""
+    if run_dir is not None:
+        parent = runlib.Run.open(run_dir)
+        manifest = parent.manifest()
+        info = {"run": str(parent.path), "experiment": manifest.get("experiment"),
+                "test_accuracy": (manifest.get("metrics") or {}).get("test_accuracy")}  # fmt: skip
+        return load_run_model(parent), parent.config(), info
+    if cfg is None:
+        raise LiteconvError("--model needs -c CONFIG (the data to fine-tune and evaluate on)")
+    info = {"model_file": str(Path(model_path).resolve()),
+            "sha256": runlib.sha256_file(model_path) if Path(model_path).is_file() else None}  # fmt: skip
+    return load_keras_model(model_path), cfg, info
+
+
+def _child_config(cfg: Config, experiment: str, epochs: int, learning_rate: float) -> Config:
+    train = dataclasses.replace(cfg.train, epochs=max(1, epochs), learning_rate=learning_rate,
+                                warmup_epochs=0)  # fmt: skip
+    model = dataclasses.replace(cfg.model, init_from=INIT_MODEL)
+    return dataclasses.replace(cfg, experiment=experiment, train=train, model=model)
+
+
+def flatten_run(
+    run_dir: str | Path | None = None,
+    *,
+    model_path: str | Path | None = None,
+    cfg: Config | None = None,
+    method: str = "lvh",
+    stages: int = 1,
+    rank: int | None = None,
+    rank_ratio: float | None = None,
+    layers: list[str] | None = None,
+    min_macs: int = 0,
+    epochs: int = 3,
+    learning_rate: float | None = None,
+    out: str | Path = "runs",
+    name: str | None = None,
+    bn_reestimate: bool = True,
+    progress=None,
+    echo=print,
+) -> runlib.Run:
+    """Decompose, evaluate, fine-tune ``epochs`` and write a new run; returns it.
+
+    ``learning_rate`` defaults to a quarter of the parent's (cosine decay over the
+    fine-tune, the parent's optimizer, batch size and augmentation).
+    """
+    model, cfg, parent = _parent(run_dir, model_path, cfg)
+    learning_rate = learning_rate or cfg.train.learning_rate / 4
+    tag = f"{method}{stages}" if method == "lvh" else f"cp{rank or ''}"
+    experiment = name or f"{cfg.experiment}_{tag}"
+    child = _child_config(cfg, experiment, epochs, learning_rate)
+    resumable = runlib.Run.find_resumable(out, experiment, config_hash(child))
+    if resumable is not None and epochs and (resumable.path / INIT_MODEL).is_file():
+        echo(f"resuming the interrupted fine-tune in {resumable.path}")
+        return train(None, out=out, resume=resumable.path, echo=echo)
+    splits = load_dataset(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+    try:
+        flat, report = flatten_model(model, method=method, stages=stages, rank=rank,
+                                     rank_ratio=rank_ratio, layers=layers, min_macs=min_macs,
+                                     progress=progress)  # fmt: skip
+    except ValueError as err:
+        raise LiteconvError(str(err)) from None
+    before, after = model_cost(model), model_cost(flat)
+    acc_decomposed = accuracy(flat, splits)
+    acc_bn = None
+    if bn_reestimate:
+        images, _ = splits.arrays("train", limit=2048)
+        reestimate_batchnorm(flat, images)
+        acc_bn = accuracy(flat, splits)
+    echo(f"decomposed {len(report)} layer(s): MACs {before.total_macs:,} -> {after.total_macs:,} "
+         f"({before.total_macs / after.total_macs:.2f}x fewer), parameters "
+         f"{before.total_params:,} -> {after.total_params:,}; test accuracy right after "
+         f"{acc_decomposed:.4f}" + (f", after BatchNorm re-estimation {acc_bn:.4f}" if
+                                    acc_bn is not None else ""))  # fmt: skip
+    run = runlib.Run.create(out, experiment)
+    run.save_model(flat, INIT_MODEL)
+    run.write_text(runlib.CONFIG, dump_config(child))
+    run.update_manifest(
+        experiment=experiment, status="running" if epochs else "complete",
+        config_hash=config_hash(child), parent=parent,
+        flatten={"method": method, "stages": stages if method == "lvh" else None,
+                 "ranks": {r["layer"]: r["rank"] for r in report}, "layers": report,
+                 "macs_before": before.total_macs, "macs_after": after.total_macs,
+                 "params_before": before.total_params, "params_after": after.total_params,
+                 "accuracy_decomposed": acc_decomposed, "accuracy_bn_reestimated": acc_bn,
+                 "fine_tune_epochs": epochs, "learning_rate": learning_rate},
+        class_names=splits.class_names, input_shape=list(splits.input_shape),
+        model={"name": flat.name, "kwargs": {}, "params": after.total_params,
+               "macs": after.total_macs},
+    )  # fmt: skip
+    if not epochs:
+        run.save_model(flat)
+        run.update_manifest(
+            metrics={"test_accuracy": acc_bn if acc_bn is not None else acc_decomposed}
+        )
+        run.update_manifest(artifacts=run.artifact_hashes())
+        echo(f"run folder: {run.path}")
+        return run
+    return train(None, out=out, resume=run.path, echo=echo)

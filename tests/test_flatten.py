@@ -1,0 +1,79 @@
+"""`liteconv flatten`: a trained baseline decomposed, fine-tuned, exported and verified."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import DIGITS, quiet
+from liteconv.cli import cli
+from liteconv.config import load_config
+from liteconv.pipeline.train import train
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+    cfg = load_config(DIGITS, {"model.name": "baseline_cnn", "model.kwargs.width": 0.5,
+                               "train.epochs": 4, "train.verbose": 0})  # fmt: skip
+    return train(cfg, out=tmp_path_factory.mktemp("parent"), echo=quiet).path
+
+
+def _new_run(output: str):
+    from pathlib import Path
+
+    return Path(output.strip().splitlines()[-1].removeprefix("run folder: "))
+
+
+def test_flattened_by_decomposition_fine_tunes_exports_and_verifies(baseline_run, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["flatten", str(baseline_run), "--stages", "2", "--epochs", "2",
+                                 "--min-macs", "20000", "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    child = _new_run(result.output)
+    manifest = json.loads((child / "manifest.json").read_text())
+    flat = manifest["flatten"]
+    parent = json.loads((baseline_run / "manifest.json").read_text())
+    assert manifest["parent"]["run"] == str(baseline_run) and manifest["status"] == "complete"
+    assert flat["method"] == "lvh" and flat["stages"] == 2 and flat["layers"]
+    assert flat["macs_before"] == parent["model"]["macs"] > flat["macs_after"]
+    assert manifest["model"]["macs"] == flat["macs_after"]
+    for row in flat["layers"]:
+        assert 0 <= row["rel_error"] < 1 and row["macs_after"] < row["macs_before"]
+        assert row["macs_before"] >= 20000
+    # fine-tuning recovers most of what decomposition lost
+    assert manifest["metrics"]["test_accuracy"] > max(0.85, flat["accuracy_decomposed"])
+    result = runner.invoke(cli, ["export", str(child), "--mode", "fp32,qat_int8"])
+    assert result.exit_code == 0, result.output
+    verify = json.loads((child / "export" / "verify.json").read_text())
+    assert verify["fp32"]["agreement"] == 1.0 and verify["qat_int8"]["agreement"] > 0.9
+
+
+def test_cp_decompose_only(baseline_run, tmp_path):
+    result = CliRunner().invoke(cli, ["flatten", str(baseline_run), "--method", "cp",
+                                      "--rank-ratio", "0.25", "--epochs", "0",
+                                      "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((_new_run(result.output) / "manifest.json").read_text())
+    layers = manifest["flatten"]["layers"]
+    assert all(r["method"] == "cp" for r in layers)
+    parent_filters = {"block2_conv": 32, "block3_conv": 64, "block4_conv": 64, "block5_conv": 128}
+    for row in layers:
+        if row["layer"] in parent_filters:
+            assert row["rank"] == round(0.25 * parent_filters[row["layer"]])
+    assert manifest["status"] == "complete" and (_new_run(result.output) / "model.keras").is_file()
+
+
+def test_flatten_errors_are_one_line_exit_2(baseline_run, digits_run, tmp_path):
+    runner = CliRunner()
+    out = ["--out", str(tmp_path)]
+    result = runner.invoke(cli, ["flatten", str(baseline_run), "--layers", "nope", *out])
+    assert result.exit_code == 2 and "no layer named 'nope'" in result.output
+    result = runner.invoke(cli, ["flatten", str(baseline_run), "--min-macs", str(10**12), *out])
+    assert result.exit_code == 2 and "nothing to decompose" in result.output
+    result = runner.invoke(cli, ["flatten", str(baseline_run), "--rank", "4", *out])
+    assert result.exit_code == 2 and "--method cp" in result.output
+    result = runner.invoke(cli, ["flatten", "--model", str(baseline_run / "model.keras"), *out])
+    assert result.exit_code == 2 and "needs -c CONFIG" in result.output
+    assert not any(tmp_path.iterdir())  # nothing half-made
