@@ -16,7 +16,7 @@ ARGS ?=
 TARGET ?= raspberry-pi-4
 
 .PHONY: help install data test test-fast lint train train-gpu evaluate bench-train \
-        export-tflite bench bundle bench-layers report demo bench-arm64
+        export-tflite bench bundle bench-layers report demo bench-arm64 bench-flatten
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -78,6 +78,11 @@ bench-layers: install  ## the papers' speed tables: conv vs flattened vs separab
 
 report: install  ## accuracy vs latency vs size of every exported run -> docs/results/report.*
 	$(LITECONV) report $$(ls -d runs/*/*/export | xargs -n1 dirname) --out docs/results/report
+
+PARENT ?=
+bench-flatten: install  ## decompose PARENT (a trained baseline run) with several methods, fine-tune, time -> docs/results/flatten.*
+	@test -n "$(PARENT)" || { echo "PARENT=runs/<experiment>/<time> (e.g. a fashion_mnist_baseline run)"; exit 2; }
+	$(LITECONV) bench-flatten $(PARENT) $(ARGS)
 
 BUNDLE ?=
 bench-arm64: install  ## run BUNDLE (default: newest dist/*.tar.gz) on emulated ARM64: bench.py --check + timings

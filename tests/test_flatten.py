@@ -42,6 +42,10 @@ def test_flattened_by_decomposition_fine_tunes_exports_and_verifies(baseline_run
     for row in flat["layers"]:
         assert 0 <= row["rel_error"] < 1 and row["macs_after"] < row["macs_before"]
         assert row["macs_before"] >= 20000
+    assert sorted(flat["test_accuracy_per_epoch"]) == ["1", "2"]
+    assert flat["test_accuracy_per_epoch"]["2"] == pytest.approx(
+        manifest["metrics"]["test_accuracy"], abs=1e-4
+    )
     # fine-tuning recovers most of what decomposition lost
     assert manifest["metrics"]["test_accuracy"] > max(0.85, flat["accuracy_decomposed"])
     result = runner.invoke(cli, ["export", str(child), "--mode", "fp32,qat_int8"])

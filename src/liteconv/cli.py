@@ -77,12 +77,16 @@ class InternalError(click.ClickException):
 @click.option("-v", "--verbose", is_flag=True,
               help="show TensorFlow's and LiteRT's own log lines (also LITECONV_VERBOSE=1)")  # fmt: skip
 @click.option("--debug", is_flag=True, help="show the traceback of an unexpected error")
-def cli(verbose: bool, debug: bool) -> None:
+@click.option("--no-verify-hashes", is_flag=True,
+              help="use run files whose SHA-256 differs from the manifest (edited on purpose)")  # fmt: skip
+def cli(verbose: bool, debug: bool, no_verify_hashes: bool) -> None:
     """liteconv: flattened and separable convolutions, from Keras to measured TFLite."""
     if verbose:
         os.environ["LITECONV_VERBOSE"] = "1"  # read when TensorFlow is first imported
     if debug:
         os.environ["LITECONV_DEBUG"] = "1"
+    if no_verify_hashes:
+        os.environ["LITECONV_NO_VERIFY_HASHES"] = "1"
 
 
 @cli.command()
@@ -473,6 +477,29 @@ def compare(sizes, channels, threads, runs, no_models, out):
         rows += compare_models(threads=thread_list, runs=runs, echo=click.echo)
     for path in write_compare(rows, out, machine=machine_info()):
         click.echo(f"wrote {path}")
+
+
+@cli.command("bench-flatten")
+@click.argument("parent_dir", type=click.Path())
+@click.option("--variants", default="lvh1,lvh2,cp0.5,cp0.25", show_default=True,
+              help="comma list: lvh1, lvh2, cpF (rank ratio) or cpR (rank)")  # fmt: skip
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--no-scratch", is_flag=True, help="skip the from-scratch comparison")
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(1),
+              help="timed runs per model in the latency benchmark")  # fmt: skip
+@click.option("--runs-dir", default="runs", show_default=True, help="where the new runs go")
+@click.option("--out", default="docs/results/flatten", show_default=True,
+              help="writes OUT.json and OUT.md")  # fmt: skip
+def bench_flatten(parent_dir, variants, epochs, no_scratch, runs, runs_dir, out):
+    """Decompose-then-fine-tune variants of PARENT_DIR against training from scratch."""
+    from liteconv.bench.flatten_study import flatten_study, study_table, write_study
+
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    rows = flatten_study(parent_dir, names, epochs=epochs, scratch=not no_scratch,
+                         out_runs=runs_dir, runs=runs, echo=click.echo)  # fmt: skip
+    for path in write_study(rows, out, epochs=epochs, parent=str(parent_dir)):
+        click.echo(f"wrote {path}")
+    click.echo(study_table(rows, epochs))
 
 
 @cli.command()

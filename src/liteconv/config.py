@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,9 +54,10 @@ class DataConfig:
     train_path: str | None = None  # image_folder: explicit split folders (else found in path)
     val_path: str | None = None
     test_path: str | None = None
+    skip_bad_images: bool = False  # image_folder: skip files that are not images (else an error)
     tfds_name: str | None = None
     image_size: list[int] | None = None  # [height, width] the model sees; null: native
-    channels: int | None = field(default=None, metadata=check(1, 3))  # null: native
+    channels: Literal[1, 3] | None = None  # null: native
     validation_split: float = field(default=0.1, metadata=check(0, 1, exclusive_max=True))
     test_split: float = field(
         default=0.2, metadata=check(0, 1, exclusive_min=True, exclusive_max=True)
@@ -165,22 +168,63 @@ class Config:
 # ---------------------------------------------------------------------------- loading
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    if path in seen:
-        raise ConfigError(f"{path}: 'base:' files include each other in a loop")
+MAX_ALIASES = 64  # YAML anchors are fine in configs; an alias bomb expands exponentially
+MAX_DEPTH = 16  # sections are two levels deep; kwargs a few more
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a cap on alias uses (no billion-laughs expansion)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} YAML aliases (*refs)")
+        return super().compose_node(parent, index)
+
+
+def _depth(value, limit: int, level: int = 0) -> int:
+    if level > limit:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, limit, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, limit, level + 1) for v in value), default=level)
+    return level
+
+
+def _parse_yaml(path: Path):
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; see configs/experiments/") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {len(raw):,} bytes; a config is a small YAML file (< 1 MiB)")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0] or "invalid YAML"
         raise ConfigError(f"{path}:{where}: {problem}") from None
+    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise ConfigError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)")
+    return data
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"{path}: 'base:' files include each other in a loop")
+    data = _parse_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -190,7 +234,14 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base: expected a file path, got {base!r}")
-    return _merge(_read_yaml((path.parent / base).resolve(), (*seen, path)), data)
+    return _merge(_read_yaml(_resolve(path.parent / base), (*seen, path)), data)
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve(strict=False)
+    except (OSError, RuntimeError) as err:  # symlink loops: RuntimeError before Python 3.13
+        raise ConfigError(f"{path}: cannot resolve the path ({err})") from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -216,7 +267,21 @@ def _apply_overrides(data: dict, overrides: dict[str, Any], source: str) -> dict
     return data
 
 
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_experiment_name(name: str, source: str, key: str = "experiment") -> str:
+    """A run folder name: letters, digits, ``._-``; no ``/``, no ``..``, not empty."""
+    if not isinstance(name, str) or not EXPERIMENT_NAME.match(name) or ".." in name:
+        raise ConfigError(
+            f"{source}: {key}: {name!r} is not a plain name (letters, digits, '.', '_', '-'; "
+            "no '/' or '..'); it names the folder runs/<experiment>/"
+        )
+    return name
+
+
 def _validate(cfg: Config, source: str) -> None:
+    check_experiment_name(cfg.experiment, source)
     size = cfg.data.image_size
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ConfigError(f"{source}: data.image_size: expected [height, width], got {size!r}")
@@ -277,6 +342,19 @@ def validate_model(cfg: Config) -> None:
             f"{cfg.source}: unknown key 'model.kwargs.{unknown[0]}' for {cfg.model.name}; "
             f"allowed: {', '.join(allowed)}"
         )
+    for key, value in cfg.model.kwargs.items():
+        default = allowed[key]
+        expected = bool if isinstance(default, bool) else (
+            (int, float) if isinstance(default, (int, float)) else type(default))  # fmt: skip
+        if default is not None and (
+            not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool)
+        ):
+            raise ConfigError(
+                f"{cfg.source}: model.kwargs.{key}: expected {type(default).__name__} like the "
+                f"default {default!r}, got {value!r}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{cfg.source}: model.kwargs.{key}: expected a finite number")
 
 
 def config_from_dict(data: dict, source: str = "<dict>") -> Config:
@@ -301,7 +379,7 @@ def load_config(
         ConfigError: one line naming the file, the key and what is allowed.
     """
     path = Path(path)
-    data = _apply_overrides(_read_yaml(path.resolve()), dict(overrides or {}), str(path))
+    data = _apply_overrides(_read_yaml(_resolve(path)), dict(overrides or {}), str(path))
     data.setdefault("experiment", path.stem)
     cfg = config_from_dict(data, str(path))
     if check_model:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -155,17 +154,42 @@ def write_report(rows: list[dict], out: str | Path) -> list[Path]:
     return written
 
 
-def load_bench_documents(paths) -> list[dict]:
-    """Benchmark JSON documents (host or device) written by ``bench``."""
-    docs = []
-    for p in paths:
-        try:
-            docs.append(json.loads(Path(p).read_text()))
-        except (OSError, ValueError) as err:
-            from liteconv.device.errors import LiteconvError
+def read_verify(path: Path) -> dict:
+    """``export/verify.json`` read back and checked (mapping of model → its verification)."""
+    from liteconv.device.errors import LiteconvError
+    from liteconv.device.files import read_json
 
-            raise LiteconvError(f"{p}: not a benchmark JSON ({err})") from None
-    return docs
+    data = read_json(path, "verification JSON")
+    if not isinstance(data, dict):
+        raise LiteconvError(
+            f"{path}: expected a mapping of model name to results; rerun 'liteconv verify'"
+        )
+    for name, row in data.items():
+        if not isinstance(row, dict) or not isinstance(row.get("mode"), str):
+            raise LiteconvError(
+                f"{path}: {name}: expected a mapping with a mode; rerun 'liteconv verify'"
+            )
+        for key in ("accuracy", "agreement"):
+            value = row.get(key)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= 1
+            ):
+                raise LiteconvError(
+                    f"{path}: {name}.{key}: expected a number in [0, 1], got {value!r}"
+                )
+        size = row.get("size_bytes")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise LiteconvError(f"{path}: {name}.size_bytes: expected a non-negative integer")
+    return data
+
+
+def load_bench_documents(paths) -> list[dict]:
+    """Benchmark JSON documents (host or device) written by ``bench``, checked."""
+    from liteconv.device.harness import read_result_document
+
+    return [read_result_document(p) for p in paths]
 
 
 def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) -> list[dict]:
@@ -182,10 +206,11 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) ->
         if not verify.is_file():
             raise LiteconvError(f"{run.path}: no export/verify.json; run 'liteconv export' first")
         experiment = run.manifest().get("experiment", run.path.parent.name)
-        for name, v in json.loads(verify.read_text()).items():
+        for name, v in read_verify(verify).items():
             path = run.file("export") / f"{name}.tflite"
             if not path.is_file():
                 continue
+            run.verify_artifact(f"export/{name}.tflite")
             side = sidecar_for(path)
             rows.append({"experiment": experiment, "name": name, "mode": v["mode"],
                          "accuracy": v["accuracy"], "agreement": v["agreement"],

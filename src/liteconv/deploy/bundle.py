@@ -143,6 +143,7 @@ def make_bundle(
     reference = {"images": images, "labels": labels}
     sidecars = []
     for path in tflites:
+        run.verify_artifact(f"export/{path.name}")
         side = sidecar_for(path) or {"name": path.stem, "mode": "unknown",
                                               "file": path.name}  # fmt: skip
         side = {**side, "name": path.stem, "file": path.name}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LiteconvError
-from .runtime import load_interpreter
+from .runtime import invoke, load_interpreter
 from .tensors import dequantize, output_step, quantize
 
 # Float models: the same float kernels on another CPU differ only by summation order and
@@ -30,7 +30,7 @@ def run_samples(path: Path, images: np.ndarray, runtime: str = "auto") -> tuple[
     outputs = []
     for image in images:
         interp.set_tensor(inp["index"], quantize(image[None], inp))
-        interp.invoke()
+        invoke(interp, str(path))
         outputs.append(dequantize(interp.get_tensor(out["index"]), out)[0])
     return np.stack(outputs), output_step(Path(path).read_bytes(), runtime) or 0.0
 

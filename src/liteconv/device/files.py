@@ -49,6 +49,36 @@ def finite(obj):
     return obj
 
 
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_json(path: str | Path, what: str = "JSON file"):
+    """Parse a JSON file strictly (no NaN/Infinity, bounded nesting); one-line errors.
+
+    Raises:
+        LiteconvError: missing, unreadable, not UTF-8, not valid JSON, or nested too deep;
+            the message names the file.
+    """
+    from .errors import LiteconvError
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise LiteconvError(f"{path}: no such {what}") from None
+    except OSError as err:
+        raise LiteconvError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise LiteconvError(f"{path}: the {what} is not UTF-8 text") from None
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        raise LiteconvError(f"{path}: the {what} is nested too deeply") from None
+    except ValueError as err:
+        raise LiteconvError(f"{path}: not a valid {what} ({err})") from None
+
+
 def atomic_write_json(path: str | Path, obj) -> Path:
     """Write ``obj`` as indented, strictly valid JSON atomically."""
     text = json.dumps(finite(obj), indent=2, allow_nan=False, default=str)

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LiteconvError
-from .files import atomic_write_json
+from .files import atomic_write_json, read_json
 from .machine import machine_info
 from .runtime import load_interpreter, resolve_runtime
 from .tables import format_table
@@ -44,10 +43,19 @@ def sidecar_for(path: Path) -> dict:
     side = Path(path).with_suffix(".json")
     if side.is_file():
         try:
-            data = json.loads(side.read_text())
-        except (ValueError, RecursionError, UnicodeDecodeError):
+            data = read_json(side, "sidecar")
+        except LiteconvError:
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        # keep only well-typed values of the keys the harness reads
+        macs = data.get("macs")
+        if isinstance(macs, bool) or not isinstance(macs, int) or macs < 0:
+            data.pop("macs", None)
+        for key in ("mode", "experiment"):
+            if not isinstance(data.get(key), str):
+                data.pop(key, None)
+        return data
     return {}
 
 
@@ -69,7 +77,11 @@ class _Case:
         for detail, value in zip(interp.get_input_details(), self.inputs):
             interp.set_tensor(detail["index"], value)
         start = time.perf_counter()
-        interp.invoke()
+        try:
+            interp.invoke()
+        except (RuntimeError, ValueError) as err:  # zero cost unless raised
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise LiteconvError(f"{self.path}: the runtime failed to run it ({first})") from None
         return (time.perf_counter() - start) * 1000.0
 
 
@@ -223,6 +235,34 @@ def result_document(
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "records": records,
     }
+
+
+def read_result_document(path: str | Path) -> dict:
+    """A benchmark result document (host or device) read back and checked: a mapping with a
+    ``records`` list whose records name a ``model``, positive ``threads`` and a finite,
+    non-negative ``p50_ms``; one-line errors naming the file and the key."""
+    doc = read_json(path, "benchmark JSON")
+    if not isinstance(doc, dict):
+        raise LiteconvError(f"{path}: expected a benchmark document (a mapping with 'records')")
+    records = doc.get("records")
+    if not isinstance(records, list):
+        raise LiteconvError(f"{path}: records: expected a list of benchmark records")
+    where = doc.get("where", "device")
+    if not isinstance(where, str) or not where:
+        raise LiteconvError(f"{path}: where: expected a non-empty string")
+    for i, rec in enumerate(records):
+        key = f"{path}: records[{i}]"
+        if not isinstance(rec, dict):
+            raise LiteconvError(f"{key}: expected a mapping")
+        if not isinstance(rec.get("model"), str):
+            raise LiteconvError(f"{key}.model: expected a string")
+        threads = rec.get("threads")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise LiteconvError(f"{key}.threads: expected a positive integer, got {threads!r}")
+        p50 = rec.get("p50_ms")
+        if isinstance(p50, bool) or not isinstance(p50, (int, float)) or not 0 <= p50 < 1e9:
+            raise LiteconvError(f"{key}.p50_ms: expected a finite non-negative number, got {p50!r}")
+    return doc
 
 
 def write_json(path: str | Path, document: dict) -> None:

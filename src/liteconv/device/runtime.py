@@ -72,6 +72,15 @@ def check_tflite_bytes(blob: bytes, source: str) -> None:
         )
 
 
+def invoke(interp, source: str = "<model>") -> None:
+    """``interp.invoke()`` with the runtime's exceptions as one-line errors."""
+    try:
+        interp.invoke()
+    except (RuntimeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InterpreterLoadError(f"{source}: the runtime failed to run it ({first})") from None
+
+
 def load_interpreter(
     model_path: str | os.PathLike | None = None,
     *,
@@ -79,6 +88,7 @@ def load_interpreter(
     runtime: str = "auto",
     num_threads: int | None = None,
     xnnpack: bool = True,
+    probe: bool | None = None,
 ):
     """Create and allocate an interpreter for a ``.tflite`` file or bytes.
 
@@ -88,6 +98,9 @@ def load_interpreter(
         runtime: ``auto``, ``litert``, ``tflite_runtime`` or ``tf``.
         num_threads: CPU threads for the interpreter (``None``: runtime default).
         xnnpack: keep the default XNNPACK delegate; ``False`` uses the builtin kernels.
+        probe: first load and run the model once in a child process (``device.probe``), so
+            a native crash is an error, not the end of this process; default: for files
+            (``model_path``), not for bytes this process made.
 
     Raises:
         InterpreterLoadError: missing, truncated, corrupt or non-TFLite file; one line.
@@ -103,6 +116,10 @@ def load_interpreter(
             raise InterpreterLoadError(f"{source}: cannot read ({err.strerror})") from err
     check_tflite_bytes(model_content, source)
     name = resolve_runtime(runtime)
+    if probe if probe is not None else model_path is not None:
+        from .probe import probe_model
+
+        probe_model(model_content, source, name)
     module = _module(name)
     kwargs = {"model_content": model_content, "num_threads": num_threads}
     if not xnnpack:

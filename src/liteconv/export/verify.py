@@ -17,7 +17,8 @@ import numpy as np
 
 from liteconv.device.errors import LiteconvError
 from liteconv.device.harness import sidecar_for
-from liteconv.device.runtime import load_interpreter
+from liteconv.device.probe import probe_model
+from liteconv.device.runtime import invoke, load_interpreter
 from liteconv.device.tables import format_table
 from liteconv.device.tensors import dequantize, quantize
 from liteconv.pipeline import run as runlib
@@ -26,7 +27,9 @@ from liteconv.pipeline.evaluate import float32_run_model, run_data
 EXPORT_DIR = "export"
 
 
-def tflite_predict(blob: bytes, x: np.ndarray, *, batch_size: int = 200, num_threads=None):
+def tflite_predict(
+    blob: bytes, x: np.ndarray, *, batch_size: int = 200, num_threads=None, source: str = "<model>"
+):
     """Dequantized outputs of a single-input, single-output ``.tflite`` for float inputs ``x``."""
     interp = load_interpreter(model_content=blob, num_threads=num_threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -40,7 +43,7 @@ def tflite_predict(blob: bytes, x: np.ndarray, *, batch_size: int = 200, num_thr
             inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
             current = len(chunk)
         interp.set_tensor(inp["index"], quantize(chunk, inp))
-        interp.invoke()
+        invoke(interp, source)
         outputs.append(dequantize(interp.get_tensor(out["index"]), out))
     return np.concatenate(outputs)
 
@@ -77,7 +80,10 @@ def verify_run(run_dir: str | Path | runlib.Run, *, model=None, splits=None, ech
     keras_probs = model.predict(x, batch_size=256, verbose=0)
     rows = {}
     for f in files:
-        row = verify_tflite(f.read_bytes(), x, y, keras_probs)
+        run.verify_artifact(f"{EXPORT_DIR}/{f.name}")
+        blob = f.read_bytes()
+        probe_model(blob, str(f))  # a file read back: a native crash must not take us down
+        row = verify_tflite(blob, x, y, keras_probs)
         mode = str(sidecar_for(f).get("mode", "?"))
         rows[f.stem] = {"mode": mode, **row}
         echo(

@@ -25,7 +25,7 @@ import numpy as np
 
 from liteconv.compat import keras, tf
 from liteconv.keras_layers.cost import layer_macs
-from liteconv.keras_layers.flattened import flattened_conv
+from liteconv.keras_layers.flattened import flattened_conv, unit_gain_init
 
 METHODS = ("lvh", "cp")
 
@@ -184,10 +184,14 @@ def _cp_block(layer, x, rank: int):
     kh, kw = layer.kernel_size
     sh, sw = layer.strides
     x = keras.layers.Conv2D(rank, 1, use_bias=False, name=f"{layer.name}_cp_in")(x)
+    # unit-gain 1-D filters as in flattened_conv (the decomposition overwrites them; a
+    # re-initialised copy then still trains)
     x = keras.layers.DepthwiseConv2D((kh, 1), strides=(sh, 1), padding=layer.padding,
-                                     use_bias=False, name=f"{layer.name}_cp_vertical")(x)  # fmt: skip
+                                     use_bias=False, depthwise_initializer=unit_gain_init(kh),
+                                     name=f"{layer.name}_cp_vertical")(x)  # fmt: skip
     x = keras.layers.DepthwiseConv2D((1, kw), strides=(1, sw), padding=layer.padding,
-                                     use_bias=False, name=f"{layer.name}_cp_horizontal")(x)  # fmt: skip
+                                     use_bias=False, depthwise_initializer=unit_gain_init(kw),
+                                     name=f"{layer.name}_cp_horizontal")(x)  # fmt: skip
     return keras.layers.Conv2D(layer.filters, 1, use_bias=layer.use_bias,
                                name=f"{layer.name}_cp_out")(x)  # fmt: skip
 

@@ -19,7 +19,7 @@ from liteconv.compat import keras
 from liteconv.keras_layers import _args
 
 
-def _unit_gain_init(taps: int):
+def unit_gain_init(taps: int):
     """Uniform init with variance 1/taps: a 1-D filter that preserves its input's variance.
 
     Keras' glorot default sees a (k,1,C,1) depthwise kernel as fan_in k·C, giving each
@@ -90,7 +90,7 @@ def flattened_conv(
             strides=(stride_h, 1),
             padding=pad,
             use_bias=use_bias,
-            depthwise_initializer=_unit_gain_init(k_h),
+            depthwise_initializer=unit_gain_init(k_h),
             name=f"{prefix}_vertical",
         )(x)
         x = keras.layers.DepthwiseConv2D(
@@ -98,7 +98,7 @@ def flattened_conv(
             strides=(1, stride_w),
             padding=pad,
             use_bias=use_bias,
-            depthwise_initializer=_unit_gain_init(k_w),
+            depthwise_initializer=unit_gain_init(k_w),
             name=f"{prefix}_horizontal",
         )(x)
     return x

@@ -22,6 +22,7 @@ import numpy as np
 
 from liteconv.compat import tf
 from liteconv.config import AugmentConfig, DataConfig
+from liteconv.device.errors import LiteconvError
 from liteconv.pipeline.sources import Source, balanced_limit, load_source, shuffled, split_off
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -172,6 +173,11 @@ def load_dataset(
         )
     if cfg.limit is not None:
         x_train, y_train = balanced_limit(x_train, y_train, cfg.limit, cfg.split_seed)
+    if len(x_train) == 0:
+        raise LiteconvError(
+            f"data.validation_split {cfg.validation_split}: leaves no training data from "
+            f"{len(x_all)} samples; lower it (e.g. 0.1)"
+        )
     load, shape = _loader(source, cfg)
 
     def pipeline(x, y, training: bool):

@@ -46,6 +46,7 @@ def load_run_model(run: runlib.Run):
         raise LiteconvError(
             f"{run.file(runlib.MANIFEST)}: custom_objects: expected a list of module:Name"
         )
+    run.verify_artifact(runlib.MODEL)
     return load_keras_model(run.file(runlib.MODEL), custom)
 
 

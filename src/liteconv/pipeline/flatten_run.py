@@ -70,6 +70,19 @@ def _parent(run_dir, model_path, cfg: Config | None):
     return load_keras_model(model_path), cfg, info
 
 
+class TestAccuracyPerEpoch(keras.callbacks.Callback):
+    """Test accuracy after every fine-tune epoch, appended to the run's manifest."""
+
+    def __init__(self, run: runlib.Run, splits: DataSplits):
+        super().__init__()
+        self.run, self.splits = run, splits
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = dict((self.run.manifest().get("flatten") or {}).get("test_accuracy_per_epoch", {}))
+        done[str(epoch + 1)] = accuracy(self.model, self.splits)
+        self.run.update_manifest(flatten={"test_accuracy_per_epoch": done})
+
+
 def _child_config(cfg: Config, experiment: str, epochs: int, learning_rate: float) -> Config:
     train = dataclasses.replace(cfg.train, epochs=max(1, epochs), learning_rate=learning_rate,
                                 warmup_epochs=0)  # fmt: skip
@@ -109,7 +122,9 @@ def flatten_run(
     resumable = runlib.Run.find_resumable(out, experiment, config_hash(child))
     if resumable is not None and epochs and (resumable.path / INIT_MODEL).is_file():
         echo(f"resuming the interrupted fine-tune in {resumable.path}")
-        return train(None, out=out, resume=resumable.path, echo=echo)
+        splits = load_dataset(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+        return train(None, out=out, resume=resumable.path, echo=echo,
+                     callbacks=[TestAccuracyPerEpoch(resumable, splits)])  # fmt: skip
     splits = load_dataset(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     try:
         flat, report = flatten_model(model, method=method, stages=stages, rank=rank,
@@ -153,4 +168,6 @@ def flatten_run(
         run.update_manifest(artifacts=run.artifact_hashes())
         echo(f"run folder: {run.path}")
         return run
-    return train(None, out=out, resume=run.path, echo=echo)
+    return train(
+        None, out=out, resume=run.path, echo=echo, callbacks=[TestAccuracyPerEpoch(run, splits)]
+    )

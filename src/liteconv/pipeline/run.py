@@ -19,10 +19,16 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 from liteconv.device.errors import LiteconvError
-from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from liteconv.device.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
 
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
@@ -115,12 +121,15 @@ class Run:
                 raise LiteconvError(f"{path}: not a liteconv run folder (no {name})")
         run = cls(path)
         run.manifest()  # parse check
+        run.remove_stale_temporaries()
         if need_model and not (path / MODEL).is_file():
             status = run.manifest().get("status", "unknown")
             raise LiteconvError(
                 f"{path}: no {MODEL} (run status: {status}); finish it with "
                 f"'liteconv train --resume {path}'"
             )
+        if need_model:
+            run.check_manifest()
         return run
 
     @staticmethod
@@ -182,12 +191,66 @@ class Run:
         return config_from_dict(data if isinstance(data, dict) else {"": data}, str(path))
 
     def manifest(self) -> dict:
-        try:
-            return json.loads((self.path / MANIFEST).read_text())
-        except FileNotFoundError:
+        """``manifest.json`` (``{}`` before it exists); one-line errors when it is corrupt."""
+        path = self.path / MANIFEST
+        if not path.exists():
             return {}
-        except ValueError as err:
-            raise LiteconvError(f"{self.path / MANIFEST}: corrupt JSON ({err})") from None
+        data = read_json(path, "manifest")
+        if not isinstance(data, dict):
+            raise LiteconvError(f"{path}: corrupt manifest (expected a mapping, found "
+                                f"{type(data).__name__}); the run cannot be used")  # fmt: skip
+        return data
+
+    def check_manifest(self) -> dict:
+        """The manifest of a finished run, with the keys later commands read type-checked."""
+        manifest = self.manifest()
+        path = self.path / MANIFEST
+        names = manifest.get("class_names")
+        if (
+            not isinstance(names, list)
+            or len(names) < 2
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise LiteconvError(f"{path}: class_names: expected a list of at least 2 names")
+        shape = manifest.get("input_shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and
+                all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):  # fmt: skip
+            raise LiteconvError(f"{path}: input_shape: expected [height, width, channels]")
+        model = manifest.get("model")
+        if not isinstance(model, dict) or not all(
+            isinstance(model.get(k), int) and model[k] >= 0 for k in ("macs", "params")
+        ):
+            raise LiteconvError(f"{path}: model: expected a mapping with integer macs and params")
+        if not isinstance(manifest.get("artifacts", {}), dict):
+            raise LiteconvError(f"{path}: artifacts: expected a mapping of file -> SHA-256")
+        return manifest
+
+    def verify_artifact(self, name: str) -> None:
+        """Check ``name`` against its SHA-256 in the manifest (set LITECONV_NO_VERIFY_HASHES=1,
+        or ``liteconv --no-verify-hashes``, for files edited on purpose)."""
+        if os.environ.get("LITECONV_NO_VERIFY_HASHES", "") not in ("", "0"):
+            return
+        expected = (self.manifest().get("artifacts") or {}).get(name)
+        if expected is None:
+            return  # not recorded yet (a run being written, an old run)
+        if sha256_file(self.path / name) != expected:
+            raise LiteconvError(
+                f"{self.path / name}: its SHA-256 differs from the one in the manifest (changed "
+                "since it was written); re-export it, or use 'liteconv --no-verify-hashes' if "
+                "you edited it on purpose"
+            )
+
+    def remove_stale_temporaries(self, older_than_s: float = 60.0) -> int:
+        """Delete ``.*.tmp*`` files a killed writer left behind; returns how many."""
+        now, removed = time.time(), 0
+        for tmp in self.path.rglob(".*.tmp*"):
+            try:
+                if tmp.is_file() and now - tmp.stat().st_mtime > older_than_s:
+                    tmp.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     def update_manifest(self, **fields) -> dict:
         """Merge ``fields`` into ``manifest.json`` (nested dicts are merged one level)."""

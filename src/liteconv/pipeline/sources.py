@@ -174,6 +174,34 @@ SPLIT_FOLDERS = {
 }
 
 
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _is_image(path: Path) -> bool:
+    """True when the file starts like a PNG, JPEG, GIF or BMP (what TensorFlow decodes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return any(head.startswith(magic) for magic in IMAGE_MAGIC)
+
+
+def _drop_unreadable(files: dict[str, list[str]], what: str, root: Path, skip: bool):
+    """Find files that are not images before training starts: an error, or skipped."""
+    bad = [f for names in files.values() for f in names if not _is_image(Path(f))]
+    if not bad:
+        return files
+    if not skip:
+        raise LiteconvError(
+            f"{what} {root}: {len(bad)} file(s) are not PNG/JPEG/GIF/BMP images despite their "
+            f"extension, e.g. {bad[0]}; remove them or set data.skip_bad_images: true"
+        )
+    bad_set = set(bad)
+    print(f"note: skipping {len(bad)} unreadable image file(s) under {root}, e.g. {bad[0]}")
+    return {name: [f for f in names if f not in bad_set] for name, names in files.items()}
+
+
 def _class_files(root: Path, what: str) -> dict[str, list[str]]:
     """``{class name: sorted image files}`` of a folder holding one sub-folder per class."""
     if not root.is_dir():
@@ -234,7 +262,11 @@ def load_image_folder(cfg: DataConfig) -> Source:
         roots = split_folders(root) or {"all": root}
         keys = {k: f"data.path ({p.name}/)" for k, p in roots.items()}
         keys["all"] = "data.path"
-    files = {split: _class_files(folder, keys[split]) for split, folder in roots.items()}
+    files = {
+        split: _drop_unreadable(_class_files(folder, keys[split]), keys[split], folder,
+                                cfg.skip_bad_images)
+        for split, folder in roots.items()
+    }  # fmt: skip
     classes = sorted(next(iter(files.values())))
     for split, by_class in files.items():
         for other, other_classes in files.items():

@@ -329,6 +329,7 @@ def train(
     out: str | Path = "runs",
     resume: str | Path | None = None,
     run_name: str | None = None,
+    callbacks: list | None = None,
     echo=print,
 ) -> runlib.Run:
     """Train ``cfg`` into a run folder and return it.
@@ -339,6 +340,7 @@ def train(
         resume: an interrupted run folder to continue, with the config it was started with.
         run_name: the run folder name (default: a timestamp); every worker of a
             multi-worker run must use the same one (default: derived from TF_CONFIG).
+        callbacks: extra Keras callbacks for ``fit``.
         echo: where progress lines go.
     """
     if resume is not None:
@@ -379,7 +381,7 @@ def train(
             one_hot(splits.train, n),
             validation_data=one_hot(splits.val, n) if splits.val is not None else None,
             epochs=cfg.train.epochs,
-            callbacks=_callbacks(run, chosen, cfg, splits.val is not None),
+            callbacks=_callbacks(run, chosen, cfg, splits.val is not None) + list(callbacks or []),
             verbose=cfg.train.verbose,
         )
         losses = history.history.get("loss", [])

@@ -1,0 +1,178 @@
+"""Decompose-then-fine-tune against the parent and against training from scratch.
+
+For a trained parent run: each variant (``lvh1``, ``lvh2``, ``cp0.5`` ...) goes through
+``liteconv flatten`` (accuracy right after decomposition, after BatchNorm re-estimation,
+after every fine-tune epoch); the same decomposed architecture is also trained from random
+weights for the same number of epochs with the parent's full schedule. Every model (parent
+included) is converted to fp32 and post-training int8 TFLite and timed side by side in one
+interleaved benchmark. Writes ``OUT.json`` and ``OUT.md``.
+
+Example:
+    >>> rows = flatten_study("runs/fashion_mnist_baseline/20261123-...", ["lvh1", "cp0.5"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from liteconv.compat import keras
+from liteconv.device.errors import LiteconvError
+from liteconv.device.files import atomic_write_json, atomic_write_text
+from liteconv.device.harness import benchmark
+from liteconv.device.machine import machine_info
+from liteconv.device.tables import format_table
+from liteconv.export.convert import to_tflite
+from liteconv.pipeline import run as runlib
+from liteconv.pipeline.evaluate import load_run_model, run_data
+from liteconv.pipeline.flatten_run import flatten_run
+from liteconv.pipeline.train import train
+
+
+def parse_variant(text: str) -> dict:
+    """``lvh1`` / ``lvh2`` / ``cp0.5`` (rank ratio) / ``cp32`` (rank) → flatten options."""
+    if text in ("lvh1", "lvh2"):
+        return {"method": "lvh", "stages": int(text[-1])}
+    if text.startswith("cp"):
+        value = text[2:]
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if number > 0 and "." in value:
+            return {"method": "cp", "rank_ratio": number}
+        if number >= 1 and number == int(number):
+            return {"method": "cp", "rank": int(number)}
+    raise LiteconvError(
+        f"variant {text!r}: expected lvh1, lvh2, cpF (rank ratio, e.g. cp0.5) or cpR"
+    )
+
+
+def _scratch(child: runlib.Run, parent_cfg, epochs: int, out: Path, echo) -> runlib.Run:
+    """The child's architecture from random weights, the parent's schedule for ``epochs``."""
+    model = load_run_model(child)
+    fresh = keras.models.clone_model(model)  # same layers, new initial weights
+    init = out / f"{child.path.parent.name}_scratch_init.keras"
+    init.parent.mkdir(parents=True, exist_ok=True)
+    runlib.save_model_atomic(fresh, init)
+    cfg = dataclasses.replace(
+        parent_cfg, experiment=f"{child.path.parent.name}_scratch",
+        train=dataclasses.replace(parent_cfg.train, epochs=epochs),
+        model=dataclasses.replace(parent_cfg.model, init_from=str(init.resolve())),
+    )  # fmt: skip
+    return train(cfg, out=out, echo=echo)
+
+
+def _latencies(models: dict, x_cal, runs: int) -> dict:
+    """p50 ms of every model in fp32 and int8, measured interleaved in one run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for name, model in models.items():
+            for mode in ("fp32", "int8"):
+                blob = to_tflite(
+                    model, mode=mode, representative_data=x_cal if mode == "int8" else None
+                )
+                path = Path(tmp) / f"{name}__{mode}.tflite"
+                path.write_bytes(blob)
+                files[path] = (name, mode)
+        records = benchmark(list(files), threads=[1], runs=runs, warmup=10)
+    out: dict = {}
+    for rec in records:
+        name, mode = files[Path(rec["file"])]
+        out.setdefault(name, {})[mode] = rec["p50_ms"]
+    return out
+
+
+def flatten_study(
+    parent_dir: str | Path,
+    variants: list[str],
+    *,
+    epochs: int = 3,
+    scratch: bool = True,
+    out_runs: str | Path = "runs",
+    runs: int = 200,
+    echo=print,
+) -> list[dict]:
+    """Rows per model: MACs, params, accuracies (decomposed / per epoch / scratch), latency."""
+    parent = runlib.Run.open(parent_dir)
+    parent_cfg = parent.config()
+    manifest = parent.manifest()
+    base_model = load_run_model(parent)
+    rows = [{"model": "parent", "variant": manifest.get("experiment"),
+             "macs": manifest["model"]["macs"], "params": manifest["model"]["params"],
+             "test_accuracy": manifest["metrics"]["test_accuracy"]}]  # fmt: skip
+    models = {"parent": base_model}
+    for variant in variants:
+        options = parse_variant(variant)
+        echo(f"== {variant}: decompose, fine-tune {epochs} epoch(s)")
+        child = flatten_run(parent.path, epochs=epochs, out=out_runs,
+                            name=f"{manifest.get('experiment')}_{variant}", echo=echo,
+                            **options)  # fmt: skip
+        info = child.manifest()
+        flat = info["flatten"]
+        row = {"model": variant, "variant": variant, "macs": flat["macs_after"],
+               "params": flat["params_after"], "accuracy_decomposed": flat["accuracy_decomposed"],
+               "accuracy_bn_reestimated": flat["accuracy_bn_reestimated"],
+               "test_accuracy_per_epoch": flat.get("test_accuracy_per_epoch", {}),
+               "test_accuracy": info["metrics"]["test_accuracy"], "run": str(child.path),
+               "mean_rel_error": sum(r["rel_error"] for r in flat["layers"]) / len(flat["layers"])}  # fmt: skip
+        models[variant] = load_run_model(child)
+        if scratch:
+            echo(f"== {variant}: the same architecture from scratch, {epochs} epoch(s)")
+            fresh = _scratch(child, parent_cfg, epochs, Path(out_runs), echo)
+            row["scratch_test_accuracy"] = fresh.manifest()["metrics"]["test_accuracy"]
+        rows.append(row)
+    x_cal, _ = run_data(parent).arrays("train", limit=300)
+    echo(f"timing {len(models)} models x fp32/int8, interleaved, 1 thread")
+    latency = _latencies(models, x_cal, runs)
+    for row in rows:
+        row["p50_ms_fp32"] = latency[row["model"]]["fp32"]
+        row["p50_ms_int8"] = latency[row["model"]]["int8"]
+    ref = rows[0]
+    for row in rows:
+        row["macs_reduction"] = round(ref["macs"] / row["macs"], 2)
+        row["speedup_fp32"] = round(ref["p50_ms_fp32"] / row["p50_ms_fp32"], 2)
+        row["speedup_int8"] = round(ref["p50_ms_int8"] / row["p50_ms_int8"], 2)
+    return rows
+
+
+def study_table(rows: list[dict], epochs: int) -> str:
+    """The Markdown table of a study."""
+
+    def pct(value):
+        return f"{100 * value:.2f}%" if isinstance(value, float) else "-"
+
+    def at(row, epoch):
+        return pct(row.get("test_accuracy_per_epoch", {}).get(str(epoch)))
+
+    return format_table(
+        ["model", "MACs", "÷ MACs", "params", "after decomposition", "+ BN re-estimation",
+         "1 epoch", f"{epochs} epochs", f"scratch, {epochs} epochs", "fp32 ms", "× fp32",
+         "int8 ms", "× int8"],
+        [[r["model"], r["macs"], r["macs_reduction"], r["params"],
+          pct(r.get("accuracy_decomposed")), pct(r.get("accuracy_bn_reestimated")),
+          at(r, 1) if "test_accuracy_per_epoch" in r else "-",
+          at(r, epochs) if "test_accuracy_per_epoch" in r else pct(r["test_accuracy"]),
+          pct(r.get("scratch_test_accuracy")), r["p50_ms_fp32"], r["speedup_fp32"],
+          r["p50_ms_int8"], r["speedup_int8"]] for r in rows],
+        markdown=True,
+    )  # fmt: skip
+
+
+def write_study(rows: list[dict], out: str | Path, *, epochs: int, parent: str) -> list[Path]:
+    """``OUT.json`` and ``OUT.md``."""
+    out = Path(out)
+    machine = machine_info()
+    atomic_write_json(out.with_suffix(".json"), {"machine": machine, "parent": parent,
+                                                 "epochs": epochs, "rows": rows})  # fmt: skip
+    header = (
+        f"Parent: {parent}. Fine-tune: the parent's optimizer and augmentation, a quarter of its "
+        f"learning rate, cosine decay over {epochs} epoch(s); test accuracy on the full test "
+        f"split after each epoch. 'scratch': the same decomposed architecture from random "
+        f"weights, the parent's full learning rate, {epochs} epoch(s). Latency: LiteRT with "
+        f"XNNPACK, 1 thread, p50 of interleaved runs, fp32 and post-training int8, on "
+        f"{machine['cpu']} ({machine['cores_usable']} usable cores)."
+    )
+    atomic_write_text(out.with_suffix(".md"), f"{header}\n\n{study_table(rows, epochs)}\n")
+    return [out.with_suffix(".json"), out.with_suffix(".md")]

@@ -1,0 +1,100 @@
+"""Load a ``.tflite`` and run its first inference in a child process.
+
+A structurally valid flatbuffer can still crash the runtime natively (a
+``DEPTHWISE_CONV_2D`` whose optional bias input was dropped passes the verifier and then
+segfaults in ``invoke()``, in LiteRT 2.3 and TF 2.21 alike). A crash there would take
+liteconv down with it, so every model file is first loaded and run once, with and without
+XNNPACK, in a child process (``python -m liteconv.device.probe FILE``); a signal death
+becomes a one-line error. It costs one process start per distinct model and process
+(results are cached by content hash). Chosen over re-checking every operator against the
+schema: the runtime's own kernels are the only complete list of what crashes them.
+
+Example:
+    >>> probe_model(Path("model.tflite").read_bytes(), "model.tflite")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import LiteconvError
+
+_PASSED: set[str] = set()
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding liteconv/
+
+
+def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float = 300) -> None:
+    """Raise a one-line ``LiteconvError`` unless ``blob`` loads and runs in a child process."""
+    digest = hashlib.sha256(blob).hexdigest() + runtime
+    if digest in _PASSED:
+        return
+    with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as fh:
+        fh.write(blob)
+        path = fh.name
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "liteconv.device.probe", path, "--runtime", runtime],
+            capture_output=True, text=True, timeout=timeout, env=env,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise LiteconvError(
+            f"{source}: the first inference did not finish in {timeout:.0f} s — the file is "
+            "malformed or far too large for this machine"
+        ) from None
+    finally:
+        os.unlink(path)
+    lines = proc.stdout.strip().splitlines()
+    ops = next((json.loads(line[4:]) for line in lines if line.startswith("ops ")), None)
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        which = f" (its operators: {', '.join(dict.fromkeys(ops))})" if ops else ""
+        raise LiteconvError(
+            f"{source}: the LiteRT runtime crashed ({name}) while running the model{which} — "
+            "the file is malformed; re-export it"
+        )
+    if proc.returncode != 0:
+        message = (proc.stderr.strip().splitlines() or ["the runtime failed"])[-1]
+        raise LiteconvError(message.removeprefix("error: "))
+    _PASSED.add(digest)
+
+
+def _child(argv: list[str]) -> int:
+    import argparse
+
+    from .graph import interpreter_ops
+    from .runtime import invoke, load_interpreter
+    from .tensors import random_inputs
+
+    parser = argparse.ArgumentParser(prog="liteconv.device.probe")
+    parser.add_argument("model")
+    parser.add_argument("--runtime", default="auto")
+    args = parser.parse_args(argv)
+    source = Path(args.model).name
+    try:
+        blob = Path(args.model).read_bytes()
+        plain = load_interpreter(model_content=blob, runtime=args.runtime, xnnpack=False)
+        print("ops " + json.dumps([op.name for op in interpreter_ops(plain)]), flush=True)
+        for xnnpack in (False, True):
+            interp = plain if not xnnpack else load_interpreter(
+                model_content=blob, runtime=args.runtime, xnnpack=True)  # fmt: skip
+            for detail, value in zip(interp.get_input_details(), random_inputs(interp)):
+                interp.set_tensor(detail["index"], value)
+            invoke(interp, source)
+    except LiteconvError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("ok", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

@@ -1,0 +1,249 @@
+"""Bad input: malformed models that crash the runtime, files read back, configs, leftovers.
+
+Every case must end in a one-line error (exit 2) — never a traceback, never a signal death.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import DIGITS, copy_run
+from liteconv.cli import cli
+from liteconv.compat import keras
+from liteconv.export.convert import to_tflite
+
+
+def _one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert fragment in result.output, result.output
+
+
+def _drop_optional_bias(blob: bytes, opcode: int) -> bytes:
+    """The same model with the bias input of every ``opcode`` operator removed
+    (structurally valid: the flatbuffer verifier accepts it)."""
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(blob))
+    for op in model.subgraphs[0].operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == opcode:
+            op.inputs = op.inputs[:2]
+    return bytes(fu.convert_object_to_bytearray(model))
+
+
+DEPTHWISE_CONV_2D = 4
+
+
+@pytest.fixture(scope="module")
+def crashing_model(tmp_path_factory):
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path_factory.mktemp("crash") / "crash.tflite"
+    path.write_bytes(_drop_optional_bias(to_tflite(model), DEPTHWISE_CONV_2D))
+    return path
+
+
+def test_a_model_that_segfaults_the_runtime_is_a_one_line_error(crashing_model, tmp_path):
+    # in a plain process the runtime really dies of it (the reason for the containment)
+    code = ("from ai_edge_litert.interpreter import Interpreter\n"
+            f"i = Interpreter(model_path={str(crashing_model)!r}); i.allocate_tensors(); i.invoke()")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode < 0
+    result = CliRunner().invoke(cli, ["bench", str(crashing_model), "--runs", "2"])
+    assert result.exit_code == 2 and "crashed (SIGSEGV)" in result.output, result.output
+    assert "DEPTHWISE_CONV_2D" in result.output
+    proc = subprocess.run([sys.executable, "-m", "liteconv.device", str(crashing_model)],
+                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "crashed (SIGSEGV)" in proc.stderr
+
+
+@pytest.fixture
+def restore_env(monkeypatch):
+    """The CLI's --no-verify-hashes/--debug set environment variables: undo them after."""
+    for name in ("LITECONV_NO_VERIFY_HASHES", "LITECONV_DEBUG"):
+        monkeypatch.setenv(name, "0")
+
+
+def test_a_crashing_export_stops_verify_bundle_and_report(
+    crashing_model, exported_run, tmp_path, restore_env
+):
+    run = copy_run(exported_run, tmp_path)
+    (run / "export" / "fp32.tflite").write_bytes(crashing_model.read_bytes())
+    runner = CliRunner()
+    # the manifest's SHA-256 catches the swap first ...
+    _one_line_error(
+        runner.invoke(cli, ["verify", str(run)]), "differs from the one in the manifest"
+    )
+    # ... and with the check off, the containment does
+    for args in (["verify", str(run)], ["bundle", str(run), "-o", str(tmp_path / "d")],
+                 ["report", str(run), "--out", str(tmp_path / "r"), "--runs", "2"]):  # fmt: skip
+        result = runner.invoke(cli, ["--no-verify-hashes", *args])
+        assert result.exit_code == 2 and "crashed (SIGSEGV)" in result.output, (args, result.output)
+    assert not (tmp_path / "d").exists() or not list((tmp_path / "d").glob("*.tar.gz"))
+
+
+def test_hdf5_model_in_a_run_is_refused_before_loading(run_copy, restore_env):
+    h5 = b"\x89HDF\r\n\x1a\n" + b"\0" * 64
+    (run_copy / "model.keras").write_bytes(h5)
+    result = CliRunner().invoke(cli, ["--no-verify-hashes", "evaluate", str(run_copy)])
+    _one_line_error(result, "an HDF5 file, not a Keras v3 .keras file")
+
+
+@pytest.mark.parametrize(
+    ("manifest", "fragment"),
+    [("[]", "expected a mapping"), ("{}", "class_names"), ('{"class_names": ["a"]}', "class_names"),
+     ("[" * 100000, "nested too deeply"), ('{"a": NaN}', "not a valid manifest"),
+     ("\xff\xfe", "not UTF-8")],
+)  # fmt: skip
+def test_corrupt_manifests_are_one_line_errors(run_copy, manifest, fragment):
+    (run_copy / "manifest.json").write_bytes(manifest.encode("latin-1"))
+    for command in ("export", "verify", "evaluate", "bundle"):
+        _one_line_error(CliRunner().invoke(cli, [command, str(run_copy)]), fragment)
+
+
+@pytest.mark.parametrize(
+    ("document", "fragment"),
+    [("[]", "expected a benchmark document"), ('"fast"', "expected a benchmark document"),
+     ('{"records": [{"model": "m", "threads": 1}]}', "p50_ms"),
+     ('{"records": [{"model": "m", "threads": 1, "p50_ms": NaN}]}', "not a valid benchmark JSON"),
+     ('{"records": [{"model": "m", "threads": 1, "p50_ms": Infinity}]}', "not a valid"),
+     ('{"records": [{"model": "m", "threads": 1, "p50_ms": "fast"}]}', "p50_ms"),
+     ('{"records": [{"model": "m", "threads": 1, "p50_ms": -5}]}', "p50_ms"),
+     ('{"records": {}}', "records: expected a list"), ("[" * 100000, "nested too deeply")],
+)  # fmt: skip
+def test_bad_device_results_are_refused_by_report(exported_run, tmp_path, document, fragment):
+    bad = tmp_path / "pi.json"
+    bad.write_text(document)
+    result = CliRunner().invoke(cli, ["report", str(exported_run), "--bench", str(bad),
+                                      "--out", str(tmp_path / "r"), "--runs", "2"])  # fmt: skip
+    _one_line_error(result, fragment)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_report_json_is_strict_json(exported_run, tmp_path):
+    result = CliRunner().invoke(cli, ["report", str(exported_run), "--out", str(tmp_path / "r"),
+                                      "--runs", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(9)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "fragment"),
+    [
+        (b"train: {epochs: 1}\n# \xff\xfe\n", [], "not UTF-8"),
+        (ALIAS_BOMB.encode(), [], "YAML aliases"),
+        (("x: " + "[" * 5000 + "]" * 5000 + "\n").encode(), [], "nested too deeply"),
+        (b"train: {seed: -1}\n", [], "train.seed: -1 is out of range"),
+        (b"train: {batch_size: 1e20}\n", [], "train.batch_size: expected an integer"),
+        (b"data: {validation_split: .nan}\n", [], "expected a finite number"),
+        (b"train: {learning_rate: .nan}\n", [], "expected a finite number"),
+        (b"data: {channels: 2}\n", [], "data.channels: expected one of 1, 3"),
+        (b"model: {name: baseline_cnn, kwargs: {width: abc}}\n", [], "model.kwargs.width"),
+        (b"experiment: ../../escaped\n", [], "not a plain name"),
+        (b"experiment: ''\n", [], "not a plain name"),
+        (b"train: {epochs: 1}\n", ["--set", "experiment=a/b"], "not a plain name"),
+    ],
+)
+def test_bad_configs_are_refused_at_load(tmp_path, text, overrides, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    start = time.perf_counter()
+    for command in ("config", "train"):
+        result = CliRunner().invoke(cli, [command, "-c", str(path), *overrides,
+                                          "--out" if command == "train" else "--set",
+                                          str(tmp_path / "runs") if command == "train"
+                                          else "train.verbose=0"])  # fmt: skip
+        _one_line_error(result, fragment)
+    assert time.perf_counter() - start < 20
+    assert not (tmp_path / "runs").exists()
+
+
+def test_symlink_loop_and_no_training_data(tmp_path):
+    loop = tmp_path / "loop.yaml"
+    os.symlink(loop, loop)
+    _one_line_error(CliRunner().invoke(cli, ["config", "-c", str(loop)]), "loop.yaml")
+    result = CliRunner().invoke(cli, ["train", "-c", DIGITS, "--set", "data.validation_split=0.9999",
+                                      "--out", str(tmp_path / "runs")])  # fmt: skip
+    _one_line_error(result, "leaves no training data")
+    assert not (tmp_path / "runs").exists()  # the run folder is made only once data is built
+
+
+def test_a_loss_that_becomes_nan_fails_the_run(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "-c", DIGITS, "--out", str(tmp_path),
+                                      "--set", "train.learning_rate=1e30", "--set",
+                                      "train.optimizer=sgd", "--set", "train.verbose=0",
+                                      "--set", "model.name=baseline_cnn", "--set",
+                                      "train.epochs=2"])  # fmt: skip
+    assert result.exit_code == 2 and "training diverged" in result.output, result.output
+    (manifest,) = tmp_path.glob("*/*/manifest.json")
+    data = json.loads(manifest.read_text())
+    assert data["status"] == "failed" and "diverged" in data["error"]
+
+
+def test_stale_temporaries_are_removed_when_a_command_opens_the_run(run_copy):
+    stale = [run_copy / ".model.1234.tmp.keras", run_copy / "export" / ".fp32.tflite.ab12.tmp"]
+    stale[1].parent.mkdir(exist_ok=True)
+    for path in stale:
+        path.write_bytes(b"partial")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    fresh = run_copy / ".config.yaml.x.tmp"  # a writer may still be busy with this one
+    fresh.write_bytes(b"now")
+    from liteconv.pipeline.run import Run
+
+    Run.open(run_copy)
+    assert not any(p.exists() for p in stale) and fresh.exists()
+
+
+def test_image_files_that_are_not_images_are_found_before_training(tmp_path):
+    from liteconv.config import DataConfig
+    from liteconv.device.errors import LiteconvError
+    from liteconv.pipeline.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    from liteconv.compat import tf
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            img = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
+            (tmp_path / cls / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+    (tmp_path / "a" / "notes.png").write_text("not an image")
+    cfg = DataConfig(name="image_folder", path=str(tmp_path), image_size=[6, 6])
+    with pytest.raises(LiteconvError, match="1 file\\(s\\) are not PNG/JPEG/GIF/BMP"):
+        load_dataset(cfg, batch_size=4, seed=0)
+    cfg.skip_bad_images = True
+    splits = load_dataset(cfg, batch_size=4, seed=0)
+    assert sum(splits.sizes.values()) == 12
+
+
+def test_unexpected_errors_are_one_line_with_the_traceback_on_request(
+    tmp_path, monkeypatch, restore_env
+):
+    import liteconv.pipeline.evaluate as evaluate
+
+    def boom(*_a, **_k):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(evaluate, "evaluate_run", boom)
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path)])
+    assert result.exit_code == 1 and "unexpected ZeroDivisionError: boom" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["--debug", "evaluate", str(tmp_path)])
+    assert isinstance(result.exception, ZeroDivisionError)
