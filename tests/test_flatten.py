@@ -69,6 +69,16 @@ def test_cp_decompose_only(baseline_run, tmp_path):
     assert manifest["status"] == "complete" and (_new_run(result.output) / "model.keras").is_file()
 
 
+def test_flatten_a_keras_file_with_a_config(baseline_run, tmp_path):
+    result = CliRunner().invoke(cli, ["flatten", "--model", str(baseline_run / "model.keras"),
+                                      "-c", DIGITS, "--epochs", "0", "--name", "from_file",
+                                      "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((_new_run(result.output) / "manifest.json").read_text())
+    assert manifest["parent"]["model_file"] == str(baseline_run / "model.keras")
+    assert manifest["flatten"]["macs_after"] < manifest["flatten"]["macs_before"]
+
+
 def test_flatten_errors_are_one_line_exit_2(baseline_run, digits_run, tmp_path):
     runner = CliRunner()
     out = ["--out", str(tmp_path)]

@@ -247,3 +247,34 @@ def test_unexpected_errors_are_one_line_with_the_traceback_on_request(
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(cli, ["--debug", "evaluate", str(tmp_path)])
     assert isinstance(result.exception, ZeroDivisionError)
+
+
+@pytest.mark.large
+def test_fuzzed_models_never_kill_or_traceback(exported_run, tmp_path):
+    """Seeded mutants of the exported fp32 and int8 models: every one ends in a result or a
+    one-line error (exit 2) — zero signal deaths (the process running the test would die),
+    zero tracebacks."""
+    from fuzz_tflite import byte_mutants, structural_mutants
+
+    mutants = []
+    for name in ("fp32", "int8"):
+        blob = (exported_run / "export" / f"{name}.tflite").read_bytes()
+        mutants += [(f"{name}-{m}", b) for m, b in byte_mutants(blob, 60, seed=len(name))]
+        mutants += [(f"{name}-{m}", b) for m, b in structural_mutants(blob, 40, seed=len(name))]
+    assert len(mutants) >= 150
+    outcomes = {"ran": 0, "clean error": 0}
+    runner = CliRunner()
+    for label, blob in mutants:
+        path = tmp_path / f"{label}.tflite"
+        path.write_bytes(blob)
+        result = runner.invoke(cli, ["bench", str(path), "--runs", "1", "--warmup", "0"])
+        assert result.exit_code in (0, 2), (label, result.output, result.exception)
+        assert "Traceback" not in result.output and not (
+            result.exception and not isinstance(result.exception, SystemExit)
+        ), (label, result.output)
+        if result.exit_code == 2:  # one error line (besides the progress bar's label)
+            errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+            assert len(errors) == 1 and path.name in errors[0], (label, result.output)
+        outcomes["ran" if result.exit_code == 0 else "clean error"] += 1
+        path.unlink()
+    assert outcomes["clean error"] > len(mutants) // 3, outcomes

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -182,9 +183,14 @@ def run_bundle_arm64(
     qemu = ensure_qemu()
     root = ensure_rootfs(cache)
     site = ensure_wheels(cache)
-    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("PYTHONHOME", None)
     python = [qemu, "-L", str(root), str(root / PYTHON)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LITECONV_PYTHON": shlex.join(python),
+    }  # the model probe starts Python again
+    env.pop("PYTHONHOME", None)
     probe = subprocess.run([*python, "-c", "import platform; print(platform.machine())"],
                            capture_output=True, text=True, env=env)  # fmt: skip
     if probe.stdout.strip() != "aarch64":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,11 +41,20 @@ def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float 
         path = fh.name
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
+    # LITECONV_PYTHON: how to start this Python again where that is not sys.executable alone
+    # (an emulated interpreter: "qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11").
+    python = shlex.split(os.environ.get("LITECONV_PYTHON", "")) or [sys.executable]
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "liteconv.device.probe", path, "--runtime", runtime],
+            [*python, "-m", "liteconv.device.probe", path, "--runtime", runtime,
+             "--source", source],
             capture_output=True, text=True, timeout=timeout, env=env,
         )  # fmt: skip
+    except OSError as err:
+        raise LiteconvError(
+            f"{source}: cannot start {python[0]} to check the model ({err.strerror}); set "
+            "LITECONV_PYTHON to the command that starts this Python"
+        ) from None
     except subprocess.TimeoutExpired:
         raise LiteconvError(
             f"{source}: the first inference did not finish in {timeout:.0f} s — the file is "
@@ -63,6 +73,8 @@ def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float 
         )
     if proc.returncode != 0:
         message = (proc.stderr.strip().splitlines() or ["the runtime failed"])[-1]
+        if not message.startswith("error: "):
+            message = f"{source}: the runtime failed on it ({message[:200]})"
         raise LiteconvError(message.removeprefix("error: "))
     _PASSED.add(digest)
 
@@ -77,20 +89,27 @@ def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="liteconv.device.probe")
     parser.add_argument("model")
     parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--source", default=None, help="the model's name in messages")
     args = parser.parse_args(argv)
-    source = Path(args.model).name
+    source = args.source or Path(args.model).name
     try:
         blob = Path(args.model).read_bytes()
-        plain = load_interpreter(model_content=blob, runtime=args.runtime, xnnpack=False)
+        plain = load_interpreter(model_content=blob, runtime=args.runtime, xnnpack=False,
+                                 source=source)  # fmt: skip
         print("ops " + json.dumps([op.name for op in interpreter_ops(plain)]), flush=True)
         for xnnpack in (False, True):
             interp = plain if not xnnpack else load_interpreter(
-                model_content=blob, runtime=args.runtime, xnnpack=True)  # fmt: skip
+                model_content=blob, runtime=args.runtime, xnnpack=True, source=source)  # fmt: skip
             for detail, value in zip(interp.get_input_details(), random_inputs(interp)):
                 interp.set_tensor(detail["index"], value)
             invoke(interp, source)
     except LiteconvError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # the runtime's Python layer on a malformed file (names, ...)
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        print(f"error: {source}: the runtime cannot read it ({type(err).__name__}: {first}) — "
+              "the file is malformed; re-export it", file=sys.stderr)  # fmt: skip
         return 2
     print("ok", flush=True)
     return 0

@@ -89,6 +89,7 @@ def load_interpreter(
     num_threads: int | None = None,
     xnnpack: bool = True,
     probe: bool | None = None,
+    source: str | None = None,
 ):
     """Create and allocate an interpreter for a ``.tflite`` file or bytes.
 
@@ -101,13 +102,14 @@ def load_interpreter(
         probe: first load and run the model once in a child process (``device.probe``), so
             a native crash is an error, not the end of this process; default: for files
             (``model_path``), not for bytes this process made.
+        source: the name errors give the model (default: its path, or ``<model bytes>``).
 
     Raises:
         InterpreterLoadError: missing, truncated, corrupt or non-TFLite file; one line.
     """
     if (model_path is None) == (model_content is None):
         raise ValueError("give exactly one of model_path and model_content")
-    source = str(model_path) if model_path is not None else "<model bytes>"
+    source = source or (str(model_path) if model_path is not None else "<model bytes>")
     if model_path is not None:
         try:
             with open(model_path, "rb") as fh:
