@@ -278,3 +278,26 @@ def test_fuzzed_models_never_kill_or_traceback(exported_run, tmp_path):
         outcomes["ran" if result.exit_code == 0 else "clean error"] += 1
         path.unlink()
     assert outcomes["clean error"] > len(mutants) // 3, outcomes
+
+
+def test_a_run_config_cut_off_is_not_filled_with_defaults(run_copy):
+    config = run_copy / "config.yaml"
+    text = config.read_text()
+    config.write_text(text[: text.index("train:") + 30])  # cut off inside train:
+    result = CliRunner().invoke(cli, ["evaluate", str(run_copy)])
+    _one_line_error(result, "config.yaml: its SHA-256 differs from the one in the manifest")
+
+
+def test_bundle_check_refuses_a_corrupt_sidecar(exported_run, tmp_path):
+    import tarfile
+
+    from liteconv.deploy.bundle import make_bundle
+    from liteconv.device.check import check_bundle
+    from liteconv.device.errors import LiteconvError
+
+    with tarfile.open(make_bundle(exported_run, out=tmp_path, samples=2)) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    folder = next((tmp_path / "x").iterdir())
+    (folder / "models" / "fp32.json").write_text('["not", "a", "sidecar"]')
+    with pytest.raises(LiteconvError, match="fp32.json: expected a mapping"):
+        check_bundle(folder)

@@ -221,6 +221,11 @@ def _parse_yaml(path: Path):
     return data
 
 
+def read_config_file(path: Path):
+    """One YAML file parsed with the config limits (UTF-8, aliases, depth, size)."""
+    return _parse_yaml(Path(path))
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ConfigError(f"{path}: 'base:' files include each other in a loop")

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -25,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 from liteconv.device.errors import LiteconvError
-from liteconv.device.files import atomic_write_json
+from liteconv.device.files import atomic_write_json, read_json
 
 DEBIAN_SUITE = "bookworm"  # python3.11, the same minor as the aarch64 wheels below
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -205,7 +204,7 @@ def run_bundle_arm64(
                                    "--json", str(results)], folder, env, "benchmark")  # fmt: skip
         echo(bench.stdout.strip())
         echo(f"NOTE: {NOT_REPRESENTATIVE}")
-        document = json.loads(results.read_text())
+        document = read_json(results, "benchmark JSON")
     document["where"] = "qemu-aarch64"
     document["note"] = NOT_REPRESENTATIVE
     document["check"] = check.stdout.strip().splitlines()

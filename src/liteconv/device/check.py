@@ -9,12 +9,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .errors import LiteconvError
+from .files import read_json
 from .runtime import invoke, load_interpreter
 from .tensors import dequantize, output_step, quantize
 
@@ -44,12 +44,21 @@ def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
     ref_path = folder / "reference.npz"
     if not ref_path.is_file():
         raise LiteconvError(f"{ref_path}: missing; rebuild the bundle with 'liteconv bundle'")
-    ref = np.load(ref_path)
+    try:
+        ref = np.load(ref_path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise LiteconvError(f"{ref_path}: unreadable ({err}); rebuild the bundle") from None
     images = ref["images"]
     results = []
     for side_path in sorted((folder / "models").glob("*.json")):
-        side = json.loads(side_path.read_text())
+        side = read_json(side_path, "sidecar")
+        if not isinstance(side, dict) or not all(
+            isinstance(side.get(k), str) and "/" not in side[k] for k in ("name", "file")
+        ):
+            raise LiteconvError(f"{side_path}: expected a mapping with the model's name and file")
         name = side["name"]
+        if f"outputs__{name}" not in ref.files:
+            raise LiteconvError(f"{ref_path}: no reference outputs for {name}; rebuild the bundle")
         outputs, step = run_samples(folder / "models" / side["file"], images, runtime)
         expected = ref[f"outputs__{name}"]
         diff = np.abs(outputs - expected).max(axis=1)

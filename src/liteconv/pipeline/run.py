@@ -153,7 +153,7 @@ class Run:
         for path in sorted(folder.iterdir(), reverse=True):
             try:
                 manifest = json.loads((path / MANIFEST).read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
             if manifest.get("status") == "running" and manifest.get("config_hash") == config_hash:
                 return Run(path)
@@ -177,18 +177,14 @@ class Run:
 
     def config(self):
         """The run's resolved ``config.yaml`` as a ``Config``."""
-        import yaml
-
-        from liteconv.config import config_from_dict
+        from liteconv.config import config_from_dict, read_config_file
 
         path = self.path / CONFIG
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise LiteconvError(f"{path}: cannot read ({err.strerror})") from None
-        except yaml.YAMLError as err:
-            raise LiteconvError(f"{path}: corrupt YAML ({str(err).splitlines()[0]})") from None
-        return config_from_dict(data if isinstance(data, dict) else {"": data}, str(path))
+        self.verify_artifact(CONFIG)  # a config cut off or edited after the run: not defaults
+        data = read_config_file(path)
+        if not isinstance(data, dict):
+            raise LiteconvError(f"{path}: corrupt run config (expected a mapping of sections)")
+        return config_from_dict(data, str(path))
 
     def manifest(self) -> dict:
         """``manifest.json`` (``{}`` before it exists); one-line errors when it is corrupt."""
