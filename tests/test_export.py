@@ -214,3 +214,18 @@ def test_per_tensor_export_is_smaller_and_still_integer(run_copy):
     assert (
         result.exit_code == 2 and "cannot be combined with export.prune_sparsity" in result.output
     )
+
+
+def test_a_second_export_replaces_files_and_their_recorded_hashes(run_copy):
+    export_run(run_copy, modes=["qat_int8"], qat_epochs=1, verify=False, echo=quiet)
+    first = (run_copy / "export" / "qat_int8.tflite").read_bytes()
+    results = export_run(run_copy, modes=["qat_int8"], qat_epochs=1, echo=quiet)
+    assert (run_copy / "export" / "qat_int8.tflite").read_bytes() != first  # QAT differs
+    assert results["qat_int8"]["agreement"] > 0.9
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    import hashlib
+
+    assert (
+        manifest["artifacts"]["export/qat_int8.tflite"]
+        == hashlib.sha256((run_copy / "export" / "qat_int8.tflite").read_bytes()).hexdigest()
+    )

@@ -130,6 +130,8 @@ def _write(run: runlib.Run, blobs: dict, opts: ExportConfig, extra: dict, echo) 
                               "qat_epochs": opts.qat_epochs if mode == "qat_int8" else None})  # fmt: skip
         run.write_bytes(f"{EXPORT_DIR}/{name}.tflite", blob)
         run.write_json(f"{EXPORT_DIR}/{name}.json", info)
+        # record the new file's hash at once: verify (and a later command) check it
+        run.update_manifest(artifacts={f"{EXPORT_DIR}/{name}.tflite": info["sha256"]})
         results[name] = {"mode": mode, "size_bytes": len(blob), "gzip_bytes": info["gzip_bytes"]}
         echo(f"wrote {run.file(EXPORT_DIR) / (name + '.tflite')} ({len(blob):,} bytes)")
     return results
