@@ -49,6 +49,22 @@ def parse_variant(text: str) -> dict:
     )
 
 
+def _finished(out_runs, experiment: str, parent: Path | None, epochs: int):
+    """A complete run of ``experiment`` from an earlier study (same parent and epochs)."""
+    folder = Path(out_runs) / experiment
+    for path in sorted(folder.glob("*/manifest.json"), reverse=True):
+        run = runlib.Run(path.parent)
+        manifest = run.manifest()
+        if manifest.get("status") != "complete" or not (run.path / runlib.MODEL).is_file():
+            continue
+        if run.config().train.epochs != epochs:
+            continue
+        if parent is not None and (manifest.get("parent") or {}).get("run") != str(parent):
+            continue
+        return run
+    return None
+
+
 def _scratch(child: runlib.Run, parent_cfg, epochs: int, out: Path, echo) -> runlib.Run:
     """The child's architecture from random weights, the parent's schedule for ``epochs``."""
     model = load_run_model(child)
@@ -105,10 +121,14 @@ def flatten_study(
     models = {"parent": base_model}
     for variant in variants:
         options = parse_variant(variant)
-        echo(f"== {variant}: decompose, fine-tune {epochs} epoch(s)")
-        child = flatten_run(parent.path, epochs=epochs, out=out_runs,
-                            name=f"{manifest.get('experiment')}_{variant}", echo=echo,
-                            **options)  # fmt: skip
+        name = f"{manifest.get('experiment')}_{variant}"
+        child = _finished(out_runs, name, parent.path, epochs)
+        if child is None:
+            echo(f"== {variant}: decompose, fine-tune {epochs} epoch(s)")
+            child = flatten_run(parent.path, epochs=epochs, out=out_runs, name=name, echo=echo,
+                                **options)  # fmt: skip
+        else:
+            echo(f"== {variant}: reusing the finished run {child.path}")
         info = child.manifest()
         flat = info["flatten"]
         row = {"model": variant, "variant": variant, "macs": flat["macs_after"],
@@ -119,8 +139,10 @@ def flatten_study(
                "mean_rel_error": sum(r["rel_error"] for r in flat["layers"]) / len(flat["layers"])}  # fmt: skip
         models[variant] = load_run_model(child)
         if scratch:
-            echo(f"== {variant}: the same architecture from scratch, {epochs} epoch(s)")
-            fresh = _scratch(child, parent_cfg, epochs, Path(out_runs), echo)
+            fresh = _finished(out_runs, f"{name}_scratch", None, epochs)
+            if fresh is None:
+                echo(f"== {variant}: the same architecture from scratch, {epochs} epoch(s)")
+                fresh = _scratch(child, parent_cfg, epochs, Path(out_runs), echo)
             row["scratch_test_accuracy"] = fresh.manifest()["metrics"]["test_accuracy"]
         rows.append(row)
     x_cal, _ = run_data(parent).arrays("train", limit=300)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,8 +103,13 @@ def cp_kernel(kernel: np.ndarray, rank: int, *, max_iter: int = 500, tol: float 
 
     tl.set_backend("numpy")
     k = np.asarray(kernel, np.float64)
-    cp = parafac(tl.tensor(k), rank=rank, init="svd", n_iter_max=max_iter, tol=tol,
-                 normalize_factors=True, random_state=0)  # fmt: skip
+    # The SVD start needs rank <= every mode's size (a 3×3×1 first layer has 1 and 3);
+    # above that, a seeded random start.
+    init = "svd" if rank <= min(k.shape) else "random"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tensorly's notes on SVD sizes
+        cp = parafac(tl.tensor(k), rank=rank, init=init, n_iter_max=max_iter, tol=tol,
+                     normalize_factors=True, random_state=0)  # fmt: skip
     weights, (a, b, c, d) = cp
     approx = tl.cp_to_tensor(cp)
     error = float(np.linalg.norm(k - approx) / (np.linalg.norm(k) or 1.0))
