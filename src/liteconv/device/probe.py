@@ -28,6 +28,27 @@ from pathlib import Path
 from .errors import LiteconvError
 
 _PASSED: set[str] = set()
+# Inputs the builtin kernels dereference without checking (a missing one crashes them):
+# the minimum input count per operator, from the TFLite kernels' own Prepare/Eval code.
+REQUIRED_INPUTS = {
+    "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "TRANSPOSE_CONV": 3, "FULLY_CONNECTED": 2,
+    "ADD": 2, "SUB": 2, "MUL": 2, "DIV": 2, "CONCATENATION": 1, "RESHAPE": 1,
+    "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "MEAN": 2, "SOFTMAX": 1, "QUANTIZE": 1,
+    "DEQUANTIZE": 1, "PAD": 2, "RELU": 1, "RELU6": 1, "LOGISTIC": 1, "HARD_SWISH": 1,
+}  # fmt: skip
+
+
+def suspects(ops) -> list[str]:
+    """Operators whose required inputs are missing: ``"operator N (NAME)"`` each."""
+    out = []
+    for op in ops:
+        need = REQUIRED_INPUTS.get(op.name, 0)
+        given = list(op.inputs)
+        if len(given) < need or any(i < 0 for i in given[:need]):
+            out.append(f"operator {op.index} ({op.name})")
+    return out
+
+
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding liteconv/
 
 
@@ -64,12 +85,17 @@ def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float 
         os.unlink(path)
     lines = proc.stdout.strip().splitlines()
     ops = next((json.loads(line[4:]) for line in lines if line.startswith("ops ")), None)
+    suspect = next((json.loads(line[8:]) for line in lines if line.startswith("suspect ")), [])
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
-        which = f" (its operators: {', '.join(dict.fromkeys(ops))})" if ops else ""
+        if suspect:  # an operator missing an input its kernel reads: the likely culprit
+            where = f"running {suspect[0]}, which lacks a required input"
+        else:
+            where = "running the model" + (f" (its operators: {', '.join(dict.fromkeys(ops))})"
+                                           if ops else "")  # fmt: skip
         raise LiteconvError(
-            f"{source}: the LiteRT runtime crashed ({name}) while running the model{which} — "
-            "the file is malformed; re-export it"
+            f"{source}: the LiteRT runtime crashed ({name}) while {where} — the file is "
+            "malformed; re-export it"
         )
     if proc.returncode != 0:
         message = (proc.stderr.strip().splitlines() or ["the runtime failed"])[-1]
@@ -96,7 +122,9 @@ def _child(argv: list[str]) -> int:
         blob = Path(args.model).read_bytes()
         plain = load_interpreter(model_content=blob, runtime=args.runtime, xnnpack=False,
                                  source=source)  # fmt: skip
-        print("ops " + json.dumps([op.name for op in interpreter_ops(plain)]), flush=True)
+        ops = interpreter_ops(plain)
+        print("ops " + json.dumps([op.name for op in ops]), flush=True)
+        print("suspect " + json.dumps(suspects(ops)), flush=True)
         for xnnpack in (False, True):
             interp = plain if not xnnpack else load_interpreter(
                 model_content=blob, runtime=args.runtime, xnnpack=True, source=source)  # fmt: skip
