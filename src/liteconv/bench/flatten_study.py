@@ -105,7 +105,7 @@ def flatten_study(
     variants: list[str],
     *,
     epochs: int = 3,
-    scratch: bool = True,
+    scratch: bool = True,  # False: no new from-scratch runs (finished ones are still shown)
     out_runs: str | Path = "runs",
     runs: int = 200,
     echo=print,
@@ -138,11 +138,11 @@ def flatten_study(
                "test_accuracy": info["metrics"]["test_accuracy"], "run": str(child.path),
                "mean_rel_error": sum(r["rel_error"] for r in flat["layers"]) / len(flat["layers"])}  # fmt: skip
         models[variant] = load_run_model(child)
-        if scratch:
-            fresh = _finished(out_runs, f"{name}_scratch", None, epochs)
-            if fresh is None:
-                echo(f"== {variant}: the same architecture from scratch, {epochs} epoch(s)")
-                fresh = _scratch(child, parent_cfg, epochs, Path(out_runs), echo)
+        fresh = _finished(out_runs, f"{name}_scratch", None, epochs)  # from an earlier study
+        if fresh is None and scratch:
+            echo(f"== {variant}: the same architecture from scratch, {epochs} epoch(s)")
+            fresh = _scratch(child, parent_cfg, epochs, Path(out_runs), echo)
+        if fresh is not None:
             row["scratch_test_accuracy"] = fresh.manifest()["metrics"]["test_accuracy"]
         rows.append(row)
     x_cal, _ = run_data(parent).arrays("train", limit=300)
