@@ -162,7 +162,8 @@ def test_pruning_reaches_target_sparsity_and_compresses(run_copy):
     assert results["pruned60_fp32"]["accuracy"] > 0.8
 
 
-def test_export_errors_are_one_line_and_write_nothing(tmp_path, digits_run):
+def test_export_errors_are_one_line_and_write_nothing(tmp_path, digits_run, monkeypatch):
+    monkeypatch.setenv("LITECONV_NO_VERIFY_HASHES", "0")  # --no-verify-hashes sets it below
     runner = CliRunner()
     result = runner.invoke(cli, ["export", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such run folder" in result.output
@@ -174,6 +175,8 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, digits_run):
         (corrupt / name).write_bytes((digits_run / name).read_bytes())
     (corrupt / "model.keras").write_bytes(b"not a zip")
     result = runner.invoke(cli, ["export", str(corrupt)])
+    assert result.exit_code == 2 and "differs from the one in the manifest" in result.output
+    result = runner.invoke(cli, ["--no-verify-hashes", "export", str(corrupt)])
     assert result.exit_code == 2 and "not a Keras v3 .keras file" in result.output
     assert not (corrupt / "export").exists()
 
