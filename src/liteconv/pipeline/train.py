@@ -230,8 +230,9 @@ def _multiworker_name(cfg: Config) -> str:
 
 def _resolve_run(cfg: Config, out, resume, run_name) -> tuple[runlib.Run, bool]:
     """(run, resumed) for --resume, an interrupted twin of the same config, or a new run."""
-    if resume is not None:  # "resuming" only once it has a checkpoint to resume from
-        return runlib.Run(resume), runlib.Run(resume).file("backup").exists()
+    if resume is not None:  # "resuming" once training had started (not a fresh flatten child)
+        run = runlib.Run(resume)
+        return run, run.file("backup").exists() or "devices" in run.manifest()
     if run_name is None and os.environ.get("TF_CONFIG"):
         run_name = _multiworker_name(cfg)
     if run_name is not None:
