@@ -24,7 +24,7 @@ import numpy as np
 from .errors import LiteconvError
 from .files import atomic_write_json, read_json
 from .machine import machine_info
-from .runtime import load_interpreter, resolve_runtime
+from .runtime import INVOKE_ERRORS, invoke_failure, load_interpreter, resolve_runtime
 from .tables import format_table
 from .tensors import random_inputs
 
@@ -79,9 +79,8 @@ class _Case:
         start = time.perf_counter()
         try:
             interp.invoke()
-        except (RuntimeError, ValueError) as err:  # zero cost unless raised
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise LiteconvError(f"{self.path}: the runtime failed to run it ({first})") from None
+        except INVOKE_ERRORS as err:  # inline, not invoke(): no extra call inside the timing
+            raise invoke_failure(str(self.path), err) from None
         return (time.perf_counter() - start) * 1000.0
 
 

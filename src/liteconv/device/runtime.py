@@ -76,9 +76,17 @@ def invoke(interp, source: str = "<model>") -> None:
     """``interp.invoke()`` with the runtime's exceptions as one-line errors."""
     try:
         interp.invoke()
-    except (RuntimeError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InterpreterLoadError(f"{source}: the runtime failed to run it ({first})") from None
+    except INVOKE_ERRORS as err:
+        raise invoke_failure(source, err) from None
+
+
+INVOKE_ERRORS = (RuntimeError, ValueError)  # what invoke() raises for a model it cannot run
+
+
+def invoke_failure(source: str, err: Exception) -> InterpreterLoadError:
+    """The one-line error for an exception ``invoke()`` raised on ``source``."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return InterpreterLoadError(f"{source}: the runtime failed to run it ({first})")
 
 
 def load_interpreter(
