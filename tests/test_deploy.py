@@ -42,6 +42,17 @@ def test_bundle_contents_and_check_on_host(exported_run, tmp_path):
     ref["outputs__fp32"] = ref["outputs__fp32"][:, ::-1]
     np.savez(folder / "reference.npz", **ref)
     assert not all(r["passed"] for r in check_bundle(folder))
+    # int8: every output 3 steps off keeps top-1 but breaks the 2-step mean tolerance
+    ref = dict(np.load(folder / "reference.npz"))
+    step = results[1]["output_step"]
+    assert step > 0 and results[1]["model"] == "int8"
+    ref["outputs__fp32"] = ref["outputs__fp32"][:, ::-1]  # restore fp32
+    ref["outputs__int8"] = ref["outputs__int8"] + 3 * step
+    np.savez(folder / "reference.npz", **ref)
+    again = {r["model"]: r for r in check_bundle(folder)}
+    assert again["fp32"]["passed"] and again["int8"]["top1_identical"]
+    assert not again["int8"]["passed"]
+    assert again["int8"]["mean_abs_diff"] == pytest.approx(3 * step, rel=0.05)
 
 
 def test_bundle_of_unexported_run_is_an_error(tmp_path):
@@ -85,8 +96,10 @@ def test_bundle_passes_its_check_on_emulated_arm64(exported_run, tmp_path):
     doc = run_bundle_arm64(bundle, cache=cache, runs=3, echo=lambda *_: None)
     assert doc["where"] == "qemu-aarch64" and doc["note"] == NOT_REPRESENTATIVE
     assert doc["machine"]["arch"] == "aarch64"
-    assert [line.split()[0] for line in doc["check"]] == ["PASS", "PASS"]
+    assert doc["check"][0].startswith("runtime: litert 2.0.2") and "aarch64" in doc["check"][0]
+    assert [line.split()[0] for line in doc["check"][1:]] == ["PASS", "PASS"]
     assert {r["model"] for r in doc["records"]} == {"digits_quick/fp32", "digits_quick/int8"}
+    assert doc["emulated"] == "qemu-aarch64"
     assert Path(str(bundle).removesuffix(".tar.gz") + "-arm64-emulated.json").is_file()
 
 

@@ -70,7 +70,7 @@ def test_statistics_match_numpy_on_known_samples(tmp_path):
     path.write_bytes(b"x" * 10)
     samples = [float(v) for v in RNG.gamma(2.0, 0.5, size=101)]
     case = harness._Case(path, 1, "litert", True, samples=samples, load_ms=1.0, first_ms=2.0)
-    rec = harness._stats("m", case, {"macs": 2_000_000}, "litert")
+    rec = harness._stats("m", case, {"macs": 2_000_000}, "litert", "2.3.0")
     ref = np.asarray(samples)
     for q in (50, 90, 99):
         assert rec[f"p{q}_ms"] == pytest.approx(np.percentile(ref, q), abs=1e-6)
@@ -220,3 +220,20 @@ def test_targets_load_and_bad_target_is_explained(tmp_path):
     bad.write_text("runtime: fast\n")
     with pytest.raises(LiteconvError, match="runtime: expected one of 'auto'"):
         load_target(str(bad))
+
+
+def test_delegation_counts_the_operators_xnnpack_took(models):
+    from liteconv.device.graph import delegation, list_ops
+    from liteconv.device.runtime import load_interpreter
+
+    ops = {name: [op.name for op in list_ops(models[name].read_bytes())] for name in models}
+    for name in models:  # no delegate: none taken, every operator counted
+        assert delegation(load_interpreter(models[name], xnnpack=False)) == (0, len(ops[name]))
+    # LiteRT 2.x's XNNPACK runs the whole float graph and all of the int8 one but its
+    # softmax (no int8 softmax kernel in XNNPACK): it stays on the builtin kernel.
+    assert delegation(load_interpreter(models["fp32"])) == (len(ops["fp32"]),) * 2
+    int8 = ops["int8"]
+    assert "SOFTMAX" in int8
+    assert delegation(load_interpreter(models["int8"])) == (len(int8) - 1, len(int8))
+    records = benchmark([models["int8"]], runs=3, warmup=0)
+    assert (records[0]["delegated_nodes"], records[0]["nodes"]) == (len(int8) - 1, len(int8))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .check import check_bundle
 from .errors import LiteconvError
-from .harness import benchmark, markdown, result_document, write_json
+from .harness import benchmark, delegation_warnings, markdown, result_document, write_json
+from .runtime import resolve_runtime, runtime_version
 from .targets import load_target
 
 
@@ -67,12 +68,18 @@ def _parser(bundle: Path) -> argparse.ArgumentParser:
 
 
 def _check(folder: Path, runtime: str) -> int:
-    results = check_bundle(folder, runtime)
+    name = resolve_runtime(runtime)
+    print(f"runtime: {name} {runtime_version(name)}, Python {platform.python_version()}, "
+          f"{platform.machine()}")  # fmt: skip
+    results = check_bundle(folder, name)
     for r in results:
+        step = r.get("output_step") or 0
+        steps = f" = {r['max_abs_diff'] / step:.0f} steps" if step else ""
         print(f"{'PASS' if r['passed'] else 'FAIL'} {r['model']}: top-1 identical on "
               f"{r['samples']} samples: {r['top1_identical']}, max |diff| "
-              f"{r['max_abs_diff']:.3g} (sample {r['worst_sample']}; tolerance "
-              f"{r['tolerance']:.3g})")  # fmt: skip
+              f"{r['max_abs_diff']:.3g}{steps} (sample {r['worst_sample']}; tolerance "
+              f"{r['tolerance']:.3g}), mean |diff| {r['mean_abs_diff']:.3g} (tolerance "
+              f"{r['mean_tolerance']:.3g})")  # fmt: skip
     return 0 if all(r["passed"] for r in results) else 1
 
 
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None, *, bundle: Path | None = None) -> int:
             progress=progress_printer(),
         )  # fmt: skip
         print(markdown(records))
+        for line in delegation_warnings(records):
+            print(line)
         if args.json:
             document = result_document(records, target=target.to_dict() if target else None,
                                        where=platform.node() or "device")  # fmt: skip

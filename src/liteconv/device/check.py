@@ -21,6 +21,15 @@ from .tensors import dequantize, output_step, quantize
 # Float models: the same float kernels on another CPU differ only by summation order and
 # FMA use, ~1e-6 on softmax outputs; 1e-4 leaves room and still catches any real bug.
 FLOAT_TOLERANCE = 1e-4
+# Integer graphs: correct int8 kernels round requantization differently and the
+# differences compound layer by layer. Measured on the digits qat_int8 softmax (scale
+# 1/256) against LiteRT 2.3 + XNNPACK: LiteRT 2.3 builtin kernels max 17 steps (mean
+# 0.73), tflite-runtime 2.14 (XNNPACK takes no int8 node there) max 27 steps (mean 0.78),
+# top-1 identical on all 16 samples; on Fashion-MNIST tflite-runtime 2.14 differs by 5
+# steps. So: top-1 identical on every sample, mean |diff| within 2 steps and max |diff|
+# within 32 steps. A wrong model or a broken kernel moves top-1 and the mean.
+INT_MAX_STEPS = 32
+INT_MEAN_STEPS = 2
 
 
 def run_samples(path: Path, images: np.ndarray, runtime: str = "auto") -> tuple[np.ndarray, float]:
@@ -38,8 +47,9 @@ def run_samples(path: Path, images: np.ndarray, runtime: str = "auto") -> tuple[
 def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
     """Compare this machine's outputs with the host's reference outputs in ``folder``.
 
-    Top-1 must be identical on every reference sample; integer outputs within one
-    quantization step, float outputs within ``FLOAT_TOLERANCE``.
+    Top-1 must be identical on every reference sample; float outputs within
+    ``FLOAT_TOLERANCE``; integer outputs within ``INT_MAX_STEPS`` quantization steps at
+    most and ``INT_MEAN_STEPS`` on average (see the measurements above).
     """
     ref_path = folder / "reference.npz"
     if not ref_path.is_file():
@@ -61,15 +71,19 @@ def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
             raise LiteconvError(f"{ref_path}: no reference outputs for {name}; rebuild the bundle")
         outputs, step = run_samples(folder / "models" / side["file"], images, runtime)
         expected = ref[f"outputs__{name}"]
-        diff = np.abs(outputs - expected).max(axis=1)
-        # Integer graphs: one output step (two correct kernels may round differently).
-        tol = step * 1.0001 if step else FLOAT_TOLERANCE
+        absdiff = np.abs(outputs - expected)
+        diff = absdiff.max(axis=1)
+        tol = step * INT_MAX_STEPS * 1.0001 if step else FLOAT_TOLERANCE
+        mean_tol = step * INT_MEAN_STEPS * 1.0001 if step else FLOAT_TOLERANCE
         top1 = outputs.argmax(1) == expected.argmax(1)
-        worst = int(np.argmax(diff))
+        worst = int(np.flatnonzero(~top1)[0]) if not top1.all() else int(np.argmax(diff))
         results.append({
             "model": name, "samples": int(len(images)), "top1_identical": bool(top1.all()),
-            "max_abs_diff": float(diff.max()), "worst_sample": worst, "tolerance": tol,
-            "passed": bool(top1.all()) and float(diff.max()) <= tol,
+            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(absdiff.mean()),
+            "worst_sample": worst, "tolerance": tol, "mean_tolerance": mean_tol,
+            "output_step": float(step),
+            "passed": bool(top1.all()) and float(diff.max()) <= tol
+            and float(absdiff.mean()) <= mean_tol,
         })  # fmt: skip
     if not results:
         raise LiteconvError(f"{folder / 'models'}: no models with sidecars in the bundle")

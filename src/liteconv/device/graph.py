@@ -50,3 +50,30 @@ def interpreter_ops(interp) -> list[OpInfo]:
 def list_ops(blob: bytes, runtime: str = "auto") -> list[OpInfo]:
     """The operators of the ``.tflite`` bytes ``blob``, in execution order."""
     return interpreter_ops(load_interpreter(model_content=blob, runtime=runtime, xnnpack=False))
+
+
+def delegation(interp) -> tuple[int, int]:
+    """``(taken, total)``: how many of the model's operators a delegate (XNNPACK) runs.
+
+    The Python API shows no execution plan, but each ``DELEGATE`` node lists the tensors
+    its partition reads and writes: walking back from what it writes through the original
+    nodes until what it reads gives the nodes it replaced. An interpreter built without
+    delegates has no ``DELEGATE`` node: ``(0, total)``.
+    """
+    ops = interp._get_ops_details()  # the one place (with interpreter_ops) that reads it
+    plain = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): i for i, op in enumerate(plain) for t in op["outputs"]}
+    taken: set[int] = set()
+    for op in ops:
+        if op["op_name"] != "DELEGATE":
+            continue
+        boundary = {int(t) for t in op["inputs"]}
+        todo = [int(t) for t in op["outputs"]]
+        while todo:
+            tensor = todo.pop()
+            node = producer.get(tensor)
+            if tensor in boundary or node is None or node in taken:
+                continue
+            taken.add(node)
+            todo.extend(int(t) for t in plain[node]["inputs"] if t >= 0)
+    return len(taken), len(plain)

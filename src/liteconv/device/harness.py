@@ -23,8 +23,15 @@ import numpy as np
 
 from .errors import LiteconvError
 from .files import atomic_write_json, read_json
+from .graph import delegation
 from .machine import machine_info
-from .runtime import INVOKE_ERRORS, invoke_failure, load_interpreter, resolve_runtime
+from .runtime import (
+    INVOKE_ERRORS,
+    invoke_failure,
+    load_interpreter,
+    resolve_runtime,
+    runtime_version,
+)
 from .tables import format_table
 from .tensors import random_inputs
 
@@ -71,6 +78,7 @@ class _Case:
     first_ms: float = 0.0
     rss_delta: int = 0
     samples: list | None = None
+    delegated: tuple[int, int] = (0, 0)
 
     def invoke(self) -> float:
         interp = self.interp
@@ -91,6 +99,7 @@ def _setup(case: _Case) -> None:
         case.path, runtime=case.runtime, num_threads=case.threads, xnnpack=case.xnnpack
     )
     case.load_ms = (time.perf_counter() - start) * 1000.0
+    case.delegated = delegation(case.interp)
     case.inputs = random_inputs(case.interp)
     case.first_ms = case.invoke()
     case.rss_delta = rss_bytes() - before
@@ -120,7 +129,7 @@ def pin_cores(cores: list[int] | None):
         os.sched_setaffinity(0, before)
 
 
-def _stats(name: str, case: _Case, sidecar: dict, runtime: str) -> dict:
+def _stats(name: str, case: _Case, sidecar: dict, runtime: str, version: str) -> dict:
     ms = np.asarray(case.samples)
     p50 = float(np.percentile(ms, 50))
     macs = sidecar.get("macs")
@@ -130,7 +139,10 @@ def _stats(name: str, case: _Case, sidecar: dict, runtime: str) -> dict:
         "mode": sidecar.get("mode"),
         "threads": case.threads,
         "runtime": runtime,
+        "runtime_version": version,
         "xnnpack": case.xnnpack,
+        "delegated_nodes": case.delegated[0],
+        "nodes": case.delegated[1],
         "size_bytes": case.path.stat().st_size,
         "load_ms": round(case.load_ms, 3),
         "first_inference_ms": round(case.first_ms, 3),
@@ -194,6 +206,7 @@ def benchmark(
     if runs < 1 or warmup < 0 or any(t < 1 for t in threads):
         raise LiteconvError("--runs must be >= 1, --warmup >= 0 and --threads positive")
     runtime_name = resolve_runtime(runtime)
+    version = runtime_version(runtime_name)
     cases = [_Case(Path(p), t, runtime_name, x) for p in paths for t in threads for x in xnnpack]
     for case in cases:
         if not case.path.is_file():
@@ -206,16 +219,44 @@ def benchmark(
         label = (
             f"{side['experiment']}/{case.path.stem}" if side.get("experiment") else case.path.stem
         )
-        records.append(_stats(label, case, side, runtime_name))
+        records.append(_stats(label, case, side, runtime_name, version))
     return records
 
 
+def _xnnpack_cell(record: dict) -> str:
+    if not record.get("xnnpack"):
+        return "off"
+    if not isinstance(record.get("nodes"), int):  # a document from before the count existed
+        return "on"
+    return f"{record.get('delegated_nodes', 0)}/{record['nodes']}"
+
+
+def delegation_warnings(records: list[dict]) -> list[str]:
+    """One line per record whose XNNPACK delegate took less than half of the operators:
+    those run on the runtime's builtin kernels, often far slower (an int8 graph under an
+    old runtime, say), so its timings do not say what XNNPACK would do."""
+    lines = []
+    for r in records:
+        total = r.get("nodes")
+        if r.get("xnnpack") and isinstance(total, int) and total:
+            taken = r.get("delegated_nodes") or 0
+            if taken * 2 < total:
+                mode = f" ({r['mode']})" if r.get("mode") else ""
+                lines.append(
+                    f"warning: {r['model']}{mode}: XNNPACK took {taken} of "
+                    f"{total} operators under {r.get('runtime')} {r.get('runtime_version', '')}"
+                    f"; the rest run on builtin kernels (slower): try ai-edge-litert"
+                )
+    return lines
+
+
 def markdown(records: list[dict]) -> str:
-    """The Markdown table of benchmark records."""
+    """The Markdown table of benchmark records (XNNPACK: operators delegated / total)."""
     return format_table(
-        ["model", "mode", "threads", "xnnpack", "p50 ms", "p90 ms", "p99 ms", "mean ms", "CV",
+        ["model", "mode", "threads", "runtime", "XNNPACK", "p50 ms", "p90 ms", "p99 ms", "mean ms", "CV",
          "load ms", "first ms", "RSS Δ MB", "size KB", "GMAC/s"],
-        [[r["model"], r.get("mode") or "-", r["threads"], "on" if r["xnnpack"] else "off",
+        [[r["model"], r.get("mode") or "-", r["threads"],
+          f"{r.get('runtime', '?')} {r.get('runtime_version', '')}".strip(), _xnnpack_cell(r),
           r["p50_ms"], r["p90_ms"], r["p99_ms"], r["mean_ms"], r["cv"], r["load_ms"],
           r["first_inference_ms"], r["rss_delta_mb"], r["size_bytes"] / 1024, r["gmacs_per_s"]]
          for r in records],
@@ -227,30 +268,38 @@ def result_document(
     records: list[dict], *, target: dict | None = None, where: str = "host"
 ) -> dict:
     """The JSON document a benchmark writes (host and device alike)."""
-    return {
+    document = {
         "where": where,
         "machine": machine_info(),
         "target": target,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "records": records,
     }
+    emulation = os.environ.get("LITECONV_EMULATION", "").strip()
+    if emulation:  # set by an emulator's wrapper (qemu): the timings are not the board's
+        document["emulated"] = emulation[:200]
+    return document
 
 
 def read_result_document(path: str | Path) -> dict:
-    """A benchmark result document (host or device) read back and checked: a mapping with a
-    ``records`` list whose records name a ``model``, positive ``threads`` and a finite,
-    non-negative ``p50_ms``; one-line errors naming the file and the key."""
-    doc = read_json(path, "benchmark JSON")
+    """A benchmark result document (host or device) read back and checked (see
+    ``check_result_document``); one-line errors naming the file and the key."""
+    return check_result_document(read_json(path, "benchmark JSON"), str(path))
+
+
+def check_result_document(doc, source: str) -> dict:
+    """``doc`` if it is a benchmark document: a mapping with a ``records`` list whose
+    records name a ``model``, positive ``threads`` and a finite, non-negative ``p50_ms``."""
     if not isinstance(doc, dict):
-        raise LiteconvError(f"{path}: expected a benchmark document (a mapping with 'records')")
+        raise LiteconvError(f"{source}: expected a benchmark document (a mapping with 'records')")
     records = doc.get("records")
     if not isinstance(records, list):
-        raise LiteconvError(f"{path}: records: expected a list of benchmark records")
+        raise LiteconvError(f"{source}: records: expected a list of benchmark records")
     where = doc.get("where", "device")
     if not isinstance(where, str) or not where:
-        raise LiteconvError(f"{path}: where: expected a non-empty string")
+        raise LiteconvError(f"{source}: where: expected a non-empty string")
     for i, rec in enumerate(records):
-        key = f"{path}: records[{i}]"
+        key = f"{source}: records[{i}]"
         if not isinstance(rec, dict):
             raise LiteconvError(f"{key}: expected a mapping")
         if not isinstance(rec.get("model"), str):

@@ -59,6 +59,26 @@ def resolve_runtime(runtime: str = "auto") -> str:
     raise LiteconvError(f"No TFLite runtime {runtime!r} is installed; install one: {hint}")
 
 
+_DISTRIBUTIONS = {
+    "litert": "ai-edge-litert",
+    "tflite_runtime": "tflite-runtime",
+    "tf": "tensorflow",
+}
+
+
+def runtime_version(runtime: str) -> str:
+    """The installed version of a runtime (``auto`` resolved first), e.g. ``2.3.0``."""
+    name = resolve_runtime(runtime)
+    from importlib import metadata
+
+    for dist in (_DISTRIBUTIONS[name], "tensorflow-cpu", "tf-nightly"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return str(getattr(_module(name), "__version__", "unknown"))
+
+
 def check_tflite_bytes(blob: bytes, source: str) -> None:
     """Raise a one-line error unless ``blob`` looks like a TFLite flatbuffer."""
     if len(blob) < 8:
