@@ -15,7 +15,7 @@ ARGS ?=
 
 TARGET ?= raspberry-pi-4
 
-.PHONY: help install data test test-fast lint train train-gpu evaluate bench-train \
+.PHONY: help install data sshd test test-fast lint train train-gpu evaluate bench-train \
         export-tflite bench bundle bench-layers report demo bench-arm64 bench-flatten
 
 help:  ## list the targets
@@ -40,7 +40,18 @@ data:  ## install the real Fashion-MNIST (Debian's dataset-fashion-mnist) where 
 	       "(Debian/Ubuntu) or let liteconv download it through Keras when online"; \
 	fi
 
-test: install data  ## the whole test suite, `large` end-to-end cases included (what CI runs)
+sshd:  ## install Debian's openssh-server (the tests start their own sshd on 127.0.0.1) where apt can
+	@if [ -x /usr/sbin/sshd ]; then \
+	  echo "OpenSSH server: /usr/sbin/sshd"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq openssh-server || \
+	   (apt-get update -qq && apt-get install -y -qq openssh-server)) >/dev/null && \
+	  echo "OpenSSH server installed: /usr/sbin/sshd"; \
+	else \
+	  echo "note: no /usr/sbin/sshd: run 'sudo apt-get install openssh-server' for the SSH tests"; \
+	fi
+
+test: install data sshd  ## the whole test suite, `large` end-to-end cases included (what CI runs)
 	$(PY) -m pytest
 
 test-fast: install  ## unit tests only (skips the `large` end-to-end cases)

@@ -194,12 +194,14 @@ def load_bench_documents(paths) -> list[dict]:
 
 def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) -> list[dict]:
     """One row per exported model: accuracy (verify.json), size, MACs, host latency, and
-    the latency of any merged benchmark documents (e.g. from a Raspberry Pi)."""
+    the latency of the given benchmark documents (e.g. from a Raspberry Pi) and of those
+    ``liteconv device run`` fetched into each run (``RUN_DIR/device/*.json``, newest wins)."""
     from liteconv.device.errors import LiteconvError
-    from liteconv.device.harness import benchmark, sidecar_for
+    from liteconv.device.harness import benchmark, read_result_document, sidecar_for
     from liteconv.pipeline.run import Run
 
     rows, files = [], []
+    merges = [(doc, None) for doc in bench_docs]
     for run_dir in run_dirs:
         run = Run.open(run_dir)
         verify = run.file("export") / "verify.json"
@@ -215,18 +217,24 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) ->
             rows.append({"experiment": experiment, "name": name, "mode": v["mode"],
                          "accuracy": v["accuracy"], "agreement": v["agreement"],
                          "size_bytes": v["size_bytes"], "macs": side.get("macs"),
-                         "file": str(path)})  # fmt: skip
+                         "file": str(path), "run": str(run.path)})  # fmt: skip
             files.append(path)
+        device = run.path / "device"
+        if device.is_dir():
+            merges += [(read_result_document(p), str(run.path)) for p in
+                       sorted(device.glob("*.json")) if not p.name.startswith(".")]  # fmt: skip
     if not rows:
         raise LiteconvError("no exported models found in the given runs")
     for rec, row in zip(benchmark(files, threads=[threads], runs=runs), rows):
         row["p50_ms"] = rec["p50_ms"]
-    for doc in bench_docs:
+    for doc, only_run in merges:
         where = doc.get("where", "device")
         for rec in doc.get("records", []):
             if rec.get("threads") != threads:
                 continue
             for row in rows:
+                if only_run not in (None, row["run"]):
+                    continue
                 if rec["model"] in (f"{row['experiment']}/{row['name']}", row["name"]):
                     row[f"p50_ms@{where}"] = rec["p50_ms"]
     return rows

@@ -133,6 +133,34 @@ def ensure_wheels(cache: Path) -> Path:
     return site
 
 
+def python_wrapper(cache: str | Path = ".cache/arm64", install: bool = True) -> Path:
+    """An executable ``cache/python`` that runs the emulated aarch64 Python 3.11 with numpy
+    and ai-edge-litert: what ``liteconv device run --python`` takes to exercise the whole
+    SSH path with aarch64 code. It marks results as emulated (``LITECONV_EMULATION``)."""
+    cache = Path(cache).resolve()
+    qemu = ensure_qemu(install)
+    root = ensure_rootfs(cache, install)
+    site = ensure_wheels(cache)
+    wrapper = cache / "python"
+    script = "\n".join([
+        "#!/bin/sh",
+        "# the emulated aarch64 Python of 'liteconv bench-arm64' (timings NOT representative)",
+        "unset PYTHONHOME",
+        f"export PYTHONPATH={shlex.quote(str(site))} PYTHONDONTWRITEBYTECODE=1",
+        "export LITECONV_EMULATION=qemu-aarch64",
+        f"export LITECONV_PYTHON={shlex.quote(str(wrapper))}  # the model probe's Python",
+        f'exec {shlex.quote(qemu)} -L {shlex.quote(str(root))} '
+        f'{shlex.quote(str(root / PYTHON))} "$@"',
+        "",
+    ])  # fmt: skip
+    if not wrapper.is_file() or wrapper.read_text() != script:
+        tmp = wrapper.with_name(".python.tmp")
+        tmp.write_text(script)
+        tmp.chmod(0o755)
+        tmp.replace(wrapper)
+    return wrapper
+
+
 def newest_bundle(folder: str | Path = "dist") -> Path:
     bundles = sorted(Path(folder).glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
     if not bundles:
@@ -178,25 +206,15 @@ def run_bundle_arm64(
     bundle = Path(bundle)
     if not bundle.is_file():
         raise LiteconvError(f"{bundle}: no such bundle; make one with 'liteconv bundle RUN_DIR'")
-    cache = Path(cache).resolve()
-    qemu = ensure_qemu()
-    root = ensure_rootfs(cache)
-    site = ensure_wheels(cache)
-    python = [qemu, "-L", str(root), str(root / PYTHON)]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(site),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "LITECONV_PYTHON": shlex.join(python),
-    }  # the model probe starts Python again
-    env.pop("PYTHONHOME", None)
+    python = [str(python_wrapper(cache))]
+    env = dict(os.environ)
     probe = subprocess.run([*python, "-c", "import platform; print(platform.machine())"],
                            capture_output=True, text=True, env=env)  # fmt: skip
     if probe.stdout.strip() != "aarch64":
         raise LiteconvError(f"the emulated Python did not start ({probe.stderr.strip()[-200:]})")
     with tempfile.TemporaryDirectory() as tmp:
         folder = _unpack(bundle, tmp)
-        echo(f"emulated aarch64 Python ready ({root}); checking {bundle.name}")
+        echo(f"emulated aarch64 Python ready ({python[0]}); checking {bundle.name}")
         check = _emulated(python, ["--check"], folder, env, "--check")
         echo(check.stdout.strip())
         results = folder / "arm64.json"
