@@ -299,3 +299,62 @@ def test_install_failures_are_one_line_and_leave_nothing(exported_run, tmp_path)
         assert not list((remote / "bundles").iterdir())
     finally:
         offline.stop()
+
+
+# benchmark_model's output in the format its README documents (numbers made up here; no
+# phone exists in this project's machines): the warm-up statistics line, then the timed
+# one, the summary in microseconds, the memory footprint, the delegate line.
+BENCHMARK_MODEL_STDOUT = """\
+STARTING!
+Log parameter values verbosely: [0]
+Num threads: [4]
+Graph: [/data/local/tmp/liteconv/fp32.tflite]
+Use xnnpack: [1]
+Loaded model /data/local/tmp/liteconv/fp32.tflite
+INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
+Explicitly applied XNNPACK delegate, and the model graph will be completely executed by the delegate.
+The input model file size (MB): 0.206904
+Initialized session in 3.411ms.
+Running benchmark for at least 10 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+count=1731 first=412 curr=288 min=271 max=2107 avg=289.4 std=52
+Running benchmark for at least 100 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+count=3460 first=301 curr=285 min=270 max=655 avg=286.9 std=19
+Inference timings in us: Init: 3411, First inference: 412, Warmup (avg): 289.4, Inference (avg): 286.9
+Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
+Memory footprint delta from the start of the tool (MB): init=3.25 overall=4.125
+"""  # noqa: E501
+
+BENCHMARK_MODEL_LOGCAT = """\
+11-24 09:12:01.100  4242  4242 I tflite  : Explicitly applied XNNPACK delegate, and the model graph will be partially executed by the delegate w/ 2 delegate kernels.
+11-24 09:12:01.101  4242  4242 I tflite  : Initialized session in 12.5ms.
+11-24 09:12:01.602  4242  4242 I tflite  : count=40 first=15000 curr=12000 min=11000 max=15000 avg=12250 std=900
+11-24 09:12:02.605  4242  4242 I tflite  : count=80 first=12100 curr=11900 min=11500 max=13100 avg=11950.5 std=250 p5=11600 median=11900 p95=12600
+11-24 09:12:02.606  4242  4242 I tflite  : Inference timings in us: Init: 12500, First inference: 15000, Warmup (avg): 12250, Inference (avg): 11950.5
+"""  # noqa: E501
+
+
+def test_benchmark_model_output_parses_into_records():
+    from liteconv.deploy.adb import parse_address as adb_address
+    from liteconv.deploy.adb import parse_benchmark_output
+
+    fig = parse_benchmark_output(BENCHMARK_MODEL_STDOUT)  # the timed line, not the warm-up
+    assert fig["runs"] == 3460 and fig["p50_is_mean"]
+    assert fig["mean_ms"] == pytest.approx(0.2869) == fig["p50_ms"]
+    assert (fig["std_ms"], fig["min_ms"], fig["max_ms"]) == (0.019, 0.27, 0.655)
+    assert (fig["load_ms"], fig["first_inference_ms"]) == (3.411, 0.412)
+    assert fig["memory_overall_mb"] == 4.125 and fig["delegation"] == "complete"
+    fig = parse_benchmark_output(BENCHMARK_MODEL_LOGCAT)  # Android log prefixes, a median
+    assert fig["runs"] == 80 and not fig["p50_is_mean"] and fig["p50_ms"] == 11.9
+    assert fig["delegation"] == "partial (2 kernels)"
+    with pytest.raises(LiteconvError, match="no timing statistics.*Failed to allocate"):
+        parse_benchmark_output("STARTING!\nERROR: Failed to allocate tensors!\n")
+    assert adb_address("adb://R58M123ABC") == "R58M123ABC" and adb_address("adb://") is None
+    with pytest.raises(LiteconvError):
+        adb_address("adb://bad serial;rm")
+
+
+def test_device_run_on_a_phone_without_adb_or_device_is_one_line(tmp_path):
+    result = _invoke(["device", "run", "adb://R58M123ABC", str(tmp_path)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1
+    assert "adb not found" in lines[0] or "adb:" in lines[0]

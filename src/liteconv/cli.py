@@ -562,8 +562,15 @@ def device_info(address, identity, known_hosts, accept_new_host_key, python, jso
     from liteconv.deploy.remote import board_info, info_lines
     from liteconv.device.files import atomic_write_json
 
-    info = board_info(_board(address, identity, known_hosts, accept_new_host_key), python)
-    for line in info_lines(info):
+    if address.startswith("adb://"):
+        from liteconv.deploy import adb
+
+        info = adb.phone_info(adb.ADB(adb.parse_address(address)))
+        lines = [f"{k:<15} {v}" for k, v in info.items()]
+    else:
+        info = board_info(_board(address, identity, known_hosts, accept_new_host_key), python)
+        lines = info_lines(info)
+    for line in lines:
         click.echo(line)
     if json_path:
         click.echo(f"wrote {atomic_write_json(json_path, info)}")
@@ -615,9 +622,17 @@ def device_run(address, identity, known_hosts, accept_new_host_key, python, sour
                wheelhouse, threads, runs, warmup, keep, remote_dir, bundle_dir):  # fmt: skip
     """Check and benchmark SOURCE (a run folder, default the newest run, or a bundle
     .tar.gz) on the board at ssh://USER@HOST[:PORT]; results into RUN_DIR/device/ and
-    the run's report."""
+    the run's report. adb://SERIAL: an Android phone through LiteRT's benchmark_model
+    (pushed by you to /data/local/tmp; no --check there)."""
     from liteconv.deploy.remote import run_on_board
 
+    if address.startswith("adb://"):  # a phone: benchmark_model, no Python, no --check
+        from liteconv.deploy import adb
+
+        phone = adb.ADB(adb.parse_address(address))
+        adb.run_on_phone(phone, _run_dir(source), threads=int_list(threads) if threads else None,
+                         runs=runs, warmup=warmup, echo=click.echo)  # fmt: skip
+        return
     board = _board(address, identity, known_hosts, accept_new_host_key)
     src = source if source and Path(source).is_file() else _run_dir(source)
     result = run_on_board(board, src, target=target, python=python, wheelhouse=wheelhouse,

@@ -426,10 +426,10 @@ def run_on_board(
         document = _device_document(blob, board, info, output)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         if run is not None:
-            dest = run.path / "device" / f"{board.address.label}-{stamp}.json"
+            dest = write_device_document(run, document, board.address.label)
         else:
             dest = bundle.with_name(f"{name}-{board.address.label}-{stamp}.json")
-        atomic_write_bytes(dest, json.dumps(document, indent=2, allow_nan=False).encode())
+            atomic_write_bytes(dest, json.dumps(document, indent=2, allow_nan=False).encode())
         steps.end(began, str(dest))
     finally:
         if not keep:
@@ -472,6 +472,21 @@ def device_documents(run) -> list[Path]:
         if folder.is_dir()
         else []
     )
+
+
+def write_device_document(run, document: dict, label: str) -> Path:
+    """``RUN_DIR/device/<label>-<time>.json``, written atomically."""
+    dest = run.path / "device" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return atomic_write_bytes(dest, json.dumps(document, indent=2, allow_nan=False).encode())
+
+
+def save_device_document(run, document: dict, label: str, echo=print) -> dict:
+    """Write a device's results into the run and rewrite the run's report with them."""
+    dest = write_device_document(run, document, label)
+    report = _merge_report(run, min(r["threads"] for r in document["records"]))
+    echo(Path(report[1]).read_text().rstrip())
+    echo(f"wrote {dest} and {report[1]}")
+    return {"document": document, "json": dest, "report": report}
 
 
 def _merge_report(run, threads: int) -> list[Path]:
