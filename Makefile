@@ -16,7 +16,7 @@ ARGS ?=
 TARGET ?= raspberry-pi-4
 
 .PHONY: help install data sshd test test-fast lint train train-gpu evaluate bench-train \
-        export-tflite bench bundle bench-layers report demo bench-arm64 bench-flatten
+        export-tflite bench bundle bench-layers report demo bench-arm64 bench-flatten bench-profile profile
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -98,5 +98,11 @@ bench-flatten: install  ## decompose PARENT (a trained baseline run) with severa
 BUNDLE ?=
 bench-arm64: install  ## run BUNDLE (default: newest dist/*.tar.gz) on emulated ARM64: bench.py --check + timings
 	$(LITECONV) bench-arm64 $(BUNDLE)
+
+profile: install  ## per-block latency of RUN (default: newest run) -> RUN/profile.{json,md,png}
+	$(LITECONV) profile $(RUN) $(ARGS)
+
+bench-profile: install  ## sum-of-blocks vs whole-model latency on the four CNNs -> docs/results/profile.*
+	$(LITECONV) bench-profile --out docs/results/profile $(ARGS)
 
 demo: train export-tflite bench bundle  ## the whole job: train, export, verify, benchmark, bundle

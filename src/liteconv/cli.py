@@ -524,6 +524,112 @@ def report(run_dirs, bench_files, threads, runs, out):
         click.echo(f"wrote {path}")
 
 
+@cli.command()
+@click.argument("source", required=False, type=click.Path())
+@click.option(
+    "--mode", "modes", default="fp32,int8", show_default=True, help="comma list of fp32, int8"
+)
+@click.option("--target", default=None, help="a configs/targets name: its cores are pinned")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--runs", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--samples",
+    default=128,
+    show_default=True,
+    type=click.IntRange(1),
+    help="training images whose activations calibrate the int8 blocks",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(),
+    help="write OUT.json, OUT.md, OUT.png (default for a run: RUN_DIR/profile)",
+)
+@click.option("--json", "json_path", default=None, type=click.Path(), help="also this JSON")
+@click.option("--markdown", "md_path", default=None, type=click.Path(), help="also this .md")
+@click.option("--plot", "plot_path", default=None, type=click.Path(), help="also this PNG")
+@click.option(
+    "--cache",
+    default=".cache/latency",
+    show_default=True,
+    help="the latency table (one JSON per machine, runtime and target)",
+)
+@click.option("--refresh", is_flag=True, help="measure again what the latency table holds")  # fmt: skip
+def profile(source, modes, target, threads, runs, warmup, samples, out, json_path, md_path,
+            plot_path, cache, refresh):  # fmt: skip
+    """Per-block latency of a run's model (default: the newest run) or of a MODEL.keras, as
+    TFLite on this CPU: blocks as the converter fuses them, timed interleaved with the
+    whole model; the sum of the blocks against the whole model as a prediction error."""
+    import numpy as np
+
+    from liteconv.bench.profile import profile_markdown, profile_plot, write_profile
+    from liteconv.device.files import atomic_write_json, atomic_write_text
+    from liteconv.device.targets import load_target
+
+    wanted = [m.strip() for m in modes.split(",") if m.strip()]
+    spec = load_target(target) if target else None
+    if source and Path(source).is_file():
+        from liteconv.pipeline.model_file import load_keras_model
+
+        model = load_keras_model(source)
+        shape = tuple(model.inputs[0].shape[1:])
+        click.echo(f"{source}: no data with it: int8 blocks are calibrated with uniform "
+                   "[0, 1] images (give a run folder to use its training images)")  # fmt: skip
+        images = np.random.default_rng(0).uniform(size=(samples, *shape)).astype("float32")
+        default_out, title = None, f"{Path(source).name}"
+    else:
+        from liteconv.pipeline import run as runlib
+        from liteconv.pipeline.evaluate import float32_run_model, run_data
+
+        run = runlib.Run.open(_run_dir(source))
+        model = float32_run_model(run)
+        images, _ = run_data(run).arrays("train", limit=samples)
+        default_out = run.path / "profile"
+        title = f"{run.manifest().get('experiment', run.path.parent.name)}/{run.path.name}"
+
+    def progress(stage, mode, done, total):
+        if done == total or done % 10 == 0:
+            click.echo(f"{mode}: converted {done}/{total} blocks", err=True)
+
+    from liteconv.bench.profile import profile_model
+
+    results = profile_model(model, calibration=images, modes=wanted, threads=threads,
+                            runs=runs, warmup=warmup, cores=spec.cores if spec else None,
+                            target=spec.name if spec else "host", cache=cache or None,
+                            refresh=refresh, progress=progress)  # fmt: skip
+    title = f"{title}: per-block latency, {threads} thread(s)"
+    for mode, result in results.items():
+        click.echo(f"\n{profile_markdown(result, mode)}")
+        if not result["measured"]:
+            click.echo(f"({mode}: every figure from the latency table; --refresh measures again)")
+    written = (
+        list(write_profile(results, out or default_out, title)) if (out or default_out) else []
+    )
+    if json_path:
+        written.append(atomic_write_json(json_path, {"title": title, "modes": results}))
+    if md_path:
+        text = "\n\n".join(profile_markdown(r, m) for m, r in results.items())
+        written.append(atomic_write_text(md_path, f"# {title}\n\n{text}\n"))
+    if plot_path:
+        written.append(profile_plot(results, plot_path, title))
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+@cli.command("bench-profile")
+@click.option("--out", default="docs/results/profile", show_default=True)
+@click.option("--runs", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1))
+def bench_profile(out, runs, threads):
+    """How well the sum of per-block latencies predicts the whole model: baseline,
+    flattened, separable (28x28x1) and MobileNet v1 α=0.5 (128x128x3), fp32 and int8."""
+    from liteconv.bench.profile import profile_study
+
+    for path in profile_study(out, runs=runs, threads=threads, echo=click.echo):
+        click.echo(f"wrote {path}")
+
+
 @cli.group()
 def device():
     """A board over SSH: describe it, fetch wheels for it, benchmark a run on it."""

@@ -59,13 +59,16 @@ def is_qat_model(model) -> bool:
 
 
 def _representative(data, count: int):
-    arr = np.asarray(data, dtype=np.float32)[:count]
-    if arr.shape[0] == 0:
+    """Calibration samples one at a time; ``data`` is an array, or a list of arrays for a
+    model with several inputs (one per input, in the model's input order)."""
+    several = isinstance(data, (list, tuple)) and len(data) > 0 and np.ndim(data[0]) >= 2
+    arrays = [np.asarray(a, dtype=np.float32)[:count] for a in (data if several else [data])]
+    if arrays[0].shape[0] == 0:
         raise ConversionError("representative_data is empty")
 
     def gen():
-        for i in range(arr.shape[0]):
-            yield [arr[i : i + 1]]
+        for i in range(arrays[0].shape[0]):
+            yield [a[i : i + 1] for a in arrays]
 
     return gen
 

@@ -1,0 +1,121 @@
+"""`liteconv profile`: blocks as the converter fuses them, their costs, the latency table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import copy_run
+from liteconv.bench import profile as prof
+from liteconv.cli import cli
+from liteconv.compat import keras
+from liteconv.keras_layers import create_model, model_cost
+
+L = keras.layers
+
+
+def _branchy():
+    """Residual add, a dense+BN, a non-fusable activation, dropout: not a plain chain."""
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(max_value=6.0)(x)
+    y = L.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    y = L.BatchNormalization()(y)  # after a fused activation: not folded
+    x = L.Add()([x, y])
+    x = L.Activation("swish")(x)
+    x = L.Dropout(0.3)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dense(6)(x)
+    x = L.BatchNormalization()(x)
+    return keras.Model(inputs, L.Dense(4, activation="softmax")(x))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: create_model("baseline_cnn", input_shape=(28, 28, 1), num_classes=10),
+     lambda: create_model("flattened_cnn", input_shape=(28, 28, 1), num_classes=10),
+     lambda: create_model("separable_cnn", input_shape=(28, 28, 1), num_classes=10),
+     lambda: create_model("mobilenet_v1", input_shape=(64, 64, 3), num_classes=10, alpha=0.5),
+     _branchy],
+    ids=["baseline", "flattened", "separable", "mobilenet", "branchy"],
+)  # fmt: skip
+def test_blocks_cover_every_layer_and_all_macs(build):
+    model = build()
+    blocks = prof.model_blocks(model)
+    assert sum(b.macs for b in blocks) == model_cost(model).total_macs
+    seen = [layer.name for b in blocks for layer in b.layers]
+    expected = [layer.name for layer in model.layers
+                if not isinstance(layer, (L.InputLayer, *prof.IDENTITIES))]  # fmt: skip
+    assert sorted(seen) == sorted(expected) and len(seen) == len(set(seen))
+
+
+def test_fusion_follows_the_converter():
+    kinds = [b.kind for b in prof.model_blocks(_branchy())]
+    assert kinds == ["Conv2D 3x3+BN+ReLU", "DepthwiseConv2D 3x3", "BatchNormalization", "Add",
+                     "Activation", "GlobalAveragePooling2D", "Dense", "BatchNormalization",
+                     "Dense"]  # fmt: skip
+    flat = prof.model_blocks(create_model("flattened_cnn", input_shape=(28, 28, 1),
+                                          num_classes=10))  # fmt: skip
+    stage = [b.kind for b in flat if b.name.startswith("block2_s1")]
+    assert stage == ["Conv2D 1x1", "DepthwiseConv2D 3x1", "DepthwiseConv2D 1x3"]
+
+
+def test_each_block_alone_computes_what_it_computes_inside_the_model():
+    model = _branchy()
+    images = np.random.default_rng(0).uniform(size=(4, 12, 12, 3)).astype("float32")
+    blocks = prof.model_blocks(model)
+    acts = prof.block_activations(model, blocks, images)
+    outputs = keras.Model(model.inputs, [b.layers[-1].output for b in blocks]).predict(
+        images, verbose=0
+    )
+    for block, inputs, expected in zip(blocks, acts, outputs):
+        got = prof.block_model(block).predict(inputs if len(inputs) > 1 else inputs[0],
+                                              batch_size=1, verbose=0)  # fmt: skip
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=block.name)
+    assert len(model.layers[1]._inbound_nodes) == 1  # the original layers were not reused
+
+
+def test_second_profile_comes_from_the_latency_table(tmp_path, monkeypatch):
+    model = create_model("separable_cnn", input_shape=(8, 8, 1), num_classes=3)
+    images = np.random.default_rng(1).uniform(size=(16, 8, 8, 1)).astype("float32")
+    kw = dict(calibration=images, modes=["fp32", "int8"], runs=3, warmup=0, cache=tmp_path)
+    first = prof.profile_model(model, **kw)
+    n = len(prof.model_blocks(model))
+    assert [first[m]["measured"] for m in ("fp32", "int8")] == [n + 2, n + 2]
+
+    def no_measuring(*_a, **_k):
+        raise AssertionError("measured although the latency table holds every figure")
+
+    monkeypatch.setattr(prof, "benchmark", no_measuring)
+    second = prof.profile_model(model, **kw)
+    assert [second[m]["measured"] for m in ("fp32", "int8")] == [0, 0]
+    for mode in ("fp32", "int8"):
+        assert second[mode]["blocks"] == first[mode]["blocks"]
+        r = second[mode]
+        assert r["predicted_ms"] == pytest.approx(
+            r["sum_ms"] - (n - 1) * r["invoke_overhead_ms"], abs=1e-6)  # fmt: skip
+        assert sum(b["share"] for b in r["blocks"]) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(AssertionError, match="measured although"):
+        prof.profile_model(model, **kw, refresh=True)
+
+
+@pytest.mark.large
+def test_cli_profile_of_a_run_writes_table_json_and_plot(exported_run, tmp_path):
+    run = copy_run(exported_run, tmp_path / "run")
+    result = CliRunner().invoke(cli, ["profile", str(run), "--mode", "fp32", "--runs", "3",
+                                      "--warmup", "0", "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads((run / "profile.json").read_text())
+    blocks = doc["modes"]["fp32"]["blocks"]
+    from liteconv.pipeline.evaluate import load_run_model
+    from liteconv.pipeline.run import Run
+
+    assert sum(b["macs"] for b in blocks) == model_cost(load_run_model(Run.open(run))).total_macs
+    assert (run / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "prediction error" in (run / "profile.md").read_text()
+    bad = CliRunner().invoke(cli, ["profile", str(run), "--mode", "fp64"])
+    assert bad.exit_code == 2 and "--mode 'fp64'" in bad.output
