@@ -201,13 +201,56 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
               help="keep the BatchNorm statistics of the parent")  # fmt: skip
 @click.option("--name", help="experiment name of the new run (default: <parent>_<method>)")
 @click.option("--out", default="runs", show_default=True, help="parent folder of the runs")
+@click.option(
+    "--budget-ms",
+    type=click.FloatRange(0, min_open=True),
+    help="choose keep/lvh1/lvh2/cp:R per layer so the predicted latency meets this",
+)
+@click.option(
+    "--mode",
+    "budget_mode",
+    type=click.Choice(["int8", "fp32"]),
+    default="int8",
+    show_default=True,
+    help="with --budget-ms: the deployed precision",
+)
+@click.option("--target", default=None, help="with --budget-ms: a target whose cores are pinned")
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="with --budget-ms: interpreter threads",
+)
+@click.option("--cache", default=".cache/latency", show_default=True,
+              help="with --budget-ms: the latency table")  # fmt: skip
 def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_ratio, layers,
-            min_macs, epochs, learning_rate, no_bn_reestimate, name, out):  # fmt: skip
-    """Decompose RUN_DIR's trained convolutions (flattened LVH or CP), fine-tune, new run."""
+            min_macs, epochs, learning_rate, no_bn_reestimate, name, out, budget_ms,
+            budget_mode, target, threads, cache):  # fmt: skip
+    """Decompose RUN_DIR's trained convolutions (flattened LVH or CP), fine-tune, new run.
+    With --budget-ms the method is chosen per layer to meet a latency on this CPU."""
     from liteconv.pipeline.flatten_run import flatten_run
 
     if (run_dir is None) == (model_path is None):
         raise LiteconvError("give a RUN_DIR or --model MODEL.keras -c CONFIG (one of them)")
+    budget = None
+    if budget_ms is not None:
+        if layers or rank or rank_ratio or method != "lvh" or stages != 1 or min_macs:
+            raise LiteconvError(
+                "--budget-ms chooses the method per layer: drop --method, "
+                "--stages, --rank, --rank-ratio, --layers and --min-macs"
+            )
+        from liteconv.device.targets import load_target
+
+        spec = load_target(target) if target else None
+        budget = {
+            "ms": budget_ms,
+            "mode": budget_mode,
+            "threads": threads,
+            "cores": spec.cores if spec else None,
+            "target": spec.name if spec else "host",
+            "cache": cache or None,
+        }
     if rank and rank_ratio:
         raise LiteconvError("give --rank or --rank-ratio, not both")
     if (rank or rank_ratio) and method != "cp":
@@ -231,7 +274,7 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
         run_dir, model_path=model_path, cfg=cfg, method=method, stages=stages, rank=rank,
         rank_ratio=rank_ratio, layers=names, min_macs=min_macs, epochs=epochs,
         learning_rate=learning_rate, out=out, name=name,
-        bn_reestimate=not no_bn_reestimate, progress=progress, echo=click.echo,
+        bn_reestimate=not no_bn_reestimate, budget=budget, progress=progress, echo=click.echo,
     )  # fmt: skip
     click.echo(f"run folder: {run.path}")
 

@@ -89,11 +89,24 @@ class Block:
 
     def signature(self) -> dict:
         """What the latency depends on: layer types and settings, input shapes."""
-        configs = []
-        for layer in self.layers:
-            config = {k: v for k, v in layer.get_config().items() if k != "name"}
-            configs.append([type(layer).__name__, config])
-        return {"layers": configs, "inputs": [list(t.shape[1:]) for t in self.inputs]}
+        return {"layers": layer_signature(self.layers),
+                "inputs": [list(t.shape[1:]) for t in self.inputs]}  # fmt: skip
+
+
+_NOT_LATENCY = ("name", "trainable", "dtype", "initializer", "regularizer", "constraint")
+
+
+def layer_signature(layers) -> list:
+    """Layer types and the settings that change the computation (not names, initializers,
+    regularizers or constraints), for latency-table keys."""
+    out = []
+    for layer in layers:
+        if isinstance(layer, L.InputLayer):
+            continue
+        config = {k: v for k, v in layer.get_config().items()
+                  if not any(part in k for part in _NOT_LATENCY)}  # fmt: skip
+        out.append([type(layer).__name__, config])
+    return out
 
 
 def _fuses(layer, block: Block) -> bool:

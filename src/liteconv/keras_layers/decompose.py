@@ -272,6 +272,17 @@ def choose_layers(model, layers: list[str] | None = None, min_macs: int = 0) -> 
     return chosen
 
 
+def parse_choice(choice: str) -> tuple[str, int | None]:
+    """``keep`` / ``lvh1`` / ``lvh2`` / ``cp:R`` as ``(method, stages or rank)``."""
+    if choice == "keep":
+        return "keep", None
+    if choice in ("lvh1", "lvh2"):
+        return "lvh", int(choice[-1])
+    if choice.startswith("cp:") and choice[3:].isdigit() and int(choice[3:]) >= 1:
+        return "cp", int(choice[3:])
+    raise ValueError(f"Unknown choice {choice!r}; expected keep, lvh1, lvh2 or cp:R")
+
+
 def flatten_model(
     model,
     *,
@@ -283,6 +294,7 @@ def flatten_model(
     min_macs: int = 0,
     max_iter: int = 500,
     progress: Callable[[int, int, str, float], None] | None = None,
+    plan: dict[str, str] | None = None,
 ):
     """Decompose the eligible ``Conv2D`` layers of ``model``; returns ``(model, report)``.
 
@@ -295,6 +307,10 @@ def flatten_model(
         min_macs: skip convolutions with fewer MACs than this.
         max_iter: ALS iterations at most.
         progress: called ``progress(done, total, layer_name, rel_error)`` after each layer.
+        plan: a choice per layer instead of one method for all: ``{name: "keep" | "lvh1" |
+            "lvh2" | "cp:R"}`` (``flatten --budget-ms`` makes one); layers not named are
+            kept. ``method``, ``stages``, ``rank``, ``layers`` and ``min_macs`` are then
+            not used.
 
     Returns:
         The new model (other layers keep their weights) and one ``Decomposition.row()``
@@ -312,20 +328,28 @@ def flatten_model(
         raise ValueError(f"Expected a positive rank, received rank={rank!r}")
     if rank_ratio is not None and not 0 < rank_ratio <= 4:
         raise ValueError(f"Expected 0 < rank_ratio <= 4, received rank_ratio={rank_ratio!r}")
-    chosen = {lyr.name for lyr in choose_layers(model, layers, min_macs)}
+    if plan is not None:
+        choices = {name: parse_choice(choice) for name, choice in plan.items()}
+        choices = {name: c for name, c in choices.items() if c[0] != "keep"}
+        choose_layers(model, list(choices) or None)  # every named layer exists, is eligible
+    else:
+        choices = {lyr.name: (method, stages if method == "lvh" else rank)
+                   for lyr in choose_layers(model, layers, min_macs)}  # fmt: skip
+    chosen = set(choices)
     found: dict[str, Decomposition] = {}
 
     def build_block(layer, x):
         if layer.name not in chosen:
             return None
-        if method == "lvh":
-            weights, err = _lvh_weights(layer, stages, max_iter)
-            out, r = _lvh_block(layer, x, stages), 1
+        how, arg = choices[layer.name]
+        if how == "lvh":
+            weights, err = _lvh_weights(layer, arg, max_iter)
+            out, r = _lvh_block(layer, x, arg), 1
         else:
-            r = rank or max(1, round((rank_ratio or 0.5) * layer.filters))
+            r = arg or max(1, round((rank_ratio or 0.5) * layer.filters))
             weights, err = _cp_weights(layer, r, max_iter)
             out = _cp_block(layer, x, r)
-        found[layer.name] = Decomposition(layer.name, method if method == "cp" else f"lvh{stages}",
+        found[layer.name] = Decomposition(layer.name, "cp" if how == "cp" else f"lvh{arg}",
                                           r, err, weights)  # fmt: skip
         if progress:
             progress(len(found), len(chosen), layer.name, err)

@@ -106,17 +106,37 @@ def flatten_run(
     out: str | Path = "runs",
     name: str | None = None,
     bn_reestimate: bool = True,
+    budget: dict | None = None,
     progress=None,
     echo=print,
 ) -> runlib.Run:
     """Decompose, evaluate, fine-tune ``epochs`` and write a new run; returns it.
 
     ``learning_rate`` defaults to a quarter of the parent's (cosine decay over the
-    fine-tune, the parent's optimizer, batch size and augmentation).
+    fine-tune, the parent's optimizer, batch size and augmentation). ``budget``
+    (``{"ms", "mode", "threads", "cores", "target", "cache"}``) chooses the method per
+    layer to meet a predicted latency (``bench.budget``); the fine-tuned model is then
+    measured against it (same machine, same run) and the result kept in the manifest.
     """
     model, cfg, parent = _parent(run_dir, model_path, cfg)
     learning_rate = learning_rate or cfg.train.learning_rate / 4
     tag = f"{method}{stages}" if method == "lvh" else f"cp{rank or ''}"
+    plan = None
+    if budget is not None:
+        from liteconv.bench.budget import plan_for_budget
+
+        calibration, _ = load_dataset(cfg.data, batch_size=cfg.train.batch_size,
+                                      seed=cfg.train.seed).arrays("train", limit=128)  # fmt: skip
+        plan = plan_for_budget(model, budget["ms"], calibration=calibration,
+                               mode=budget["mode"], threads=budget["threads"],
+                               cores=budget.get("cores"), target=budget.get("target", "host"),
+                               cache=budget.get("cache"), echo=echo)  # fmt: skip
+        echo(f"plan for {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): "
+             f"predicted {plan.predicted_ms:.4f} ms (as it is {plan.baseline_ms:.4f} ms, "
+             f"fastest reachable {plan.fastest_ms:.4f} ms); multiple-choice knapsack, least "
+             "summed kernel error")  # fmt: skip
+        echo(plan.table())
+        tag = f"budget{budget['ms']:g}ms".replace(".", "p")
     experiment = name or f"{cfg.experiment}_{tag}"
     child = _child_config(cfg, experiment, epochs, learning_rate)
     resumable = runlib.Run.find_resumable(out, experiment, config_hash(child))
@@ -129,7 +149,8 @@ def flatten_run(
     try:
         flat, report = flatten_model(model, method=method, stages=stages, rank=rank,
                                      rank_ratio=rank_ratio, layers=layers, min_macs=min_macs,
-                                     progress=progress)  # fmt: skip
+                                     progress=progress,
+                                     plan=plan.choices if plan else None)  # fmt: skip
     except ValueError as err:
         raise LiteconvError(str(err)) from None
     before, after = model_cost(model), model_cost(flat)
@@ -155,7 +176,11 @@ def flatten_run(
                  "macs_before": before.total_macs, "macs_after": after.total_macs,
                  "params_before": before.total_params, "params_after": after.total_params,
                  "accuracy_decomposed": acc_decomposed, "accuracy_bn_reestimated": acc_bn,
-                 "fine_tune_epochs": epochs, "learning_rate": learning_rate},
+                 "fine_tune_epochs": epochs, "learning_rate": learning_rate,
+                 "budget": None if plan is None else {
+                     "ms": budget["ms"], "mode": plan.mode, "threads": budget["threads"],
+                     "plan": plan.choices, "predicted_ms": plan.predicted_ms,
+                     "fastest_ms": plan.fastest_ms, "parent_predicted_ms": plan.baseline_ms}},
         class_names=splits.class_names, input_shape=list(splits.input_shape),
         model={"name": flat.name, "kwargs": {}, "params": after.total_params,
                "macs": after.total_macs},
@@ -167,7 +192,38 @@ def flatten_run(
         )
         run.update_manifest(artifacts=run.artifact_hashes())
         echo(f"run folder: {run.path}")
-        return run
-    return train(
-        None, out=out, resume=run.path, echo=echo, callbacks=[TestAccuracyPerEpoch(run, splits)]
-    )
+    else:
+        run = train(None, out=out, resume=run.path, echo=echo,
+                    callbacks=[TestAccuracyPerEpoch(run, splits)])  # fmt: skip
+    if plan is not None:
+        _measure_budget(run, model, budget, plan, echo)
+    return run
+
+
+def _measure_budget(run: runlib.Run, parent_model, budget: dict, plan, echo) -> None:
+    """Time the new model against the parent as converted for the budget's mode, side by
+    side, and record whether the budget was met."""
+    import tempfile
+
+    from liteconv.bench.profile import _convert
+    from liteconv.device.harness import benchmark, pin_cores
+    from liteconv.pipeline.evaluate import load_run_model, run_data
+
+    images, _ = run_data(run).arrays("train", limit=128)
+    child = load_run_model(run)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name, m in (("flattened", child), ("parent", parent_model)):
+            path = Path(tmp) / f"{name}.tflite"
+            path.write_bytes(_convert(m, plan.mode, images))
+            paths.append(path)
+        with pin_cores(budget.get("cores")):
+            records = benchmark(paths, threads=[budget["threads"]], runs=200, warmup=20)
+    measured, parent_ms = records[0]["p50_ms"], records[1]["p50_ms"]
+    met = measured <= budget["ms"]
+    echo(f"budget {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): measured "
+         f"{measured:.4f} ms (parent {parent_ms:.4f} ms, predicted {plan.predicted_ms:.4f} ms): "
+         f"{'met' if met else 'NOT met'}")  # fmt: skip
+    record = dict((run.manifest().get("flatten") or {}).get("budget") or {})
+    record.update(measured_ms=measured, parent_measured_ms=parent_ms, met=met)
+    run.update_manifest(flatten={"budget": record})

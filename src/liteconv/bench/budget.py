@@ -1,0 +1,201 @@
+"""``flatten --budget-ms``: choose per convolution keep / lvh1 / lvh2 / cp:R to meet a latency.
+
+Each eligible convolution's profile block (the conv with the batch normalisation and
+activation the converter fuses into it) is decomposed every candidate way on its own,
+and each candidate is converted and timed at the block's real input shape, interleaved,
+through ``liteconv profile``'s latency table (so asking again measures nothing). The
+whole model's latency is predicted as in ``profile``: the sum of its blocks less one
+per-invoke cost per extra block; a candidate replaces its block's time.
+
+The choice is a multiple-choice knapsack, solved exactly by dynamic programming over the
+latency in steps of 1/2000 of the budget (each candidate's time rounded up, so a plan that
+fits in steps fits in milliseconds): the summed relative reconstruction error of the
+kernels is smallest among the plans whose predicted latency meets the budget.
+
+Example:
+    >>> plan = plan_for_budget(model, 1.5, calibration=images, mode="int8")
+    >>> plan.choices
+    {'block2_conv': 'lvh2', 'block3_conv': 'cp:32', ...}
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from liteconv.bench import profile as prof
+from liteconv.device.errors import LiteconvError
+from liteconv.device.harness import benchmark, pin_cores
+from liteconv.device.tables import format_table
+from liteconv.keras_layers.cost import layer_macs
+from liteconv.keras_layers.decompose import eligible, flatten_model
+
+STEPS = 2000
+
+
+def candidates(layer, rank_ratios=(0.25, 0.5)) -> list[str]:
+    """keep, lvh1, lvh2 and CP at ``rank_ratios`` of the output channels."""
+    ranks = sorted({max(1, round(r * layer.filters)) for r in rank_ratios})
+    return ["keep", "lvh1", "lvh2", *(f"cp:{r}" for r in ranks)]
+
+
+@dataclass
+class Plan:
+    """The choice per convolution, what it predicts, and the whole table behind it."""
+
+    budget_ms: float
+    mode: str
+    choices: dict[str, str]
+    predicted_ms: float
+    fastest_ms: float
+    baseline_ms: float
+    rows: list[dict] = field(default_factory=list)
+
+    def table(self) -> str:
+        picked = [r for r in self.rows if r["chosen"]]
+        return format_table(
+            ["layer", "choice", "block ms", "kept ms", "rel. error", "MACs"],
+            [[r["layer"], r["choice"], r["ms"], r["keep_ms"], round(r["error"], 4), r["macs"]]
+             for r in picked],
+            markdown=True,
+        )  # fmt: skip
+
+
+def _choose(options: list[list[tuple[float, float]]], capacity_ms: float) -> list[int] | None:
+    """Indices (one per layer) minimising the summed error with sum(ms) <= capacity."""
+    if capacity_ms < 0:
+        return None
+    unit = capacity_ms / STEPS if capacity_ms > 0 else 1.0
+    inf = math.inf
+    best = np.full(STEPS + 1, inf)
+    best[0] = 0.0
+    picks = []
+    for layer in options:
+        new = np.full(STEPS + 1, inf)
+        pick = np.full(STEPS + 1, -1)
+        for j, (ms, err) in enumerate(layer):
+            w = math.ceil(ms / unit - 1e-9)
+            if w > STEPS:
+                continue
+            shifted = np.full(STEPS + 1, inf)
+            shifted[w:] = best[: STEPS + 1 - w] + err
+            better = shifted < new
+            new[better], pick[better] = shifted[better], j
+        best = new
+        picks.append(pick)
+    if not np.isfinite(best).any():
+        return None
+    b = int(np.argmin(best))
+    chosen = []
+    for layer, pick in zip(reversed(options), reversed(picks)):
+        j = int(pick[b])
+        chosen.append(j)
+        b -= math.ceil(layer[j][0] / unit - 1e-9)
+    return chosen[::-1]
+
+
+def plan_for_budget(
+    model,
+    budget_ms: float,
+    *,
+    calibration: np.ndarray,
+    mode: str = "int8",
+    threads: int = 1,
+    runs: int = 100,
+    warmup: int = 10,
+    cores: list[int] | None = None,
+    target: str = "host",
+    cache: str | Path | None = ".cache/latency",
+    echo=print,
+) -> Plan:
+    """The plan meeting ``budget_ms`` (predicted) with the least summed kernel error.
+
+    Raises:
+        LiteconvError: no eligible convolution, or a budget below the fastest plan (the
+            message names the fastest reachable latency).
+    """
+    if budget_ms <= 0:
+        raise LiteconvError(f"--budget-ms {budget_ms}: expected a positive number of ms")
+    whole = prof.profile_model(model, calibration=calibration, modes=[mode], threads=threads,
+                               runs=runs, warmup=warmup, cores=cores, target=target,
+                               cache=cache, echo=echo)[mode]  # fmt: skip
+    blocks = prof.model_blocks(model)
+    targets = [(i, b) for i, b in enumerate(blocks) if eligible(b.layers[0])]
+    if not targets:
+        raise LiteconvError(f"{model.name}: no convolution to decompose (stock Conv2D, k ≥ 2)")
+    acts = prof.block_activations(model, [b for _, b in targets], calibration)
+    table = prof.LatencyTable(cache, target) if cache else None
+    rows, todo = [], []
+    echo(f"decomposing {len(targets)} convolution(s) every candidate way")
+    for (i, block), act in zip(targets, acts):
+        layer = block.layers[0]
+        base = prof.block_model(block)
+        said = []
+        for choice in candidates(layer):
+            if choice == "keep":
+                cand, err = base, 0.0
+            else:
+                try:
+                    cand, report = flatten_model(base, plan={layer.name: choice})
+                except np.linalg.LinAlgError:  # CP's ALS on a degenerate kernel (C_in = 1)
+                    said.append(f"{choice} failed (singular), not a candidate")
+                    continue
+                err = float(report[0]["rel_error"])
+                said.append(f"{choice} {err:.3f}")
+            key = prof.LatencyTable.key({"candidate": prof.layer_signature(cand.layers),
+                                         "input": list(block.inputs[0].shape[1:])},
+                                        mode, threads)  # fmt: skip
+            row = {"layer": layer.name, "block": i, "choice": choice, "error": err, "key": key,
+                   "macs": sum(layer_macs(x) for x in cand.layers), "chosen": False}  # fmt: skip
+            rows.append(row)
+            if choice == "keep":
+                row["ms"] = whole["blocks"][i]["p50_ms"]  # measured with the whole profile
+            elif table is not None and key in table.entries:
+                row["ms"] = table.entries[key]["p50_ms"]
+            else:
+                todo.append((row, cand, act[0]))
+        echo(f"  {layer.name}: relative error {', '.join(said)}")
+    if todo:
+        echo(f"timing {len(todo)} candidate block(s) ({mode}, {threads} thread(s))")
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for n, (_, cand, data) in enumerate(todo):
+                path = Path(tmp) / f"cand-{n}.tflite"
+                path.write_bytes(prof._convert(cand, mode, data))
+                paths.append(path)
+            with pin_cores(cores):
+                records = benchmark(paths, threads=[threads], runs=runs, warmup=warmup)
+        for (row, _, _), rec in zip(todo, records):
+            row["ms"] = rec["p50_ms"]
+            if table is not None:
+                table.entries[row["key"]] = {"p50_ms": rec["p50_ms"], "mean_ms": rec["mean_ms"],
+                                             "runs": rec["runs"]}  # fmt: skip
+        if table is not None:
+            table.save()
+    by_layer: dict[str, list[dict]] = {}
+    for row in rows:
+        by_layer.setdefault(row["layer"], []).append(row)
+    keep_ms = {name: opts[0]["ms"] for name, opts in by_layer.items()}
+    for row in rows:
+        row["keep_ms"] = keep_ms[row["layer"]]
+    fixed = whole["predicted_ms"] - sum(keep_ms.values())  # the other blocks, less overhead
+    fastest = fixed + sum(min(r["ms"] for r in opts) for opts in by_layer.values())
+    options = [[(r["ms"], r["error"]) for r in opts] for opts in by_layer.values()]
+    picks = _choose(options, budget_ms - fixed)
+    if picks is None:
+        raise LiteconvError(
+            f"--budget-ms {budget_ms:g}: no plan reaches it; the fastest reachable is "
+            f"{fastest:.4f} ms predicted ({mode}, {threads} thread(s); the model as it is: "
+            f"{whole['predicted_ms']:.4f} ms)"
+        )
+    choices = {}
+    for opts, j in zip(by_layer.values(), picks):
+        opts[j]["chosen"] = True
+        choices[opts[j]["layer"]] = opts[j]["choice"]
+    predicted = fixed + sum(opts[j]["ms"] for opts, j in zip(by_layer.values(), picks))
+    return Plan(budget_ms, mode, choices, round(predicted, 6), round(fastest, 6),
+                whole["predicted_ms"], rows)  # fmt: skip

@@ -1,0 +1,67 @@
+"""`flatten --budget-ms`: the knapsack choice, the plan, an impossible budget."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from liteconv.bench import budget as bud
+from liteconv.cli import cli
+from liteconv.device.errors import LiteconvError
+from liteconv.keras_layers import create_model
+
+
+def test_knapsack_matches_exhaustive_search():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        layers = [[(float(ms), float(err)) for ms, err in
+                   zip(rng.uniform(0.1, 1.0, 4), [0.0, *rng.uniform(0, 1, 3)])]
+                  for _ in range(rng.integers(1, 5))]  # fmt: skip
+        cap = float(rng.uniform(0.2, 3.0))
+        unit = cap / bud.STEPS  # the DP's promise: optimal among plans that fit with each
+        best = None  # time rounded up to 1/STEPS of the budget
+        for combo in itertools.product(*[range(len(x)) for x in layers]):
+            steps = sum(math.ceil(layers[i][j][0] / unit - 1e-9) for i, j in enumerate(combo))
+            err = sum(layers[i][j][1] for i, j in enumerate(combo))
+            if steps <= bud.STEPS and (best is None or err < best[0]):
+                best = (err, combo)
+        got = bud._choose(layers, cap)
+        if best is None:
+            assert got is None
+            continue
+        assert sum(layers[i][j][0] for i, j in enumerate(got)) <= cap + 1e-9
+        assert sum(layers[i][j][1] for i, j in enumerate(got)) == pytest.approx(best[0])
+
+
+def test_plan_keeps_everything_for_a_loose_budget_and_names_the_fastest(tmp_path):
+    model = create_model("baseline_cnn", input_shape=(12, 12, 1), num_classes=3)
+    images = np.random.default_rng(0).uniform(size=(16, 12, 12, 1)).astype("float32")
+    kw = dict(calibration=images, mode="fp32", runs=3, warmup=0, cache=tmp_path,
+              echo=lambda *_: None)  # fmt: skip
+    loose = bud.plan_for_budget(model, 1e3, **kw)
+    assert set(loose.choices.values()) == {"keep"} and loose.predicted_ms == pytest.approx(
+        loose.baseline_ms)  # fmt: skip
+    layers = {r["layer"] for r in loose.rows}
+    assert len(layers) == 5  # keep, lvh1, lvh2, 2 CP ranks (CP fails on the C_in = 1 conv)
+    assert 5 * 5 - 2 <= len(loose.rows) <= 5 * 5
+    assert all(r["error"] == 0 for r in loose.rows if r["choice"] == "keep")
+    assert all(0 < r["error"] < 1 for r in loose.rows if r["choice"] != "keep")
+    # the fastest plan is reachable exactly; just below it is not (and says how fast)
+    fastest = bud.plan_for_budget(model, loose.fastest_ms * 1.001, **kw)
+    assert fastest.predicted_ms <= loose.fastest_ms * 1.001
+    with pytest.raises(LiteconvError, match=f"fastest reachable is {loose.fastest_ms:.4f} ms"):
+        bud.plan_for_budget(model, loose.fastest_ms * 0.9, **kw)
+
+
+@pytest.mark.large
+def test_impossible_budget_exits_2_naming_the_fastest(run_copy, tmp_path):
+    result = CliRunner().invoke(cli, ["flatten", str(run_copy), "--budget-ms", "0.00001",
+                                      "--mode", "fp32", "--out", str(tmp_path / "runs"),
+                                      "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "no plan reaches it; the fastest reachable is" in result.output
+    assert not (tmp_path / "runs").exists()  # nothing written
