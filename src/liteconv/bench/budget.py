@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,6 @@ import numpy as np
 
 from liteconv.bench import profile as prof
 from liteconv.device.errors import LiteconvError
-from liteconv.device.harness import benchmark, pin_cores
 from liteconv.device.tables import format_table
 from liteconv.keras_layers.cost import layer_macs
 from liteconv.keras_layers.decompose import eligible, flatten_model
@@ -161,19 +159,12 @@ def plan_for_budget(
         echo(f"  {layer.name}: relative error {', '.join(said)}")
     if todo:
         echo(f"timing {len(todo)} candidate block(s) ({mode}, {threads} thread(s))")
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = []
-            for n, (_, cand, data) in enumerate(todo):
-                path = Path(tmp) / f"cand-{n}.tflite"
-                path.write_bytes(prof._convert(cand, mode, data))
-                paths.append(path)
-            with pin_cores(cores):
-                records = benchmark(paths, threads=[threads], runs=runs, warmup=warmup)
-        for (row, _, _), rec in zip(todo, records):
-            row["ms"] = rec["p50_ms"]
+        timings = prof.time_models([(cand, data) for _, cand, data in todo], mode,
+                                   threads=threads, runs=runs, warmup=warmup, cores=cores)  # fmt: skip
+        for (row, _, _), timing in zip(todo, timings):
+            row["ms"] = timing["p50_ms"]
             if table is not None:
-                table.entries[row["key"]] = {"p50_ms": rec["p50_ms"], "mean_ms": rec["mean_ms"],
-                                             "runs": rec["runs"]}  # fmt: skip
+                table.entries[row["key"]] = timing
         if table is not None:
             table.save()
     by_layer: dict[str, list[dict]] = {}

@@ -195,6 +195,32 @@ def _convert(model, mode: str, data: list[np.ndarray] | None) -> bytes:
     return to_tflite(model, mode="int8", representative_data=data, io_type="int8")
 
 
+def time_models(
+    items: list[tuple[object, object]],
+    mode: str,
+    *,
+    threads: int = 1,
+    runs: int = 100,
+    warmup: int = 10,
+    cores: list[int] | None = None,
+    progress=None,
+) -> list[dict]:
+    """Convert each ``(keras_model, calibration_data)`` to ``mode`` and time them all with
+    the device harness, interleaved (pinned to ``cores``); ``{"p50_ms", "mean_ms", "runs"}``
+    per item. ``progress(stage, mode, done, total)`` after each conversion."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for n, (model, data) in enumerate(items):
+            path = Path(tmp) / f"{mode}-{n}.tflite"
+            path.write_bytes(_convert(model, mode, data))
+            paths.append(path)
+            if progress:
+                progress("convert", mode, n + 1, len(items))
+        with pin_cores(cores):
+            records = benchmark(paths, threads=[threads], runs=runs, warmup=warmup)
+    return [{"p50_ms": r["p50_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"]} for r in records]
+
+
 def _key(doc: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -253,61 +279,54 @@ def profile_model(
                        "inputs": [list(t.shape[1:]) for t in model.inputs]}  # fmt: skip
     table = LatencyTable(cache, target) if cache else None
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for mode in modes:
-            keys = [LatencyTable.key(b.signature(), mode, threads) for b in blocks]
-            whole_key = LatencyTable.key(whole_signature, mode, threads)
-            call_key = LatencyTable.key({"overhead": "one tiny RELU"}, mode, threads)
-            todo = [(k, i) for i, k in enumerate([*keys, whole_key, call_key])
-                    if refresh or table is None or k not in table.entries]  # fmt: skip
-            measured = {}
-            if todo:
-                paths = []
-                for n, (_, i) in enumerate(todo):
-                    if i < len(blocks):
-                        m = block_model(blocks[i])
-                        data = acts[i] if acts is not None else None
-                        data = data[0] if data is not None and len(data) == 1 else data
-                    elif i == len(blocks):
-                        m, data = model, calibration
-                    else:  # what one invoke() costs with (almost) nothing to compute
-                        m, data = _call_model(), np.linspace(-1, 1, 64, dtype="float32")[:, None]
-                    path = Path(tmp) / f"{mode}-{n}.tflite"
-                    path.write_bytes(_convert(m, mode, data))
-                    paths.append(path)
-                    if progress:
-                        progress("convert", mode, n + 1, len(todo))
-                with pin_cores(cores):
-                    records = benchmark(paths, threads=[threads], runs=runs, warmup=warmup)
-                for (k, _i), rec in zip(todo, records):
-                    measured[k] = {"p50_ms": rec["p50_ms"], "mean_ms": rec["mean_ms"],
-                                   "runs": rec["runs"]}  # fmt: skip
-                if table is not None:
-                    table.entries.update(measured)
-                    table.save()
-            lookup = {**(table.entries if table is not None else {}), **measured}
-            rows = []
-            for block, k in zip(blocks, keys):
-                ms = lookup[k]["p50_ms"]
-                rows.append({"block": block.name, "type": block.kind, "group": block.group,
-                             "input": "x".join(str(d) for d in block.inputs[0].shape[1:]),
-                             "macs": block.macs, "p50_ms": ms,
-                             "gmacs_per_s": round(block.macs / (ms / 1e3) / 1e9, 3)
-                             if ms > 0 and block.macs else None})  # fmt: skip
-            total = sum(r["p50_ms"] for r in rows)
-            for r in rows:
-                r["share"] = round(r["p50_ms"] / total, 4) if total else None
-            whole = lookup[whole_key]["p50_ms"]
-            call = lookup[call_key]["p50_ms"]
-            # each block alone pays the runtime's per-invoke cost once, the whole model once
-            predicted = max(total - (len(rows) - 1) * call, 0.0)
-            results[mode] = {"blocks": rows, "sum_ms": round(total, 6), "whole_ms": whole,
-                             "invoke_overhead_ms": call, "predicted_ms": round(predicted, 6),
-                             "error_pct": round(100 * (predicted - whole) / whole, 2)
-                             if whole else None,
-                             "raw_sum_error_pct": round(100 * (total - whole) / whole, 2)
-                             if whole else None,
-                             "measured": len(todo), "threads": threads}  # fmt: skip
+    for mode in modes:
+        keys = [LatencyTable.key(b.signature(), mode, threads) for b in blocks]
+        whole_key = LatencyTable.key(whole_signature, mode, threads)
+        call_key = LatencyTable.key({"overhead": "one tiny RELU"}, mode, threads)
+        todo = [(k, i) for i, k in enumerate([*keys, whole_key, call_key])
+                if refresh or table is None or k not in table.entries]  # fmt: skip
+        measured = {}
+        if todo:
+            items = []
+            for _, i in todo:
+                if i < len(blocks):
+                    data = acts[i] if acts is not None else None
+                    data = data[0] if data is not None and len(data) == 1 else data
+                    items.append((block_model(blocks[i]), data))
+                elif i == len(blocks):
+                    items.append((model, calibration))
+                else:  # what one invoke() costs with (almost) nothing to compute
+                    items.append((_call_model(),
+                                  np.linspace(-1, 1, 64, dtype="float32")[:, None]))  # fmt: skip
+            timings = time_models(items, mode, threads=threads, runs=runs, warmup=warmup,
+                                  cores=cores, progress=progress)  # fmt: skip
+            measured = {k: t for (k, _), t in zip(todo, timings)}
+            if table is not None:
+                table.entries.update(measured)
+                table.save()
+        lookup = {**(table.entries if table is not None else {}), **measured}
+        rows = []
+        for block, k in zip(blocks, keys):
+            ms = lookup[k]["p50_ms"]
+            rows.append({"block": block.name, "type": block.kind, "group": block.group,
+                         "input": "x".join(str(d) for d in block.inputs[0].shape[1:]),
+                         "macs": block.macs, "p50_ms": ms,
+                         "gmacs_per_s": round(block.macs / (ms / 1e3) / 1e9, 3)
+                         if ms > 0 and block.macs else None})  # fmt: skip
+        total = sum(r["p50_ms"] for r in rows)
+        for r in rows:
+            r["share"] = round(r["p50_ms"] / total, 4) if total else None
+        whole = lookup[whole_key]["p50_ms"]
+        call = lookup[call_key]["p50_ms"]
+        # each block alone pays the runtime's per-invoke cost once, the whole model once
+        predicted = max(total - (len(rows) - 1) * call, 0.0)
+        results[mode] = {"blocks": rows, "sum_ms": round(total, 6), "whole_ms": whole,
+                         "invoke_overhead_ms": call, "predicted_ms": round(predicted, 6),
+                         "error_pct": round(100 * (predicted - whole) / whole, 2)
+                         if whole else None,
+                         "raw_sum_error_pct": round(100 * (total - whole) / whole, 2)
+                         if whole else None,
+                         "measured": len(todo), "threads": threads}  # fmt: skip
     return results
 
 

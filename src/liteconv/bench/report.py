@@ -192,6 +192,14 @@ def load_bench_documents(paths) -> list[dict]:
     return [read_result_document(p) for p in paths]
 
 
+def device_documents(run) -> list[Path]:
+    """The device results fetched into a run (``RUN_DIR/device/*.json``), oldest first."""
+    folder = run.path / "device"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+
+
 def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) -> list[dict]:
     """One row per exported model: accuracy (verify.json), size, MACs, host latency, and
     the latency of the given benchmark documents (e.g. from a Raspberry Pi) and of those
@@ -219,10 +227,7 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) ->
                          "size_bytes": v["size_bytes"], "macs": side.get("macs"),
                          "file": str(path), "run": str(run.path)})  # fmt: skip
             files.append(path)
-        device = run.path / "device"
-        if device.is_dir():
-            merges += [(read_result_document(p), str(run.path)) for p in
-                       sorted(device.glob("*.json")) if not p.name.startswith(".")]  # fmt: skip
+        merges += [(read_result_document(p), str(run.path)) for p in device_documents(run)]
     if not rows:
         raise LiteconvError("no exported models found in the given runs")
     for rec, row in zip(benchmark(files, threads=[threads], runs=runs), rows):

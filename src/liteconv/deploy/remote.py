@@ -443,6 +443,8 @@ def run_on_board(
     if run is not None:
         began = steps.start("report")
         report = _merge_report(run, min(r["threads"] for r in document["records"]))
+        from liteconv.bench.report import device_documents
+
         steps.end(began, f"{report[1]} (host and {len(device_documents(run))} device file(s))")
         echo(Path(report[1]).read_text().rstrip())
     if keep:
@@ -462,16 +464,6 @@ def _device_document(blob: bytes, board: SSH, info: dict, check_output: str) -> 
     document["board"] = info
     document["check"] = check_output.strip().splitlines()
     return document
-
-
-def device_documents(run) -> list[Path]:
-    """The device results fetched into a run (``RUN_DIR/device/*.json``), oldest first."""
-    folder = run.path / "device"
-    return (
-        sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
-        if folder.is_dir()
-        else []
-    )
 
 
 def write_device_document(run, document: dict, label: str) -> Path:

@@ -203,23 +203,15 @@ def flatten_run(
 def _measure_budget(run: runlib.Run, parent_model, budget: dict, plan, echo) -> None:
     """Time the new model against the parent as converted for the budget's mode, side by
     side, and record whether the budget was met."""
-    import tempfile
-
-    from liteconv.bench.profile import _convert
-    from liteconv.device.harness import benchmark, pin_cores
+    from liteconv.bench.profile import time_models
     from liteconv.pipeline.evaluate import load_run_model, run_data
 
     images, _ = run_data(run).arrays("train", limit=128)
     child = load_run_model(run)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for name, m in (("flattened", child), ("parent", parent_model)):
-            path = Path(tmp) / f"{name}.tflite"
-            path.write_bytes(_convert(m, plan.mode, images))
-            paths.append(path)
-        with pin_cores(budget.get("cores")):
-            records = benchmark(paths, threads=[budget["threads"]], runs=200, warmup=20)
-    measured, parent_ms = records[0]["p50_ms"], records[1]["p50_ms"]
+    timings = time_models([(child, images), (parent_model, images)], plan.mode,
+                          threads=budget["threads"], runs=200, warmup=20,
+                          cores=budget.get("cores"))  # fmt: skip
+    measured, parent_ms = timings[0]["p50_ms"], timings[1]["p50_ms"]
     met = measured <= budget["ms"]
     echo(f"budget {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): measured "
          f"{measured:.4f} ms (parent {parent_ms:.4f} ms, predicted {plan.predicted_ms:.4f} ms): "
