@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from liteconv.bench import budget as bud
 from liteconv.cli import cli
+from liteconv.compat import keras
 from liteconv.device.errors import LiteconvError
 from liteconv.keras_layers import create_model
 
@@ -22,10 +23,16 @@ def test_knapsack_matches_exhaustive_search():
                    zip(rng.uniform(0.1, 1.0, 4), [0.0, *rng.uniform(0, 1, 3)])]
                   for _ in range(rng.integers(1, 5))]  # fmt: skip
         cap = float(rng.uniform(0.2, 3.0))
-        unit = cap / bud.STEPS  # the DP's promise: optimal among plans that fit with each
-        best = None  # time rounded up to 1/STEPS of the budget
+        # the DP's promise: optimal among plans whose time beyond each layer's fastest
+        # option, rounded up to 1/STEPS of the slack over the fastest plan, fits
+        floor = [min(ms for ms, _ in x) for x in layers]
+        unit = (cap - sum(floor)) / bud.STEPS
+        best = None
         for combo in itertools.product(*[range(len(x)) for x in layers]):
-            steps = sum(math.ceil(layers[i][j][0] / unit - 1e-9) for i, j in enumerate(combo))
+            if unit < 0:
+                break
+            steps = sum(math.ceil((layers[i][j][0] - floor[i]) / unit - 1e-9)
+                        for i, j in enumerate(combo))  # fmt: skip
             err = sum(layers[i][j][1] for i, j in enumerate(combo))
             if steps <= bud.STEPS and (best is None or err < best[0]):
                 best = (err, combo)
@@ -38,7 +45,8 @@ def test_knapsack_matches_exhaustive_search():
 
 
 def test_plan_keeps_everything_for_a_loose_budget_and_names_the_fastest(tmp_path):
-    model = create_model("baseline_cnn", input_shape=(12, 12, 1), num_classes=3)
+    keras.utils.set_random_seed(0)
+    model = create_model("baseline_cnn", input_shape=(12, 12, 1), num_classes=3, width=0.25)
     images = np.random.default_rng(0).uniform(size=(16, 12, 12, 1)).astype("float32")
     kw = dict(calibration=images, mode="fp32", runs=3, warmup=0, cache=tmp_path,
               echo=lambda *_: None)  # fmt: skip
@@ -49,7 +57,10 @@ def test_plan_keeps_everything_for_a_loose_budget_and_names_the_fastest(tmp_path
     assert len(layers) == 5  # keep, lvh1, lvh2, 2 CP ranks (CP fails on the C_in = 1 conv)
     assert 5 * 5 - 2 <= len(loose.rows) <= 5 * 5
     assert all(r["error"] == 0 for r in loose.rows if r["choice"] == "keep")
-    assert all(0 < r["error"] < 1 for r in loose.rows if r["choice"] != "keep")
+    # rank 1 per filter never reproduces a random kernel; CP at a rank at least the
+    # kernel's own (the 3x3x1 first conv: rank <= 9) may reproduce it exactly
+    assert all(0 < r["error"] < 1 for r in loose.rows if r["choice"].startswith("lvh"))
+    assert all(0 <= r["error"] < 1 for r in loose.rows if r["choice"].startswith("cp"))
     # the fastest plan is reachable exactly; just below it is not (and says how fast)
     fastest = bud.plan_for_budget(model, loose.fastest_ms * 1.001, **kw)
     assert fastest.predicted_ms <= loose.fastest_ms * 1.001

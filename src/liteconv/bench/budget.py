@@ -8,8 +8,9 @@ whole model's latency is predicted as in ``profile``: the sum of its blocks less
 per-invoke cost per extra block; a candidate replaces its block's time.
 
 The choice is a multiple-choice knapsack, solved exactly by dynamic programming over the
-latency in steps of 1/2000 of the budget (each candidate's time rounded up, so a plan that
-fits in steps fits in milliseconds): the summed relative reconstruction error of the
+time each candidate adds to its layer's fastest one, in steps of 1/2000 of the slack the
+budget leaves over the fastest plan (rounded up, so a plan that fits in steps fits in
+milliseconds, and the fastest plan fits whenever the budget allows it): the summed relative reconstruction error of the
 kernels is smallest among the plans whose predicted latency meets the budget.
 
 Example:
@@ -64,19 +65,33 @@ class Plan:
 
 
 def _choose(options: list[list[tuple[float, float]]], capacity_ms: float) -> list[int] | None:
-    """Indices (one per layer) minimising the summed error with sum(ms) <= capacity."""
-    if capacity_ms < 0:
+    """Indices (one per layer) minimising the summed error with sum(ms) <= capacity.
+
+    Exact in the time each option takes beyond its layer's fastest option, rounded up to
+    1/STEPS of the slack (capacity less the fastest plan): the fastest plan always fits
+    when the capacity allows it, and every plan returned fits in milliseconds.
+    """
+    floor = [min(ms for ms, _ in layer) for layer in options]
+    slack = capacity_ms - sum(floor)
+    if slack < 0:
         return None
-    unit = capacity_ms / STEPS if capacity_ms > 0 else 1.0
+    unit = slack / STEPS
+
+    def weight(layer_index: int, ms: float) -> int:
+        extra = ms - floor[layer_index]
+        if extra <= 0:
+            return 0
+        return math.ceil(extra / unit - 1e-9) if unit > 0 else STEPS + 1
+
     inf = math.inf
     best = np.full(STEPS + 1, inf)
     best[0] = 0.0
     picks = []
-    for layer in options:
+    for i, layer in enumerate(options):
         new = np.full(STEPS + 1, inf)
         pick = np.full(STEPS + 1, -1)
         for j, (ms, err) in enumerate(layer):
-            w = math.ceil(ms / unit - 1e-9)
+            w = weight(i, ms)
             if w > STEPS:
                 continue
             shifted = np.full(STEPS + 1, inf)
@@ -85,14 +100,12 @@ def _choose(options: list[list[tuple[float, float]]], capacity_ms: float) -> lis
             new[better], pick[better] = shifted[better], j
         best = new
         picks.append(pick)
-    if not np.isfinite(best).any():
-        return None
     b = int(np.argmin(best))
     chosen = []
-    for layer, pick in zip(reversed(options), reversed(picks)):
-        j = int(pick[b])
+    for i in reversed(range(len(options))):
+        j = int(picks[i][b])
         chosen.append(j)
-        b -= math.ceil(layer[j][0] / unit - 1e-9)
+        b -= weight(i, options[i][j][0])
     return chosen[::-1]
 
 
