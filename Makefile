@@ -16,7 +16,7 @@ ARGS ?=
 TARGET ?= raspberry-pi-4
 
 .PHONY: help install data sshd test test-fast lint train train-gpu evaluate bench-train \
-        export-tflite bench bundle bench-layers report demo bench-arm64 bench-flatten bench-profile profile
+        export-tflite bench bundle bench-layers report demo bench-arm64 bench-flatten bench-budget bench-profile profile
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -94,6 +94,11 @@ PARENT ?=
 bench-flatten: install  ## decompose PARENT (a trained baseline run) with several methods, fine-tune, time -> docs/results/flatten.*
 	@test -n "$(PARENT)" || { echo "PARENT=runs/<experiment>/<time> (e.g. a fashion_mnist_baseline run)"; exit 2; }
 	$(LITECONV) bench-flatten $(PARENT) $(ARGS)
+
+BUDGET ?= 0.155
+bench-budget: install  ## decompose PARENT per layer to meet BUDGET ms (int8, 1 thread), fine-tune, measure -> docs/results/budget.*
+	@test -n "$(PARENT)" || { echo "PARENT=runs/<experiment>/<time> (e.g. a fashion_mnist_baseline run)"; exit 2; }
+	$(LITECONV) flatten $(PARENT) --budget-ms $(BUDGET) --result docs/results/budget $(ARGS)
 
 BUNDLE ?=
 bench-arm64: install  ## run BUNDLE (default: newest dist/*.tar.gz) on emulated ARM64: bench.py --check + timings

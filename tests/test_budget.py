@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,10 +72,30 @@ def test_plan_keeps_everything_for_a_loose_budget_and_names_the_fastest(tmp_path
 
 
 @pytest.mark.large
-def test_impossible_budget_exits_2_naming_the_fastest(run_copy, tmp_path):
+def test_impossible_budget_exits_2_and_a_reachable_one_is_measured(run_copy, tmp_path):
     result = CliRunner().invoke(cli, ["flatten", str(run_copy), "--budget-ms", "0.00001",
                                       "--mode", "fp32", "--out", str(tmp_path / "runs"),
                                       "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "no plan reaches it; the fastest reachable is" in result.output
     assert not (tmp_path / "runs").exists()  # nothing written
+    # a reachable budget: decomposed per the plan, fine-tuned, measured, result page
+    fastest = float(re.search(r"fastest reachable is ([0-9.]+) ms", result.output).group(1))
+    budget = round(fastest * 1.02, 6)
+    ok = CliRunner().invoke(cli, ["flatten", str(run_copy), "--budget-ms", str(budget),
+                                  "--mode", "fp32", "--epochs", "1", "--out",
+                                  str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"),
+                                  "--result", str(tmp_path / "budget")])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    doc = json.loads((tmp_path / "budget.json").read_text())
+    manifest = json.loads((Path(doc["run"]) / "manifest.json").read_text())
+    b = manifest["flatten"]["budget"]
+    assert doc["budget"] == b and b["ms"] == budget and b["predicted_ms"] <= budget
+    assert b["met"] == (b["measured_ms"] <= budget)
+    decomposed = {r["layer"] for r in manifest["flatten"]["layers"]}
+    assert decomposed == {k for k, v in b["plan"].items() if v != "keep"}
+    assert doc["accuracy"]["final"] == manifest["metrics"]["test_accuracy"]
+    md = (tmp_path / "budget.md").read_text()
+    assert f"{b['measured_ms']:.4f} ms" in md and ("**met**" in md) == b["met"]
+    wrong = CliRunner().invoke(cli, ["flatten", str(run_copy), "--result", "x"])
+    assert wrong.exit_code == 2 and "give --budget-ms too" in wrong.output

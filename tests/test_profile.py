@@ -119,3 +119,90 @@ def test_cli_profile_of_a_run_writes_table_json_and_plot(exported_run, tmp_path)
     assert "prediction error" in (run / "profile.md").read_text()
     bad = CliRunner().invoke(cli, ["profile", str(run), "--mode", "fp64"])
     assert bad.exit_code == 2 and "--mode 'fp64'" in bad.output
+
+
+@pytest.mark.large
+def test_bundle_profile_on_the_device_side_merges_beside_the_hosts(exported_run, tmp_path):
+    """`bundle --profile` carries the blocks; `bench.py --profile` times them with
+    TensorFlow blocked; `report --bench` puts the board's blocks beside the host's."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+
+    from liteconv.deploy.bundle import make_bundle
+    from liteconv.pipeline.evaluate import float32_run_model
+    from liteconv.pipeline.run import Run
+    from test_device import BLOCK_TF
+
+    run = copy_run(exported_run, tmp_path / "run")
+    model = float32_run_model(Run.open(run))
+    names = [b.name for b in prof.model_blocks(model)]
+    bundle = make_bundle(run, out=tmp_path / "dist", samples=4, profile=True,
+                         profile_modes=["fp32", "int8"])  # fmt: skip
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    folder = next((tmp_path / "x").iterdir())
+    assert len(list((folder / "profile" / "int8").glob("*.tflite"))) == len(names) + 2
+    code = BLOCK_TF + (
+        "import runpy; sys.argv = ['liteconv.device', '--profile', '--runs', '5', '--warmup',"
+        " '1', '--threads', '1', '--json', 'pi.json']\n"
+        "runpy.run_module('liteconv.device', run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=folder, env={**os.environ, "PYTHONPATH": str(folder)})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "prediction error" in proc.stdout
+    doc = json.loads((folder / "pi.json").read_text())
+    assert [p["mode"] for p in doc["profile"]] == ["fp32", "int8"]
+    for p in doc["profile"]:
+        assert [b["block"] for b in p["blocks"]] == names
+        assert sum(b["macs"] for b in p["blocks"]) == model_cost(model).total_macs
+        assert p["whole_ms"] > 0 and all(b["p50_ms"] > 0 for b in p["blocks"])
+        assert p["predicted_ms"] == pytest.approx(
+            p["sum_ms"] - (len(names) - 1) * p["invoke_overhead_ms"], abs=1e-5)  # fmt: skip
+    # a bundle without block models: one line naming the fix, before any benchmark
+    plain = _unpack_plain(make_bundle(run, out=tmp_path / "plain", samples=4), tmp_path / "y")
+    bad = subprocess.run([sys.executable, "bench.py", "--profile"], cwd=plain,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "liteconv bundle RUN_DIR --profile" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+    # the host's profile, then the report with the board's document
+    runner = CliRunner()
+    host = runner.invoke(cli, ["profile", str(run), "--runs", "5", "--warmup", "1",
+                               "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert host.exit_code == 0, host.output
+    (folder / "pi.json").write_text(json.dumps({**doc, "where": "pi"}))
+    out = tmp_path / "report"
+    result = runner.invoke(cli, ["report", str(run), "--bench", str(folder / "pi.json"),
+                                 "--runs", "3", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sections = json.loads((tmp_path / "report_profile.json").read_text())
+    host_doc = json.loads((run / "profile.json").read_text())["modes"]
+    assert [(s["mode"], s["columns"]) for s in sections] == [("fp32", ["host", "pi"]),
+                                                            ("int8", ["host", "pi"])]  # fmt: skip
+    for s in sections:
+        pi = {b["block"]: b["p50_ms"] for b in doc["profile"][0 if s["mode"] == "fp32" else 1]
+              ["blocks"]}  # fmt: skip
+        hosts = {b["block"]: b["p50_ms"] for b in host_doc[s["mode"]]["blocks"]}
+        assert [r["block"] for r in s["rows"]] == names
+        assert all(r["host"] == hosts[r["block"]] and r["pi"] == pi[r["block"]]
+                   for r in s["rows"])  # fmt: skip
+    md = (tmp_path / "report_profile.md").read_text()
+    assert "pi ÷ host" in md and "host ms" in md
+    assert (tmp_path / "report_profile.png").read_bytes()[:4] == b"\x89PNG"
+    # a board's profile with a negative block time is refused, naming the key
+    broken = json.loads((folder / "pi.json").read_text())
+    broken["profile"][0]["blocks"][0]["p50_ms"] = -1
+    (folder / "bad.json").write_text(json.dumps(broken))
+    bad = runner.invoke(cli, ["report", str(run), "--bench", str(folder / "bad.json")])
+    assert bad.exit_code == 2 and "profile[0].blocks[0].p50_ms" in bad.output
+
+
+def _unpack_plain(bundle, dest):
+    import tarfile
+
+    with tarfile.open(bundle) as tar:
+        tar.extractall(dest, filter="data")
+    return next(dest.iterdir())

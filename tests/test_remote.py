@@ -190,7 +190,7 @@ def test_device_run_with_the_boards_python_ends_in_the_merged_report(board, expo
     assert not (run / "device").exists() and not (run / "report.md").exists()
 
     result = _invoke(["device", "run", *board.args(), str(run), "--python", sys.executable,
-                      "--threads", "1", "--runs", "5", "--warmup", "1",
+                      "--threads", "1", "--runs", "5", "--warmup", "1", "--profile",
                       "--remote-dir", str(remote), "--bundle-dir", str(tmp_path / "dist")])  # fmt: skip
     assert result.exit_code == 0, result.output
     for i, step in enumerate(["connect", "bundle", "copy", "install", "check", "benchmark",
@@ -214,6 +214,13 @@ def test_device_run_with_the_boards_python_ends_in_the_merged_report(board, expo
         "int8": models["digits_quick/int8"]["p50_ms"],
     }
     assert "p50 ms 127.0.0.1" in (run / "report.md").read_text()
+    # --profile: the board timed every block; the run's per-block report has its column
+    assert [p["mode"] for p in doc["profile"]] == ["fp32", "int8"]
+    sections = json.loads((run / "report_profile.json").read_text())
+    assert [s["columns"] for s in sections] == [["127.0.0.1"], ["127.0.0.1"]]
+    for s, p in zip(sections, doc["profile"]):
+        assert [r["127.0.0.1"] for r in s["rows"]] == [b["p50_ms"] for b in p["blocks"]]
+    assert "liteconv profile" in (run / "report_profile.md").read_text()  # no host column yet
     assert not list((remote / "bundles").iterdir())  # the board's copy is removed
 
 

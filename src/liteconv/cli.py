@@ -224,9 +224,12 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
 )
 @click.option("--cache", default=".cache/latency", show_default=True,
               help="with --budget-ms: the latency table")  # fmt: skip
+@click.option("--result", "result_path", default=None, type=click.Path(),
+              help="with --budget-ms: also write RESULT.json and RESULT.md (plan, predicted "
+                   "and measured latency, accuracy)")  # fmt: skip
 def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_ratio, layers,
             min_macs, epochs, learning_rate, no_bn_reestimate, name, out, budget_ms,
-            budget_mode, target, threads, cache):  # fmt: skip
+            budget_mode, target, threads, cache, result_path):  # fmt: skip
     """Decompose RUN_DIR's trained convolutions (flattened LVH or CP), fine-tune, new run.
     With --budget-ms the method is chosen per layer to meet a latency on this CPU."""
     from liteconv.pipeline.flatten_run import flatten_run
@@ -251,6 +254,8 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
             "target": spec.name if spec else "host",
             "cache": cache or None,
         }
+    if result_path and budget_ms is None:
+        raise LiteconvError("--result writes a budget run's result: give --budget-ms too")
     if rank and rank_ratio:
         raise LiteconvError("give --rank or --rank-ratio, not both")
     if (rank or rank_ratio) and method != "cp":
@@ -277,6 +282,11 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
         bn_reestimate=not no_bn_reestimate, budget=budget, progress=progress, echo=click.echo,
     )  # fmt: skip
     click.echo(f"run folder: {run.path}")
+    if result_path:
+        from liteconv.bench.budget import write_budget_result
+
+        for path in write_budget_result(run, result_path):
+            click.echo(f"wrote {path}")
 
 
 @cli.command()
@@ -491,11 +501,17 @@ def _crosscheck(records: list[dict], runs: int, warmup: int) -> None:
 @click.option("--target", default="raspberry-pi-4", show_default=True)
 @click.option("--samples", default=16, show_default=True, type=click.IntRange(1),
               help="reference test images for 'bench.py --check'")  # fmt: skip
-def bundle(run_dir, out, target, samples):
+@click.option("--profile", is_flag=True,
+              help="also carry every block of the model, for 'bench.py --profile'")  # fmt: skip
+@click.option("--profile-mode", "profile_modes", default="fp32,int8", show_default=True,
+              help="comma list of fp32, int8: the modes of the block models")  # fmt: skip
+def bundle(run_dir, out, target, samples, profile, profile_modes):
     """Pack RUN_DIR's .tflite models into a device bundle (.tar.gz, no TensorFlow needed)."""
     from liteconv.deploy.bundle import make_bundle
 
-    path = make_bundle(_run_dir(run_dir), out=out, target=target, samples=samples)
+    modes = [m.strip() for m in profile_modes.split(",") if m.strip()]
+    path = make_bundle(_run_dir(run_dir), out=out, target=target, samples=samples,
+                       profile=profile, profile_modes=modes, echo=click.echo)  # fmt: skip
     click.echo(f"wrote {path}")
 
 
@@ -557,12 +573,22 @@ def bench_flatten(parent_dir, variants, epochs, no_scratch, runs, runs_dir, out)
               help="writes OUT.json, OUT.md and OUT.png")  # fmt: skip
 def report(run_dirs, bench_files, threads, runs, out):
     """Accuracy vs latency vs size of every exported model of RUN_DIRS (Pareto front marked)."""
-    from liteconv.bench.report import load_bench_documents, report_rows, write_report
+    from liteconv.bench.report import (
+        load_bench_documents,
+        profile_sections,
+        report_rows,
+        write_profile_report,
+        write_report,
+    )
 
-    rows = report_rows(run_dirs, bench_docs=load_bench_documents(bench_files), threads=threads,
-                       runs=runs)  # fmt: skip
+    docs = load_bench_documents(bench_files)
+    rows = report_rows(run_dirs, bench_docs=docs, threads=threads, runs=runs)
     paths = write_report(rows, out)
     click.echo(Path(paths[1]).read_text())
+    sections = profile_sections(run_dirs, docs)
+    if sections:  # boards that ran 'bench.py --profile': their blocks next to the host's
+        paths += write_profile_report(sections, out)
+        click.echo(Path(paths[-2]).read_text())
     for path in paths:
         click.echo(f"wrote {path}")
 
@@ -767,8 +793,11 @@ def device_wheels(address, identity, known_hosts, accept_new_host_key, python, f
 )
 @click.option("--bundle-dir", default="dist", show_default=True,
               help="where the bundle of a run is written on this machine")  # fmt: skip
+@click.option("--profile", is_flag=True,
+              help="also time every block of the model on the board (per-block table "
+                   "beside the host's in the run's report_profile.md)")  # fmt: skip
 def device_run(address, identity, known_hosts, accept_new_host_key, python, source, target,
-               wheelhouse, threads, runs, warmup, keep, remote_dir, bundle_dir):  # fmt: skip
+               wheelhouse, threads, runs, warmup, keep, remote_dir, bundle_dir, profile):  # fmt: skip
     """Check and benchmark SOURCE (a run folder, default the newest run, or a bundle
     .tar.gz) on the board at ssh://USER@HOST[:PORT]; results into RUN_DIR/device/ and
     the run's report. adb://SERIAL: an Android phone through LiteRT's benchmark_model
@@ -787,7 +816,7 @@ def device_run(address, identity, known_hosts, accept_new_host_key, python, sour
     result = run_on_board(board, src, target=target, python=python, wheelhouse=wheelhouse,
                           threads=int_list(threads) if threads else None, runs=runs,
                           warmup=warmup, keep=keep, cache=remote_dir.rstrip("/"),
-                          bundle_dir=bundle_dir, echo=click.echo)  # fmt: skip
+                          bundle_dir=bundle_dir, profile=profile, echo=click.echo)  # fmt: skip
     click.echo(f"wrote {result['json']}")
 
 

@@ -203,3 +203,91 @@ def plan_for_budget(
     predicted = fixed + sum(opts[j]["ms"] for opts, j in zip(by_layer.values(), picks))
     return Plan(budget_ms, mode, choices, round(predicted, 6), round(fastest, 6),
                 whole["predicted_ms"], rows)  # fmt: skip
+
+
+def budget_result(run) -> dict:
+    """What a ``flatten --budget-ms`` run shows, from its manifest: the budget, the plan
+    per layer with its reconstruction error and MACs, predicted against measured latency
+    (the parent's and the new model's, timed side by side), and the accuracy at each
+    step (parent, decomposed, BatchNorm re-estimated, each fine-tune epoch, final)."""
+    manifest = run.manifest()
+    flat = manifest.get("flatten") or {}
+    budget = flat.get("budget")
+    if not isinstance(budget, dict) or "measured_ms" not in budget:
+        raise LiteconvError(
+            f"{run.path}: not a finished 'liteconv flatten --budget-ms' run (no measured budget "
+            "in its manifest)"
+        )
+    layers = {r["layer"]: r for r in flat.get("layers", []) if isinstance(r, dict)}
+    plan = []
+    for layer, choice in budget["plan"].items():
+        r = layers.get(layer, {})
+        plan.append({"layer": layer, "choice": choice, "rel_error": r.get("rel_error", 0.0),
+                     "macs_before": r.get("macs_before"), "macs_after": r.get("macs_after")})  # fmt: skip
+    from liteconv.device.machine import machine_info
+
+    return {
+        "run": str(run.path), "parent": manifest.get("parent"), "budget": budget,
+        "plan": plan, "macs_before": flat.get("macs_before"), "macs_after": flat.get("macs_after"),
+        "accuracy": {"parent": (manifest.get("parent") or {}).get("test_accuracy"),
+                     "decomposed": flat.get("accuracy_decomposed"),
+                     "bn_reestimated": flat.get("accuracy_bn_reestimated"),
+                     "per_epoch": flat.get("test_accuracy_per_epoch", {}),
+                     "final": (manifest.get("metrics") or {}).get("test_accuracy")},
+        "fine_tune_epochs": flat.get("fine_tune_epochs"), "git_commit": manifest.get("git_commit"),
+        "machine": machine_info(),
+    }  # fmt: skip
+
+
+def budget_markdown(result: dict) -> str:
+    """The budget result as a page: plan table, latency line, accuracy line."""
+    b, acc = result["budget"], result["accuracy"]
+    table = format_table(
+        ["layer", "choice", "rel. kernel error", "MACs before", "MACs after"],
+        [[p["layer"], p["choice"], round(p["rel_error"], 4) if p["choice"] != "keep" else "-",
+          p["macs_before"] if p["choice"] != "keep" else "-",
+          p["macs_after"] if p["choice"] != "keep" else "-"] for p in result["plan"]],
+        markdown=True,
+    )  # fmt: skip
+
+    def pct(value) -> str:
+        return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "-"
+
+    epochs = ", ".join(f"{e}: {pct(a)}" for e, a in sorted(acc["per_epoch"].items(),
+                                                            key=lambda kv: int(kv[0])))  # fmt: skip
+    parent = result.get("parent") or {}
+    return "\n".join([
+        f"# Latency budget: {parent.get('experiment', 'parent')} under {b['ms']:g} ms "
+        f"({b['mode']}, {b['threads']} thread(s))",
+        "",
+        f"`liteconv flatten {parent.get('run', 'PARENT')} --budget-ms {b['ms']:g} --mode "
+        f"{b['mode']}` on {result['machine']['cpu']} (liteconv {(result.get('git_commit') or '?')[:12]}"
+        f"); new run `{result['run']}`. Candidates per convolution: keep, lvh1, lvh2, CP at "
+        "0.25 and 0.5 of the output channels, each timed as its block alone (the latency "
+        "table); the choice is a multiple-choice knapsack minimising the summed relative "
+        "kernel error under the predicted latency.",
+        "",
+        table,
+        "",
+        f"- Predicted: {b['predicted_ms']:.4f} ms (parent {b['parent_predicted_ms']:.4f} ms, "
+        f"fastest reachable {b['fastest_ms']:.4f} ms).",
+        f"- Measured after fine-tuning, side by side in one run (200 runs each, median): "
+        f"{b['measured_ms']:.4f} ms against the parent's {b['parent_measured_ms']:.4f} ms "
+        f"({b['parent_measured_ms'] / b['measured_ms']:.2f}× faster): budget "
+        f"**{'met' if b['met'] else 'NOT met'}**.",
+        f"- MACs {result['macs_before']:,} → {result['macs_after']:,}.",
+        f"- Test accuracy: parent {pct(acc['parent'])}; decomposed {pct(acc['decomposed'])}; "
+        f"BatchNorm re-estimated {pct(acc['bn_reestimated'])}; per fine-tune epoch {epochs}; "
+        f"final **{pct(acc['final'])}** after {result['fine_tune_epochs']} epoch(s).",
+        "",
+    ])  # fmt: skip
+
+
+def write_budget_result(run, out: str | Path) -> list[Path]:
+    """``out.json`` and ``out.md`` of a budget run (``flatten --budget-ms ... --result``)."""
+    from liteconv.device.files import atomic_write_json, atomic_write_text
+
+    result = budget_result(run)
+    out = Path(out)
+    return [atomic_write_json(out.with_suffix(".json"), result),
+            atomic_write_text(out.with_suffix(".md"), budget_markdown(result))]  # fmt: skip

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, read_json
 from liteconv.device.harness import benchmark, pin_cores
 from liteconv.device.machine import machine_info
+from liteconv.device.profile import profile_markdown, summarise  # noqa: F401 (re-exported)
 from liteconv.device.runtime import resolve_runtime, runtime_version
 from liteconv.device.tables import format_table
 from liteconv.keras_layers.cost import layer_macs
@@ -221,6 +223,12 @@ def time_models(
     return [{"p50_ms": r["p50_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"]} for r in records]
 
 
+def block_row(block: Block) -> dict:
+    """What the profile table says of a block besides its latency."""
+    return {"block": block.name, "type": block.kind, "group": block.group,
+            "input": "x".join(str(d) for d in block.inputs[0].shape[1:]), "macs": block.macs}  # fmt: skip
+
+
 def _key(doc: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -305,48 +313,43 @@ def profile_model(
                 table.entries.update(measured)
                 table.save()
         lookup = {**(table.entries if table is not None else {}), **measured}
-        rows = []
-        for block, k in zip(blocks, keys):
-            ms = lookup[k]["p50_ms"]
-            rows.append({"block": block.name, "type": block.kind, "group": block.group,
-                         "input": "x".join(str(d) for d in block.inputs[0].shape[1:]),
-                         "macs": block.macs, "p50_ms": ms,
-                         "gmacs_per_s": round(block.macs / (ms / 1e3) / 1e9, 3)
-                         if ms > 0 and block.macs else None})  # fmt: skip
-        total = sum(r["p50_ms"] for r in rows)
-        for r in rows:
-            r["share"] = round(r["p50_ms"] / total, 4) if total else None
-        whole = lookup[whole_key]["p50_ms"]
-        call = lookup[call_key]["p50_ms"]
-        # each block alone pays the runtime's per-invoke cost once, the whole model once
-        predicted = max(total - (len(rows) - 1) * call, 0.0)
-        results[mode] = {"blocks": rows, "sum_ms": round(total, 6), "whole_ms": whole,
-                         "invoke_overhead_ms": call, "predicted_ms": round(predicted, 6),
-                         "error_pct": round(100 * (predicted - whole) / whole, 2)
-                         if whole else None,
-                         "raw_sum_error_pct": round(100 * (total - whole) / whole, 2)
-                         if whole else None,
-                         "measured": len(todo), "threads": threads}  # fmt: skip
+        results[mode] = summarise(
+            [block_row(b) for b in blocks], [lookup[k]["p50_ms"] for k in keys],
+            lookup[whole_key]["p50_ms"], lookup[call_key]["p50_ms"], threads=threads,
+            measured=len(todo),
+        )  # fmt: skip
     return results
 
 
-def profile_markdown(result: dict, mode: str) -> str:
-    """The per-block table of one mode, with the sum against the whole model."""
-    rows = result["blocks"]
-    table = format_table(
-        ["block", "type", "input", "MACs", "p50 ms", "% of model", "GMAC/s"],
-        [[r["block"], r["type"], r["input"], r["macs"], r["p50_ms"],
-          f"{100 * r['share']:.1f}%" if r["share"] is not None else "-", r["gmacs_per_s"]]
-         for r in rows],
-        markdown=True,
-    )  # fmt: skip
-    return (
-        f"{table}\n\n{mode}, {result['threads']} thread(s): sum of {len(rows)} blocks "
-        f"{result['sum_ms']:.4f} ms, less {len(rows) - 1} × the per-invoke cost "
-        f"{result['invoke_overhead_ms']:.4f} ms = {result['predicted_ms']:.4f} ms predicted; "
-        f"whole model measured {result['whole_ms']:.4f} ms: prediction error "
-        f"{result['error_pct']:+.1f} % (raw sum {result['raw_sum_error_pct']:+.1f} %)"
-    )
+def block_model_files(model, *, calibration: np.ndarray, modes: list[str] = MODES,
+                      progress=None) -> dict[str, bytes]:  # fmt: skip
+    """The ``profile/`` folder of a device bundle (``liteconv bundle --profile``): for each
+    mode every block of ``model`` converted alone (int8 calibrated with the real
+    activations of ``calibration`` at that point), the whole model and the one-RELU
+    model, and ``profile.json`` listing them; ``{relative path: bytes}``."""
+    for mode in modes:
+        if mode not in MODES:
+            raise LiteconvError(f"--profile-mode {mode!r}: choose from {', '.join(MODES)}")
+    blocks = model_blocks(model)
+    acts = block_activations(model, blocks, calibration) if "int8" in modes else None
+    files, manifest = {}, {"model": model.name, "modes": {}}
+    call_data = np.linspace(-1, 1, 64, dtype="float32")[:, None]
+    for mode in modes:
+        rows = []
+        for i, block in enumerate(blocks):
+            data = acts[i] if acts is not None else None
+            data = data[0] if data is not None and len(data) == 1 else data
+            name = f"{mode}/{i:03d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', block.name)[:60]}.tflite"
+            files[name] = _convert(block_model(block), mode, data)
+            rows.append({**block_row(block), "file": name})
+            if progress:
+                progress("convert", mode, i + 1, len(blocks))
+        files[f"{mode}/whole.tflite"] = _convert(model, mode, calibration)
+        files[f"{mode}/invoke.tflite"] = _convert(_call_model(), mode, call_data)
+        manifest["modes"][mode] = {"blocks": rows, "whole": f"{mode}/whole.tflite",
+                                   "invoke": f"{mode}/invoke.tflite"}  # fmt: skip
+    files["profile.json"] = json.dumps(manifest, indent=2).encode()
+    return files
 
 
 def profile_plot(results: dict, path: str | Path, title: str) -> Path:

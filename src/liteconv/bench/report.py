@@ -243,3 +243,115 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) ->
                 if rec["model"] in (f"{row['experiment']}/{row['name']}", row["name"]):
                     row[f"p50_ms@{where}"] = rec["p50_ms"]
     return rows
+
+
+def host_profile(run) -> list[dict] | None:
+    """``RUN_DIR/profile.json`` (written by ``liteconv profile RUN_DIR``) as a list of
+    per-mode profiles, checked; ``None`` when the run has not been profiled."""
+    from liteconv.device.errors import LiteconvError
+    from liteconv.device.files import read_json
+    from liteconv.device.profile import check_profiles
+
+    path = run.path / "profile.json"
+    if not path.is_file():
+        return None
+    doc = read_json(path, "profile JSON")
+    modes = doc.get("modes") if isinstance(doc, dict) else None
+    if not isinstance(modes, dict):
+        raise LiteconvError(
+            f"{path}: modes: expected a mapping; rerun 'liteconv profile {run.path}'"
+        )
+    return check_profiles([{**r, "mode": m} if isinstance(r, dict) else r
+                           for m, r in modes.items()], str(path))  # fmt: skip
+
+
+def profile_sections(run_dirs, bench_docs=()) -> list[dict]:
+    """Per run, mode and thread count: the time of every block on the host (the run's
+    ``profile.json``) next to each board's (``bench.py --profile`` documents given with
+    ``--bench`` or fetched into ``RUN_DIR/device/``). A board's profile joins a run when
+    its blocks are the run's (by name), or when the run has no host profile."""
+    from liteconv.device.harness import read_result_document
+    from liteconv.pipeline.run import Run
+
+    sections = []
+    for run_dir in run_dirs:
+        run = Run.open(run_dir)
+        docs = list(bench_docs) + [read_result_document(p) for p in device_documents(run)]
+        host = host_profile(run) or []
+        host_blocks = {tuple(b["block"] for b in h["blocks"]) for h in host}
+        boards = [(doc.get("where", "device"), p) for doc in docs for p in doc.get("profile", [])
+                  if not host or tuple(b["block"] for b in p["blocks"]) in host_blocks]  # fmt: skip
+        if not boards:
+            continue
+        keys = dict.fromkeys((p["mode"], p["threads"]) for _, p in boards)
+        for mode, threads in keys:
+            columns = [("host", h) for h in host if (h["mode"], h["threads"]) == (mode, threads)]
+            columns += [(w, p) for w, p in boards if (p["mode"], p["threads"]) == (mode, threads)]
+            order = columns[0][1]["blocks"]
+            rows = [{"block": b["block"], "type": b.get("type", ""), "macs": b.get("macs")}
+                    for b in order]  # fmt: skip
+            summary = {}
+            for label, prof in columns:
+                times = {b["block"]: b["p50_ms"] for b in prof["blocks"]}
+                for row in rows:
+                    row[label] = times.get(row["block"])
+                summary[label] = {k: prof.get(k) for k in
+                                  ("whole_ms", "predicted_ms", "error_pct", "sum_ms")}  # fmt: skip
+            sections.append({"run": str(run.path), "mode": mode, "threads": threads,
+                             "columns": [label for label, _ in columns], "rows": rows,
+                             "summary": summary, "host_profiled": bool(host)})  # fmt: skip
+    return sections
+
+
+def write_profile_report(sections: list[dict], out: str | Path) -> list[Path]:
+    """``OUT_profile.json``, ``.md`` (a table per section: block, type, MACs, ms per
+    machine, and each board's time over the host's) and ``.png`` (bars per block)."""
+    out = Path(out)
+    base = out.with_name(f"{out.name}_profile")
+    written = [atomic_write_json(base.with_suffix(".json"), sections)]
+    parts = ["# Per-block latency, host and boards", ""]
+    for s in sections:
+        cols = s["columns"]
+        ratio_cols = [c for c in cols if c != "host"] if "host" in cols else []
+        table = format_table(
+            ["block", "type", "MACs", *[f"{c} ms" for c in cols],
+             *[f"{c} ÷ host" for c in ratio_cols]],
+            [[r["block"], r["type"], r["macs"], *[r.get(c) for c in cols],
+              *[round(r[c] / r["host"], 2) if r.get(c) is not None and r.get("host") else None
+                for c in ratio_cols]] for r in s["rows"]],
+            markdown=True,
+        )  # fmt: skip
+        sums = "; ".join(
+            f"{c}: whole {v['whole_ms']:.4f} ms, predicted {v['predicted_ms']:.4f} ms"
+            + (f" ({v['error_pct']:+.1f} %)" if v.get("error_pct") is not None else "")
+            for c, v in s["summary"].items()
+        )
+        parts += [f"## {s['run']}: {s['mode']}, {s['threads']} thread(s)", "", table, "", sums]
+        if not s["host_profiled"]:
+            parts.append(f"(no host column: run 'liteconv profile {s['run']}' first)")
+        parts.append("")
+    written.append(atomic_write_text(base.with_suffix(".md"), "\n".join(parts)))
+    import numpy as np
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(sections), squeeze=False,
+                             figsize=(5.5 * len(sections), 1.5 + 0.3 * max(len(s["rows"])
+                                                                           for s in sections)))  # fmt: skip
+    for ax, s in zip(axes[0], sections):
+        ys = np.arange(len(s["rows"]))[::-1]
+        height = 0.8 / len(s["columns"])
+        for k, c in enumerate(s["columns"]):
+            ms = [r[c] if r.get(c) else np.nan for r in s["rows"]]  # log axis: no zeros
+            ax.barh(ys - k * height, ms, height=height, label=c)
+        centre = ys - (len(s["columns"]) - 1) * height / 2
+        ax.set_yticks(centre, [r["block"] for r in s["rows"]], fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("median latency (ms, log)")
+        ax.set_title(f"{Path(s['run']).name}: {s['mode']}, {s['threads']} thread(s)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(base.with_suffix(".png"))
+    _save_png(fig, written[-1])
+    plt.close(fig)
+    return written

@@ -56,7 +56,7 @@ ai-edge-litert
 """
 
 
-def _readme(name: str, target, models: list[dict]) -> str:
+def _readme(name: str, target, models: list[dict], profile: bool = False) -> str:
     lines = [
         f"# {name}: liteconv device bundle",
         "",
@@ -87,6 +87,11 @@ def _readme(name: str, target, models: list[dict]) -> str:
         "python bench.py --check          # same answers as the host? (exit 0 = yes)",
         "                                 # (python -m liteconv.device --check does the same)",
         "python bench.py --json results.json   # latency table; threads/cores from target.json",
+        *(
+            ["python bench.py --profile --json results.json   # and the time of every block"]
+            if profile
+            else []
+        ),
         "```",
         "",
         "Bring `results.json` back and merge it with the host's: "
@@ -132,14 +137,38 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _profile_files(run, modes, samples: int, echo) -> dict[str, bytes]:
+    """The run's model cut into blocks and converted (``bench.profile.block_model_files``)."""
+    from liteconv.bench.profile import block_model_files
+    from liteconv.pipeline.evaluate import float32_run_model, run_data
+
+    model = float32_run_model(run)
+    images, _ = run_data(run).arrays("train", limit=samples)
+
+    def progress(_stage, mode, done, total):
+        if echo and (done == total or done % 10 == 0):
+            echo(f"profile {mode}: converted {done}/{total} blocks")
+
+    return block_model_files(model, calibration=images, modes=list(modes), progress=progress)
+
+
 def make_bundle(
     run_dir: str | Path,
     *,
     out: str | Path = "dist",
     target: str = "raspberry-pi-4",
     samples: int = 16,
+    profile: bool = False,
+    profile_modes: list[str] = ("fp32", "int8"),
+    profile_samples: int = 128,
+    echo=None,
 ) -> Path:
-    """Build ``out/<experiment>-<run>-<target>.tar.gz`` from a run's exported models."""
+    """Build ``out/<experiment>-<run>-<target>.tar.gz`` from a run's exported models.
+
+    With ``profile``, the bundle also carries the run's model cut into blocks, each
+    converted alone per mode in ``profile_modes`` (int8 calibrated with the activations of
+    ``profile_samples`` training images), for ``python bench.py --profile`` on the board.
+    """
     run = runlib.Run.open(run_dir)
     spec = load_target(target)
     tflites = sorted(run.file("export").glob("*.tflite"))
@@ -165,6 +194,7 @@ def make_bundle(
         outputs, _ = run_samples(path, images)
         reference[f"outputs__{path.stem}"] = outputs
         sidecars.append((path, side))
+    profile_files = _profile_files(run, profile_modes, profile_samples, echo) if profile else {}
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **reference)
@@ -184,7 +214,13 @@ def make_bundle(
             _add(tar, f"{name}/requirements.txt", REQUIREMENTS.encode())
             _add(tar, f"{name}/target.json", json.dumps(spec.to_dict(), indent=2).encode())
             _add(tar, f"{name}/reference.npz", buf.getvalue())
-            _add(tar, f"{name}/README.md", _readme(name, spec, [s for _, s in sidecars]).encode())
+            for dest, data in profile_files.items():
+                _add(tar, f"{name}/profile/{dest}", data)
+            _add(
+                tar,
+                f"{name}/README.md",
+                _readme(name, spec, [s for _, s in sidecars], profile=bool(profile_files)).encode(),
+            )
         tmp.replace(final)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -348,6 +348,7 @@ def run_on_board(
     keep: bool = False,
     cache: str = CACHE,
     bundle_dir: str | Path = "dist",
+    profile: bool = False,
     echo=print,
 ) -> dict:
     """Check and benchmark ``source`` (a run folder or a bundle ``.tar.gz``) on the board.
@@ -383,7 +384,7 @@ def run_on_board(
         from liteconv.deploy.bundle import make_bundle
 
         began = steps.start("bundle")
-        bundle = make_bundle(run.path, out=bundle_dir, target=target)
+        bundle = make_bundle(run.path, out=bundle_dir, target=target, profile=profile)
         steps.end(began, f"{bundle} ({bundle.stat().st_size / 1024:.0f} KB)")
     else:
         bundle = source
@@ -415,11 +416,13 @@ def run_on_board(
         args = ["--json", "results.json", "--runs", str(runs), "--warmup", str(warmup)]
         if threads:
             args += ["--threads", ",".join(str(t) for t in threads)]
+        if profile:
+            args.append("--profile")
         bench = board.run(f"cd {folder} && {py_q} bench.py {shlex.join(args)}",
                           what="the benchmark", fix="rerun with --keep and run bench.py there")  # fmt: skip
         table = [ln for ln in bench.stdout.decode("utf-8", "replace").splitlines()
                  if ln.startswith(("|", "warning"))]  # fmt: skip
-        steps.end(began, f"{runs} runs per model")
+        steps.end(began, f"{runs} runs per model" + (", every block" if profile else ""))
 
         began = steps.start("fetch")
         blob = board.read(f"{stage}/{name}/results.json", what="fetching results.json")
@@ -482,6 +485,16 @@ def save_device_document(run, document: dict, label: str, echo=print) -> dict:
 
 
 def _merge_report(run, threads: int) -> list[Path]:
-    from liteconv.bench.report import report_rows, write_report
+    """The run's report (and its per-block report when a board profiled the blocks)."""
+    from liteconv.bench.report import (
+        profile_sections,
+        report_rows,
+        write_profile_report,
+        write_report,
+    )
 
-    return write_report(report_rows([run.path], threads=threads), run.path / "report")
+    paths = write_report(report_rows([run.path], threads=threads), run.path / "report")
+    sections = profile_sections([run.path])
+    if sections:
+        paths += write_profile_report(sections, run.path / "report")
+    return paths

@@ -1,12 +1,14 @@
 """The device command line: ``python -m liteconv.device`` (``python bench.py`` in a bundle).
 
 Benchmarks the bundle's models (or given ``.tflite`` files) with the target's settings, or
-checks with ``--check`` that this machine computes what the host computed. Needs numpy
+checks with ``--check`` that this machine computes what the host computed; ``--profile``
+adds the time of every block of the model (bundles made with ``--profile``). Needs numpy
 and a LiteRT runtime only.
 
 Example:
     $ python bench.py --check
     $ python bench.py --threads 1,4 --json results.json
+    $ python bench.py --profile --json pi.json
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from .check import check_bundle
 from .errors import LiteconvError
 from .harness import benchmark, delegation_warnings, markdown, result_document, write_json
+from .profile import profile_bundle, profile_markdown, read_profile_manifest
 from .runtime import resolve_runtime, runtime_version
 from .targets import load_target
 
@@ -64,6 +67,9 @@ def _parser(bundle: Path) -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None, help="target JSON (default: the bundle's)")
     parser.add_argument("--json", default=None, help="write results here")
     parser.add_argument("--check", action="store_true", help="compare with reference outputs")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time every block of the model (a bundle made with "
+                             "'liteconv bundle --profile')")  # fmt: skip
     return parser
 
 
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None, *, bundle: Path | None = None) -> int:
         runtime = args.runtime or (target.runtime if target else "auto")
         if args.check:
             return _check(folder, runtime)
+        if args.profile:  # a bundle without block models: say so before the benchmark
+            read_profile_manifest(folder)
         models = args.models or sorted(str(p) for p in (folder / "models").glob("*.tflite"))
         threads = int_list(args.threads) if args.threads else (target.threads if target else [1])
         xnnpack = [False] if args.no_xnnpack else (target.xnnpack if target else [True])
@@ -106,9 +114,21 @@ def main(argv: list[str] | None = None, *, bundle: Path | None = None) -> int:
         print(markdown(records))
         for line in delegation_warnings(records):
             print(line)
+        profiles = None
+        if args.profile:
+            profiles = profile_bundle(
+                folder, threads=threads, runs=args.runs, warmup=args.warmup, runtime=runtime,
+                xnnpack=not args.no_xnnpack, cores=target.cores if target else None,
+                progress=progress_printer(),
+            )  # fmt: skip
+            for p in profiles:
+                print(f"\n## {p['mode']}, {p['threads']} thread(s)\n\n"
+                      f"{profile_markdown(p, p['mode'])}")  # fmt: skip
         if args.json:
             document = result_document(records, target=target.to_dict() if target else None,
                                        where=platform.node() or "device")  # fmt: skip
+            if profiles is not None:
+                document["profile"] = profiles
             write_json(args.json, document)
             print(f"wrote {args.json}")
         return 0

@@ -310,6 +310,10 @@ def check_result_document(doc, source: str) -> dict:
         p50 = rec.get("p50_ms")
         if isinstance(p50, bool) or not isinstance(p50, (int, float)) or not 0 <= p50 < 1e9:
             raise LiteconvError(f"{key}.p50_ms: expected a finite non-negative number, got {p50!r}")
+    if "profile" in doc:
+        from .profile import check_profiles  # profile imports this module
+
+        check_profiles(doc["profile"], source)
     return doc
 
 
