@@ -67,6 +67,62 @@ def test_a_model_that_segfaults_the_runtime_is_a_one_line_error(crashing_model, 
     assert proc.returncode == 2 and "crashed (SIGSEGV)" in proc.stderr
 
 
+def _chain():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
+
+
+def test_a_model_cut_after_each_operator_computes_that_operators_output():
+    """flatbuf.truncated against the whole model's own intermediate tensors."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from liteconv.device.flatbuf import operator_count, truncated
+
+    plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # every operator a node
+    blob = to_tflite(_chain())
+    full = Interpreter(model_content=blob, experimental_preserve_all_tensors=True,
+                       experimental_op_resolver_type=plain)  # fmt: skip
+    full.allocate_tensors()
+    x = np.random.default_rng(0).uniform(size=(1, 8, 8, 3)).astype("float32")
+    full.set_tensor(full.get_input_details()[0]["index"], x)
+    full.invoke()
+    ops = full._get_ops_details()
+    assert operator_count(blob) == len(ops) >= 4
+    for k, op in enumerate(ops):
+        part = Interpreter(model_content=truncated(blob, k), experimental_op_resolver_type=plain)
+        part.allocate_tensors()
+        part.set_tensor(part.get_input_details()[0]["index"], x)
+        part.invoke()
+        got = part.get_tensor(part.get_output_details()[0]["index"])
+        np.testing.assert_allclose(got, full.get_tensor(op["outputs"][0]), rtol=1e-6,
+                                   err_msg=f"operator {k} ({op['op_name']})")  # fmt: skip
+
+
+def test_a_crash_is_pinned_to_its_operator_without_the_input_rule(monkeypatch, tmp_path):
+    """A crash the missing-input rule does not explain is located by bisection."""
+    from liteconv.device import probe
+
+    blob = _drop_optional_bias(to_tflite(_chain()), DEPTHWISE_CONV_2D)
+    assert probe.crashing_operator(blob, "chain.tflite") == 1  # CONV_2D, DEPTHWISE_CONV_2D, ...
+    assert probe.crashing_operator(to_tflite(_chain()), "fine.tflite") is None
+    real = probe._run_child
+
+    def no_suspects(*args):  # the child's input rule names no operator now
+        proc = real(*args)
+        proc.stdout = "".join(ln for ln in proc.stdout.splitlines(True)
+                              if not ln.startswith("suspect "))  # fmt: skip
+        return proc
+
+    monkeypatch.setattr(probe, "_run_child", no_suspects)
+    with pytest.raises(probe.LiteconvError) as err:
+        probe.probe_model(blob, "chain.tflite")
+    assert "crashed (SIGSEGV) while running operator 1 (DEPTHWISE_CONV_2D) — " in str(err.value)
+
+
 @pytest.fixture
 def restore_env(monkeypatch):
     """The CLI's --no-verify-hashes/--debug set environment variables: undo them after."""
@@ -209,6 +265,45 @@ def test_stale_temporaries_are_removed_when_a_command_opens_the_run(run_copy):
 
     Run.open(run_copy)
     assert not any(p.exists() for p in stale) and fresh.exists()
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("nth", [1, 3])
+def test_kill_9_inside_a_write_leaves_no_broken_file_and_the_rerun_cleans_up(
+    digits_run, tmp_path, nth
+):
+    """Killed the instant the n-th temporary appears (inside a write, whatever the load):
+    the final files present are whole, and rerunning the command finishes, removes the dead
+    writer's temporaries at once and leaves every artifact matching the manifest."""
+    import shutil
+
+    from kill_points import final_files, liteconv, scenario
+
+    run = tmp_path / digits_run.parent.name / digits_run.name
+    shutil.copytree(digits_run, run)
+    row = scenario("export", liteconv("export", str(run), "--mode", "fp32,int8"), [run], nth)
+    assert row["killed"] and row["returncode"] == -9, row
+    assert row["broken_final_files"] == [] and row["broken_after_rerun"] == [], row
+    assert row["rerun_exit"] == 0 and row["temporaries_after_rerun"] == [], row
+    assert {"export/fp32.tflite", "export/int8.tflite"} <= set(final_files(run))
+    from liteconv.pipeline.run import Run
+
+    opened = Run.open(run)
+    for name in opened.manifest()["artifacts"]:
+        opened.verify_artifact(name)  # raises on a file that differs from its hash
+
+
+def test_a_dead_writers_temporary_is_removed_at_once_a_live_ones_kept(run_copy):
+    from liteconv.pipeline.run import Run
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    left = run_copy / f".manifest.json.{dead}.k2j4_x.tmp"  # fresh, its writer gone
+    busy = run_copy / f".model.{os.getpid()}.tmp.keras"  # this process: still writing
+    for path in (left, busy):
+        path.write_bytes(b"partial")
+    Run.open(run_copy)
+    assert not left.exists() and busy.exists()
 
 
 def test_image_files_that_are_not_images_are_found_before_training(tmp_path):

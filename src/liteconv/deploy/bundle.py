@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import liteconv
 from liteconv import device
 from liteconv.device.check import run_samples
 from liteconv.device.errors import LiteconvError
+from liteconv.device.files import writer_alive
 from liteconv.device.harness import sidecar_for
 from liteconv.device.targets import load_target
 from liteconv.pipeline import run as runlib
@@ -201,7 +203,10 @@ def make_bundle(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / f"{name}.tar.gz"
-    tmp = out / f".{name}.tar.gz.tmp"
+    for left in out.glob(f".{name}.tar.gz.*.tmp"):  # a killed bundle's leftover
+        if writer_alive(left) is False:
+            left.unlink(missing_ok=True)
+    tmp = out / f".{name}.tar.gz.{os.getpid()}.tmp"
     try:
         with tarfile.open(tmp, "w:gz") as tar:
             for path, side in sidecars:

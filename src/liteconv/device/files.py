@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     ``open()`` would give a new file: 0666 less the umask, not mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's pid in the name: a later command can tell a dead writer's leftover
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)  # fmt: skip
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
@@ -39,6 +42,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_WRITER_PID = re.compile(r"\.(\d+)\.(?:[^.]*\.)?tmp(?:\.|$)")
+
+
+def writer_alive(temporary: str | Path) -> bool | None:
+    """Whether the process that is writing ``temporary`` (``.<name>.<pid>.<x>.tmp``, as
+    this module and ``save_model_atomic`` name them) is alive; ``None`` when the name
+    carries no pid. Another user's process counts as alive."""
+    match = _WRITER_PID.search(Path(temporary).name)
+    if not match:
+        return None
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

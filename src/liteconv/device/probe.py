@@ -5,7 +5,8 @@ A structurally valid flatbuffer can still crash the runtime natively (a
 segfaults in ``invoke()``, in LiteRT 2.3 and TF 2.21 alike). A crash there would take
 liteconv down with it, so every model file is first loaded and run once, with and without
 XNNPACK, in a child process (``python -m liteconv.device.probe FILE``); a signal death
-becomes a one-line error. It costs one process start per distinct model and process
+becomes a one-line error naming the operator (found by running ever shorter prefixes of
+the graph, ``flatbuf.truncated``, only when something crashed). It costs one process start per distinct model and process
 (results are cached by content hash). Chosen over re-checking every operator against the
 schema: the runtime's own kernels are the only complete list of what crashes them.
 
@@ -52,11 +53,8 @@ def suspects(ops) -> list[str]:
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding liteconv/
 
 
-def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float = 300) -> None:
-    """Raise a one-line ``LiteconvError`` unless ``blob`` loads and runs in a child process."""
-    digest = hashlib.sha256(blob).hexdigest() + runtime
-    if digest in _PASSED:
-        return
+def _run_child(blob: bytes, source: str, runtime: str, timeout: float):
+    """Load and run ``blob`` once in a child process; the finished process."""
     with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as fh:
         fh.write(blob)
         path = fh.name
@@ -66,7 +64,7 @@ def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float 
     # (an emulated interpreter: "qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11").
     python = shlex.split(os.environ.get("LITECONV_PYTHON", "")) or [sys.executable]
     try:
-        proc = subprocess.run(
+        return subprocess.run(
             [*python, "-m", "liteconv.device.probe", path, "--runtime", runtime,
              "--source", source],
             capture_output=True, text=True, timeout=timeout, env=env,
@@ -83,6 +81,42 @@ def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float 
         ) from None
     finally:
         os.unlink(path)
+
+
+def crashing_operator(blob: bytes, source: str, runtime: str = "auto",
+                      timeout: float = 300) -> int | None:  # fmt: skip
+    """The operator whose execution crashes the runtime: the shortest prefix of the graph
+    (``flatbuf.truncated``) that still crashes a child process, found by bisection
+    (about log2(operators) children); ``None`` when no prefix crashes alone."""
+    from .flatbuf import operator_count, truncated
+
+    def crashes(last: int) -> bool:
+        return _run_child(truncated(blob, last), source, runtime, timeout).returncode < 0
+
+    try:
+        hi = operator_count(blob) - 1
+        if hi < 0 or not crashes(hi):
+            return None
+        lo = 0
+        while lo < hi:  # invariant: the prefix ending at hi crashes
+            mid = (lo + hi) // 2
+            if crashes(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return hi
+    except LiteconvError:
+        return None
+
+
+def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float = 300) -> None:
+    """Raise a one-line ``LiteconvError`` unless ``blob`` loads and runs in a child process.
+    A native crash names the operator: one missing an input its kernel reads, else the
+    one found by ``crashing_operator``."""
+    digest = hashlib.sha256(blob).hexdigest() + runtime
+    if digest in _PASSED:
+        return
+    proc = _run_child(blob, source, runtime, timeout)
     lines = proc.stdout.strip().splitlines()
     ops = next((json.loads(line[4:]) for line in lines if line.startswith("ops ")), None)
     suspect = next((json.loads(line[8:]) for line in lines if line.startswith("suspect ")), [])
@@ -91,8 +125,13 @@ def probe_model(blob: bytes, source: str, runtime: str = "auto", timeout: float 
         if suspect:  # an operator missing an input its kernel reads: the likely culprit
             where = f"running {suspect[0]}, which lacks a required input"
         else:
-            where = "running the model" + (f" (its operators: {', '.join(dict.fromkeys(ops))})"
-                                           if ops else "")  # fmt: skip
+            index = crashing_operator(blob, source, runtime, timeout)
+            if index is not None:
+                op = ops[index] if ops and index < len(ops) else "?"
+                where = f"running operator {index} ({op})"
+            else:
+                where = "running the model" + (
+                    f" (its operators: {', '.join(dict.fromkeys(ops))})" if ops else "")  # fmt: skip
         raise LiteconvError(
             f"{source}: the LiteRT runtime crashed ({name}) while {where} — the file is "
             "malformed; re-export it"

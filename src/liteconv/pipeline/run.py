@@ -237,11 +237,17 @@ class Run:
             )
 
     def remove_stale_temporaries(self, older_than_s: float = 60.0) -> int:
-        """Delete ``.*.tmp*`` files a killed writer left behind; returns how many."""
+        """Delete ``.*.tmp*`` files a killed writer left behind; returns how many: those
+        whose writer (the pid in the name) is dead at once, others once ``older_than_s``."""
+        from liteconv.device.files import writer_alive
+
         now, removed = time.time(), 0
         for tmp in self.path.rglob(".*.tmp*"):
             try:
-                if tmp.is_file() and now - tmp.stat().st_mtime > older_than_s:
+                alive = writer_alive(tmp)
+                age = now - tmp.stat().st_mtime
+                stale = alive is False or (alive is None and age > older_than_s)
+                if tmp.is_file() and (stale or age > 86400):  # a day: a reused pid
                     tmp.unlink()
                     removed += 1
             except OSError:
