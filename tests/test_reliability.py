@@ -306,6 +306,27 @@ def test_a_dead_writers_temporary_is_removed_at_once_a_live_ones_kept(run_copy):
     assert not left.exists() and busy.exists()
 
 
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [({"experiment": "../../escaped"}, "experiment: '../../escaped' is not a plain name"),
+     ({"experiment": ""}, "is not a plain name"), ({"status": "done"}, "status: expected"),
+     ({"metrics": {"test_accuracy": -1}}, "metrics.test_accuracy"),
+     ({"metrics": {"test_accuracy": "high"}}, "metrics.test_accuracy"),
+     ({"metrics": []}, "metrics: expected a mapping"),
+     ({"custom_objects": "Lambda"}, "custom_objects"),
+     ({"artifacts": {"model.keras": 5}}, "artifacts")],
+)  # fmt: skip
+def test_manifest_values_later_used_are_checked(run_copy, change, fragment):
+    """Keys a run may lack but commands read (a name that becomes a bundle's file name)."""
+    path = run_copy / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    for command in ("bundle", "evaluate"):
+        result = CliRunner().invoke(cli, [command, str(run_copy), *(
+            ["-o", str(run_copy.parent / "dist")] if command == "bundle" else [])])  # fmt: skip
+        _one_line_error(result, fragment)
+    assert not (run_copy.parent / "dist").exists()
+
+
 def test_image_files_that_are_not_images_are_found_before_training(tmp_path):
     from liteconv.config import DataConfig
     from liteconv.device.errors import LiteconvError

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -217,8 +218,37 @@ class Run:
             isinstance(model.get(k), int) and model[k] >= 0 for k in ("macs", "params")
         ):
             raise LiteconvError(f"{path}: model: expected a mapping with integer macs and params")
-        if not isinstance(manifest.get("artifacts", {}), dict):
+        artifacts = manifest.get("artifacts", {})
+        if not isinstance(artifacts, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in artifacts.items()
+        ):
             raise LiteconvError(f"{path}: artifacts: expected a mapping of file -> SHA-256")
+        return self._check_optional(manifest, path)
+
+    @staticmethod
+    def _check_optional(manifest: dict, path: Path) -> dict:
+        """The keys a run may lack but later commands read: names that become file names,
+        the status, numbers that end in reports."""
+        from liteconv.config import ConfigError, check_experiment_name
+
+        if "experiment" in manifest:  # becomes part of bundle and report file names
+            try:
+                check_experiment_name(manifest["experiment"], str(path))
+            except ConfigError as err:
+                raise LiteconvError(str(err)) from None
+        if manifest.get("status", "complete") not in ("running", "complete", "failed"):
+            raise LiteconvError(f"{path}: status: expected running, complete or failed")
+        for key in ("metrics", "parent", "flatten", "dataset", "versions"):
+            if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+                raise LiteconvError(f"{path}: {key}: expected a mapping")
+        for key, value in (manifest.get("metrics") or {}).items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):  # fmt: skip
+                raise LiteconvError(f"{path}: metrics.{key}: expected a finite non-negative number")
+        custom = manifest.get("custom_objects")
+        if custom is not None and not (isinstance(custom, list)
+                                       and all(isinstance(c, str) for c in custom)):  # fmt: skip
+            raise LiteconvError(f"{path}: custom_objects: expected a list of names")
         return manifest
 
     def verify_artifact(self, name: str) -> None:
