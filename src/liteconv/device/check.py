@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LiteconvError
-from .files import read_json
+from .harness import read_sidecar
 from .runtime import invoke, load_interpreter
 from .tensors import dequantize, output_step, quantize
 
@@ -62,11 +62,7 @@ def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
     images = ref["images"]
     results = []
     for side_path in sorted((folder / "models").glob("*.json")):
-        side = read_json(side_path, "sidecar")
-        if not isinstance(side, dict) or not all(
-            isinstance(side.get(k), str) and "/" not in side[k] for k in ("name", "file")
-        ):
-            raise LiteconvError(f"{side_path}: expected a mapping with the model's name and file")
+        side = read_sidecar(side_path, required=("name", "file"))
         name = side["name"]
         if f"outputs__{name}" not in ref.files:
             raise LiteconvError(f"{ref_path}: no reference outputs for {name}; rebuild the bundle")

@@ -45,25 +45,38 @@ def rss_bytes() -> int:
         return 0
 
 
+def read_sidecar(path: Path, required: tuple[str, ...] = ()) -> dict:
+    """A model's JSON sidecar read back (the one reader of them): a mapping whose ``macs``
+    (a non-negative integer) and ``mode``/``experiment`` (strings) are dropped when they
+    have the wrong type; each key in ``required`` must be a plain file name (a string
+    without ``/``), else a one-line error naming the sidecar."""
+    data = read_json(path, "sidecar")
+    if not isinstance(data, dict):
+        if required:
+            raise LiteconvError(f"{path}: expected a mapping with {', '.join(required)}")
+        return {}
+    for key in required:
+        if not isinstance(data.get(key), str) or "/" in data[key] or data[key] in ("", ".."):
+            raise LiteconvError(f"{path}: {key}: expected a plain name, got {data.get(key)!r}")
+    macs = data.get("macs")
+    if isinstance(macs, bool) or not isinstance(macs, int) or macs < 0:
+        data.pop("macs", None)
+    for key in ("mode", "experiment"):
+        if not isinstance(data.get(key), str):
+            data.pop(key, None)
+    return data
+
+
 def sidecar_for(path: Path) -> dict:
-    """The JSON sidecar written by ``liteconv export`` beside a model, if any."""
+    """The sidecar ``liteconv export`` wrote beside a model, if any and readable (``{}``
+    otherwise: the harness times any model, with or without one)."""
     side = Path(path).with_suffix(".json")
-    if side.is_file():
-        try:
-            data = read_json(side, "sidecar")
-        except LiteconvError:
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        # keep only well-typed values of the keys the harness reads
-        macs = data.get("macs")
-        if isinstance(macs, bool) or not isinstance(macs, int) or macs < 0:
-            data.pop("macs", None)
-        for key in ("mode", "experiment"):
-            if not isinstance(data.get(key), str):
-                data.pop(key, None)
-        return data
-    return {}
+    if not side.is_file():
+        return {}
+    try:
+        return read_sidecar(side)
+    except LiteconvError:
+        return {}
 
 
 @dataclass
