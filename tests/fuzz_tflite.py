@@ -80,7 +80,8 @@ def classify(command: list[str], mutants: list[tuple[str, bytes]], folder, env=N
     import subprocess
     from pathlib import Path
 
-    counts = {"tried": 0, "ran": 0, "clean error": 0, "traceback": 0, "signal death": 0}
+    counts = {"tried": 0, "ran": 0, "clean error": 0, "traceback": 0, "signal death": 0,
+              "contained crash": 0, "crash named an operator": 0}  # fmt: skip
     for label, blob in mutants:
         path = Path(folder) / f"{label}.tflite"
         path.write_bytes(blob)
@@ -95,6 +96,9 @@ def classify(command: list[str], mutants: list[tuple[str, bytes]], folder, env=N
             counts["ran"] += 1
         else:
             counts["clean error"] += 1
+            if "the LiteRT runtime crashed" in proc.stderr + proc.stdout:
+                counts["contained crash"] += 1
+                counts["crash named an operator"] += " operator " in proc.stderr + proc.stdout
         path.unlink()
     return counts
 

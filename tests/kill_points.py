@@ -10,7 +10,7 @@ file with whether it is whole.
 Used by ``tests/test_reliability.py`` and, as a script, for the kill -9 table in
 ``docs/results/reliability.md``:
 
-    $ python tests/kill_points.py RUN_DIR OUT.json     # export / train / bundle kill points
+    $ python tests/kill_points.py RUN_DIR OUT.json [export,train,bundle]
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ import time
 import zipfile
 from pathlib import Path
 
-TEMPORARY = ".*.tmp*"
-
 
 def temporaries(*folders: Path) -> list[Path]:
-    return sorted(p for f in folders if f.exists() for p in f.rglob(TEMPORARY) if p.is_file())
+    """The ``.*.tmp*`` files under ``folders`` (os.walk: a folder removed meanwhile by the
+    command under watch is skipped, not an error)."""
+    found = []
+    for folder in folders:
+        for root, _, files in os.walk(folder):
+            found += [Path(root) / f for f in files if f.startswith(".") and ".tmp" in f]
+    return sorted(found)
 
 
 def kill_at_temporary(cmd: list[str], watch: list[Path], *, nth: int = 1, env=None,
@@ -62,9 +66,12 @@ def kill_at_temporary(cmd: list[str], watch: list[Path], *, nth: int = 1, env=No
             "stderr": proc.stderr.read().decode("utf-8", "replace")[-500:]}  # fmt: skip
 
 
-def whole(path: Path) -> bool:
-    """Whether a final file is complete: a readable zip (.keras), tarball, JSON/YAML text,
-    or a .tflite with its flatbuffer identifier and a size matching its buffers."""
+def whole(path: Path) -> bool | None:
+    """Whether a final file is complete: a readable zip (.keras), tarball, JSON, UTF-8 text
+    (.yaml, .csv, .md), a .tflite with its flatbuffer identifier; ``None`` for other kinds
+    (TensorFlow's own checkpoint files, say), which this cannot judge."""
+    if path.suffix not in (".keras", ".gz", ".json", ".tflite", ".yaml", ".csv", ".md"):
+        return None
     try:
         if path.suffix == ".keras":
             with zipfile.ZipFile(path) as z:
@@ -86,7 +93,7 @@ def whole(path: Path) -> bool:
 
 def final_files(*folders: Path) -> dict[str, bool]:
     """Every non-temporary file under ``folders`` (tensorboard logs aside) and whether it
-    is whole."""
+    is whole (``None``: not judged)."""
     out = {}
     for folder in folders:
         if not folder.exists():
@@ -101,8 +108,10 @@ def liteconv(*args: str) -> list[str]:
     return [sys.executable, "-m", "liteconv.cli", *args]
 
 
-def scenario(name: str, cmd: list[str], watch: list[Path], nth: int, env=None) -> dict:
-    """Kill at the ``nth`` temporary, describe what is left, rerun, describe again."""
+def scenario(name: str, cmd: list[str], watch: list[Path], nth: int, env=None,
+             runs: Path | None = None) -> dict:  # fmt: skip
+    """Kill at the ``nth`` temporary, describe what is left, rerun, describe again
+    (``runs``: the --out folder of a train, whose run folders are counted)."""
     kill = kill_at_temporary(cmd, watch, nth=nth, env=env)
     left = temporaries(*watch)
     finals = final_files(*watch)
@@ -110,15 +119,20 @@ def scenario(name: str, cmd: list[str], watch: list[Path], nth: int, env=None) -
     return {
         "scenario": name, "nth": nth, **{k: v for k, v in kill.items() if k != "stderr"},
         "temporaries_left": [p.name for p in left],
-        "final_files": len(finals), "broken_final_files": [k for k, ok in finals.items() if not ok],
+        "final_files": len(finals),
+        "broken_final_files": [k for k, ok in finals.items() if ok is False],
         "rerun_exit": rerun.returncode, "rerun_error": rerun.stderr.strip().splitlines()[-1:]
         if rerun.returncode else [],
         "temporaries_after_rerun": [p.name for p in temporaries(*watch)],
-        "broken_after_rerun": [k for k, ok in final_files(*watch).items() if not ok],
+        "broken_after_rerun": [k for k, ok in final_files(*watch).items() if ok is False],
+        # a runs folder (out/<experiment>/<run>): the run folders, and any without manifest
+        "run_folders_after_rerun": len(list(runs.glob("*/*/manifest.json"))) if runs else None,
+        "folders_without_manifest": sorted(str(p.relative_to(runs)) for p in runs.glob("*/*")
+                                           if not (p / "manifest.json").exists()) if runs else None,
     }  # fmt: skip
 
 
-def main(run_dir: str, out_json: str) -> None:
+def main(run_dir: str, out_json: str, only: str = "export,train,bundle") -> None:
     """Export, train and bundle kill points on copies of a digits run (``RUN_DIR``)."""
     import tempfile
 
@@ -126,21 +140,21 @@ def main(run_dir: str, out_json: str) -> None:
     src = Path(run_dir)
     rows = []
     config = src / "config.yaml"
-    for nth in range(1, 7):
+    for nth in range(1, 7) if "export" in only else ():
         run = base / f"export{nth}" / src.parent.name / src.name
         shutil.copytree(src, run, ignore=shutil.ignore_patterns("export", "device", "report*"))
         rows.append(scenario("export fp32,int8,qat_int8",
                              liteconv("export", str(run), "--mode", "fp32,int8,qat_int8"),
                              [run], nth))  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
-    for nth in range(1, 6):
+    for nth in range(1, 6) if "train" in only else ():
         out = base / f"train{nth}"
         rows.append(scenario("train (2 epochs)",
                              liteconv("train", "-c", str(config), "--set", "train.epochs=2",
-                                      "--out", str(out)), [out], nth))  # fmt: skip
+                                      "--out", str(out)), [out], nth, runs=out))  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
-    exported = base / "export1" / src.parent.name / src.name
-    for nth in (1,):
+    exported = src if (src / "export").is_dir() else base / "export1" / src.parent.name / src.name
+    for nth in (1,) if "bundle" in only else ():
         dist = base / f"dist{nth}"
         rows.append(scenario("bundle", liteconv("bundle", str(exported), "-o", str(dist)),
                              [dist, exported], nth))  # fmt: skip
@@ -149,4 +163,4 @@ def main(run_dir: str, out_json: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

@@ -293,6 +293,25 @@ def test_kill_9_inside_a_write_leaves_no_broken_file_and_the_rerun_cleans_up(
         opened.verify_artifact(name)  # raises on a file that differs from its hash
 
 
+@pytest.mark.large
+@pytest.mark.parametrize("nth", [1, 3])
+def test_kill_9_inside_a_train_write_then_train_again_ends_in_one_complete_run(tmp_path, nth):
+    """Killed at its first write (the config: the run folder holds only that temporary) or
+    a later one (a model save): training again resumes or starts over, ends in exactly one
+    complete run, and leaves no temporaries and no folder without a manifest."""
+    from kill_points import liteconv, scenario
+
+    out = tmp_path / "runs"
+    cmd = liteconv("train", "-c", DIGITS, "--set", "train.epochs=2", "--set", "train.verbose=0",
+                   "--out", str(out))  # fmt: skip
+    row = scenario("train", cmd, [out], nth, runs=out)
+    assert row["killed"] and row["broken_final_files"] == [], row
+    assert row["rerun_exit"] == 0 and row["temporaries_after_rerun"] == [], row
+    assert row["run_folders_after_rerun"] == 1 and row["folders_without_manifest"] == [], row
+    (manifest,) = out.glob("*/*/manifest.json")
+    assert json.loads(manifest.read_text())["status"] == "complete"
+
+
 def test_a_dead_writers_temporary_is_removed_at_once_a_live_ones_kept(run_copy):
     from liteconv.pipeline.run import Run
 

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -99,8 +100,11 @@ class Run:
     # -- creation and lookup
     @classmethod
     def create(cls, out: str | Path, experiment: str, name: str | None = None) -> Run:
-        """Make ``out/experiment/<name or timestamp>/`` (a new, empty folder)."""
+        """Make ``out/experiment/<name or timestamp>/`` (a new, empty folder); first remove
+        the folders of runs killed before their first file was complete (``abandoned``)."""
         name = name or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        for left in cls.abandoned(Path(out) / experiment):
+            shutil.rmtree(left, ignore_errors=True)
         path = Path(out) / experiment / name
         suffix = 1
         while path.exists() and any(path.iterdir()):
@@ -146,6 +150,23 @@ class Run:
         return Run(max(candidates, key=lambda p: (p / MANIFEST).stat().st_mtime))
 
     @staticmethod
+    def abandoned(folder: Path) -> list[Path]:
+        """Run folders under ``folder`` with no manifest whose every file is a temporary
+        of a writer no longer alive: a run killed while writing its first file."""
+        from liteconv.device.files import writer_alive
+
+        if not folder.is_dir():
+            return []
+        out = []
+        for path in folder.iterdir():
+            if not path.is_dir() or (path / MANIFEST).exists():
+                continue
+            files = [p for p in path.rglob("*") if p.is_file()]
+            if files and all(p.name.startswith(".") and writer_alive(p) is False for p in files):
+                out.append(path)
+        return out
+
+    @staticmethod
     def find_resumable(out: str | Path, experiment: str, config_hash: str) -> Run | None:
         """An interrupted run of the same experiment and config, if any (newest first)."""
         folder = Path(out) / experiment
@@ -157,7 +178,9 @@ class Run:
             except (OSError, ValueError, RecursionError):
                 continue
             if manifest.get("status") == "running" and manifest.get("config_hash") == config_hash:
-                return Run(path)
+                run = Run(path)
+                run.remove_stale_temporaries()  # what the interrupted session was writing
+                return run
         return None
 
     # -- files

@@ -232,12 +232,13 @@ def _resolve_run(cfg: Config, out, resume, run_name) -> tuple[runlib.Run, bool]:
     """(run, resumed) for --resume, an interrupted twin of the same config, or a new run."""
     if resume is not None:  # "resuming" once training had started (not a fresh flatten child)
         run = runlib.Run(resume)
+        run.remove_stale_temporaries()
         return run, run.file("backup").exists() or "devices" in run.manifest()
     if run_name is None and os.environ.get("TF_CONFIG"):
         run_name = _multiworker_name(cfg)
     if run_name is not None:
         existing = runlib.Run(Path(out) / cfg.experiment / run_name)
-        if existing.manifest().get("status") == "running":
+        if existing.manifest().get("status") == "running":  # other workers may be writing
             return existing, True
         return runlib.Run.create(out, cfg.experiment, run_name), False
     twin = runlib.Run.find_resumable(out, cfg.experiment, config_hash(cfg))
