@@ -109,3 +109,26 @@ def test_bad_requests_are_explained():
     dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="nothing to decompose"):
         flatten_model(dense)
+
+
+def test_a_decomposition_asked_again_is_not_recomputed(monkeypatch):
+    """flatten --budget-ms decomposes each candidate, then applies the chosen plan: the same
+    kernel and rank must not run ALS twice, and callers must not share arrays."""
+    import tensorly.decomposition
+
+    from liteconv.keras_layers import decompose as dec
+
+    kernel = np.random.default_rng(5).normal(size=(3, 3, 6, 8)).astype("float32")
+    first = dec.cp_kernel(kernel, 4, max_iter=50)
+
+    def no_als(*_a, **_k):
+        raise AssertionError("ALS ran again for a kernel and rank already decomposed")
+
+    monkeypatch.setattr(tensorly.decomposition, "parafac", no_als)
+    second = dec.cp_kernel(kernel.copy(), 4, max_iter=50)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    second[0][:] = 0  # a caller's change does not reach the next caller
+    assert np.abs(dec.cp_kernel(kernel, 4, max_iter=50)[0]).sum() > 0
+    with pytest.raises(AssertionError, match="ALS ran again"):
+        dec.cp_kernel(kernel, 3, max_iter=50)  # another rank is another decomposition

@@ -18,7 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,6 +61,32 @@ class Decomposition:
 # --------------------------------------------------------------------------- the math
 
 
+_MEMO: OrderedDict = OrderedDict()
+_MEMO_SIZE = 32
+
+
+def _memoised(fn):
+    """Remember the last ``_MEMO_SIZE`` results of a decomposition by the kernel's bytes
+    and the other arguments (both are deterministic: seeded starts), so the ALS that
+    ``flatten --budget-ms`` ran for a candidate is not run again when the chosen plan is
+    applied; callers get copies."""
+
+    @functools.wraps(fn)
+    def wrapper(kernel, *args, **kwargs):
+        k = np.ascontiguousarray(kernel)
+        key = (fn.__name__, hashlib.sha256(k.tobytes()).hexdigest(), k.shape, str(k.dtype),
+               args, tuple(sorted(kwargs.items())))  # fmt: skip
+        if key not in _MEMO:
+            _MEMO[key] = fn(kernel, *args, **kwargs)
+            if len(_MEMO) > _MEMO_SIZE:
+                _MEMO.popitem(last=False)
+        _MEMO.move_to_end(key)
+        return tuple(v.copy() if isinstance(v, np.ndarray) else v for v in _MEMO[key])
+
+    return wrapper
+
+
+@_memoised
 def rank1_per_filter(kernel: np.ndarray, *, max_iter: int = 500, tol: float = 1e-9):
     """Best rank-1 approximation of each output filter of a ``(kh, kw, C_in, C_out)`` kernel.
 
@@ -92,6 +121,7 @@ def rank1_per_filter(kernel: np.ndarray, *, max_iter: int = 500, tol: float = 1e
     return y.T, x.T, z.T, float(np.sqrt(error / total))
 
 
+@_memoised
 def cp_kernel(kernel: np.ndarray, rank: int, *, max_iter: int = 500, tol: float = 1e-9):
     """Rank-``rank`` CP decomposition of a ``(kh, kw, C_in, C_out)`` kernel (tensorly).
 
