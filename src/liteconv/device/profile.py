@@ -27,9 +27,39 @@ MODES = ("fp32", "int8")
 BLOCK_KEYS = {"block": str, "type": str, "group": str, "input": str}
 
 
+CALL_EVERY = 10  # a one-RELU model among the blocks every this many blocks
+
+
+def timing_order(n_blocks: int) -> list[tuple]:
+    """The order in which one run times ``n_blocks`` blocks, the whole model and the
+    one-RELU model: ``("block", i)``, ``("call_warm",)`` among the blocks every
+    ``CALL_EVERY`` (at least once), ``("whole",)``, then ``("call_cold",)``.
+
+    What one ``invoke()`` costs depends on what ran before it: measured here, the
+    one-RELU model right after the whole model (caches evicted) costs 2–3× what it costs
+    among small blocks. A block timed alone pays somewhere in between, so both are taken
+    in the same run and the prediction uses their mean (``summarise``)."""
+    order: list[tuple] = []
+    for i in range(n_blocks):
+        if i % CALL_EVERY == CALL_EVERY // 2:
+            order.append(("call_warm",))
+        order.append(("block", i))
+    if not any(t == ("call_warm",) for t in order):
+        order.insert(len(order) // 2, ("call_warm",))
+    return [*order, ("whole",), ("call_cold",)]
+
+
+def overheads(order: list[tuple], ms: list[float]) -> tuple[float, float]:
+    """``(warm, cold)`` per-invoke cost from timings taken in ``timing_order``: the median
+    of the one-RELU model among the blocks, and the one right after the whole model."""
+    warm = sorted(m for t, m in zip(order, ms) if t == ("call_warm",))
+    cold = [m for t, m in zip(order, ms) if t == ("call_cold",)]
+    return warm[len(warm) // 2], cold[0]
+
+
 def summarise(
-    blocks: list[dict], block_ms: list[float], whole_ms: float, call_ms: float, *,
-    threads: int, measured: int,
+    blocks: list[dict], block_ms: list[float], whole_ms: float,
+    call_ms: float | tuple[float, float], *, threads: int, measured: int,
 ) -> dict:  # fmt: skip
     """The profile of one mode from its timings.
 
@@ -37,16 +67,20 @@ def summarise(
         blocks: per block ``block``, ``type``, ``group``, ``input`` and ``macs``.
         block_ms: the median latency of each block alone.
         whole_ms: the whole model's median latency, measured in the same run.
-        call_ms: one ``invoke()`` of a model with nothing to compute.
+        call_ms: one ``invoke()`` of a model with nothing to compute: ``(warm, cold)``
+            (``overheads``) or one figure.
         threads: the interpreter threads of these timings.
         measured: how many of the timings were taken now (0 = all from a cache).
 
     Returns:
         ``{"blocks": rows, "sum_ms", "whole_ms", "invoke_overhead_ms", "predicted_ms",
-        "error_pct", "raw_sum_error_pct", "measured", "threads"}``; the prediction is the
-        sum of the blocks less ``(blocks - 1) × call_ms`` (each block timed alone pays the
-        per-invoke cost the whole model pays once).
+        "predicted_range_ms", "error_pct", "raw_sum_error_pct", "measured", "threads"}``;
+        the prediction is the sum of the blocks less ``(blocks - 1)`` per-invoke costs
+        (each block timed alone pays what the whole model pays once), the mean of the warm
+        and cold cost; the range uses each of them.
     """
+    warm, cold = call_ms if isinstance(call_ms, (tuple, list)) else (call_ms, call_ms)
+    call_ms = (warm + cold) / 2
     rows = []
     for block, ms in zip(blocks, block_ms):
         macs = int(block.get("macs") or 0)
@@ -57,12 +91,16 @@ def summarise(
     for r in rows:
         r["share"] = round(r["p50_ms"] / total, 4) if total else None
     predicted = max(total - (len(rows) - 1) * call_ms, 0.0)
+    low, high = sorted(max(total - (len(rows) - 1) * c, 0.0) for c in (cold, warm))
 
     def error(value: float) -> float | None:
         return round(100 * (value - whole_ms) / whole_ms, 2) if whole_ms else None
 
     return {"blocks": rows, "sum_ms": round(total, 6), "whole_ms": whole_ms,
-            "invoke_overhead_ms": call_ms, "predicted_ms": round(predicted, 6),
+            "invoke_overhead_ms": round(call_ms, 6),
+            "invoke_overhead_range_ms": [round(warm, 6), round(cold, 6)],
+            "predicted_ms": round(predicted, 6),
+            "predicted_range_ms": [round(low, 6), round(high, 6)],
             "error_pct": error(predicted), "raw_sum_error_pct": error(total),
             "measured": measured, "threads": threads}  # fmt: skip
 
@@ -81,11 +119,13 @@ def profile_markdown(result: dict, mode: str) -> str:
     raw = result.get("raw_sum_error_pct")
     errors = (f"prediction error {err:+.1f} % (raw sum {raw:+.1f} %)"
               if err is not None and raw is not None else "no prediction error (whole 0 ms)")  # fmt: skip
+    span = result.get("predicted_range_ms")
+    span = f" (range {span[0]:.4f}–{span[1]:.4f})" if span else ""
     return (
         f"{table}\n\n{mode}, {result['threads']} thread(s): sum of {len(rows)} blocks "
         f"{result['sum_ms']:.4f} ms, less {len(rows) - 1} × the per-invoke cost "
-        f"{result['invoke_overhead_ms']:.4f} ms = {result['predicted_ms']:.4f} ms predicted; "
-        f"whole model measured {result['whole_ms']:.4f} ms: {errors}"
+        f"{result['invoke_overhead_ms']:.4f} ms = {result['predicted_ms']:.4f} ms predicted"
+        f"{span}; whole model measured {result['whole_ms']:.4f} ms: {errors}"
     )
 
 
@@ -156,13 +196,19 @@ def profile_bundle(
     doc = read_profile_manifest(bundle)
     results = []
     for mode, spec in doc["modes"].items():
-        paths = [b["path"] for b in spec["blocks"]] + [spec["whole_path"], spec["invoke_path"]]
+        order = timing_order(len(spec["blocks"]))
+        where = {"whole": spec["whole_path"], "call_warm": spec["invoke_path"],
+                 "call_cold": spec["invoke_path"]}  # fmt: skip
+        paths = [spec["blocks"][t[1]]["path"] if t[0] == "block" else where[t[0]]
+                 for t in order]  # fmt: skip
         for t in threads:
             records = benchmark(paths, threads=[t], runs=runs, warmup=warmup, runtime=runtime,
                                 xnnpack=[xnnpack], cores=cores, progress=progress)  # fmt: skip
             ms = [r["p50_ms"] for r in records]
-            result = summarise(spec["blocks"], ms[:-2], ms[-2], ms[-1], threads=t,
-                               measured=len(paths))  # fmt: skip
+            block_ms = [m for o, m in zip(order, ms) if o[0] == "block"]
+            whole = next(m for o, m in zip(order, ms) if o == ("whole",))
+            result = summarise(spec["blocks"], block_ms, whole, overheads(order, ms),
+                               threads=t, measured=len(paths))  # fmt: skip
             results.append({"mode": mode, "model": doc.get("model"), **result})
     return results
 
