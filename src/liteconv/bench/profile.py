@@ -472,6 +472,10 @@ def profile_study(out: str | Path, *, runs: int = 100, warmup: int = 10, threads
     worst = max(lines, key=lambda r: abs(float(r[-1].rstrip("%"))))
     raw = max(lines, key=lambda r: abs(float(r[-3].rstrip("%"))))
     info = machine_info()
+    ratios = [r["invoke_overhead_range_ms"][1] / r["invoke_overhead_range_ms"][0]
+              for m in study.values() for r in m["modes"].values()
+              if r["invoke_overhead_range_ms"][0] > 0]  # fmt: skip
+    ratios = ratios or [1.0]
     text = "\n".join([
         "# Per-block latency: does the sum of the blocks predict the whole model?",
         "",
@@ -490,8 +494,9 @@ def profile_study(out: str | Path, *, runs: int = 100, warmup: int = 10, threads
         "each block timed alone pays the interpreter's fixed per-invoke cost (Python call, "
         "delegate dispatch, tensor bookkeeping), which the whole model pays once; models "
         "with many small blocks (EfficientNet-B0's 180, the flattened network's 29) show it "
-        "most. That cost depends on what ran just before: the one-RELU model costs 2–3× "
-        "more right after the whole model (caches evicted) than among small blocks, and a "
+        f"most. That cost depends on what ran just before: the one-RELU model costs "
+        f"{min(ratios):.1f}–{max(ratios):.1f}× as much right after the whole model (caches "
+        "evicted) as among small blocks, and a "
         "block alone pays something in between (`error range`: the prediction with "
         "either one alone); the mean of the two is what the prediction uses. What remains is what a block timed alone cannot "
         "see of its neighbours inside one graph (its input already in cache from the "
