@@ -97,7 +97,7 @@ def summarise(
         return round(100 * (value - whole_ms) / whole_ms, 2) if whole_ms else None
 
     return {"blocks": rows, "sum_ms": round(total, 6), "whole_ms": whole_ms,
-            "invoke_overhead_ms": round(call_ms, 6),
+            "invoke_overhead_ms": call_ms,  # not rounded: x (blocks - 1) in the prediction
             "invoke_overhead_range_ms": [round(warm, 6), round(cold, 6)],
             "predicted_ms": round(predicted, 6),
             "predicted_range_ms": [round(low, 6), round(high, 6)],
