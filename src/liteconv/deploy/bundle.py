@@ -25,7 +25,7 @@ import liteconv
 from liteconv import device
 from liteconv.device.check import run_samples
 from liteconv.device.errors import LiteconvError
-from liteconv.device.files import writer_alive
+from liteconv.device.files import remove_stale_temporaries
 from liteconv.device.harness import sidecar_for
 from liteconv.device.targets import load_target
 from liteconv.pipeline import run as runlib
@@ -203,9 +203,7 @@ def make_bundle(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / f"{name}.tar.gz"
-    for left in out.glob(f".{name}.tar.gz.*.tmp"):  # a killed bundle's leftover
-        if writer_alive(left) is False:
-            left.unlink(missing_ok=True)
+    remove_stale_temporaries(out.glob(f".{name}.tar.gz.*.tmp"))  # a killed bundle's leftover
     tmp = out / f".{name}.tar.gz.{os.getpid()}.tmp"
     try:
         with tarfile.open(tmp, "w:gz") as tar:

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -64,6 +65,24 @@ def writer_alive(temporary: str | Path) -> bool | None:
     except (PermissionError, OverflowError, OSError):
         return True
     return True
+
+
+def remove_stale_temporaries(temporaries, older_than_s: float = 60.0) -> int:
+    """Delete those of ``temporaries`` (paths of ``.*.tmp*`` files) a killed writer left:
+    at once when their writer (the pid in the name) is dead, after ``older_than_s`` when
+    the name carries no pid, after a day in any case (a reused pid); returns how many."""
+    now, removed = time.time(), 0
+    for tmp in temporaries:
+        try:
+            alive = writer_alive(tmp)
+            age = now - tmp.stat().st_mtime
+            stale = alive is False or (alive is None and age > older_than_s)
+            if tmp.is_file() and (stale or age > 86400):
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

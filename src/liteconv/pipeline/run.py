@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from liteconv.device.errors import LiteconvError
@@ -290,22 +289,11 @@ class Run:
             )
 
     def remove_stale_temporaries(self, older_than_s: float = 60.0) -> int:
-        """Delete ``.*.tmp*`` files a killed writer left behind; returns how many: those
-        whose writer (the pid in the name) is dead at once, others once ``older_than_s``."""
-        from liteconv.device.files import writer_alive
+        """Delete the ``.*.tmp*`` files killed writers left in the run (see
+        ``device.files.remove_stale_temporaries``); returns how many."""
+        from liteconv.device.files import remove_stale_temporaries
 
-        now, removed = time.time(), 0
-        for tmp in self.path.rglob(".*.tmp*"):
-            try:
-                alive = writer_alive(tmp)
-                age = now - tmp.stat().st_mtime
-                stale = alive is False or (alive is None and age > older_than_s)
-                if tmp.is_file() and (stale or age > 86400):  # a day: a reused pid
-                    tmp.unlink()
-                    removed += 1
-            except OSError:
-                continue
-        return removed
+        return remove_stale_temporaries(self.path.rglob(".*.tmp*"), older_than_s)
 
     def update_manifest(self, **fields) -> dict:
         """Merge ``fields`` into ``manifest.json`` (nested dicts are merged one level)."""
