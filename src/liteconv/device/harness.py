@@ -300,6 +300,16 @@ def read_result_document(path: str | Path) -> dict:
     return check_result_document(read_json(path, "benchmark JSON"), str(path))
 
 
+def is_latency(value) -> bool:
+    """A finite, non-negative number of milliseconds (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1e9
+
+
+def is_thread_count(value) -> bool:
+    """A positive integer (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
 def check_result_document(doc, source: str) -> dict:
     """``doc`` if it is a benchmark document: a mapping with a ``records`` list whose
     records name a ``model``, positive ``threads`` and a finite, non-negative ``p50_ms``."""
@@ -318,10 +328,10 @@ def check_result_document(doc, source: str) -> dict:
         if not isinstance(rec.get("model"), str):
             raise LiteconvError(f"{key}.model: expected a string")
         threads = rec.get("threads")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        if not is_thread_count(threads):
             raise LiteconvError(f"{key}.threads: expected a positive integer, got {threads!r}")
         p50 = rec.get("p50_ms")
-        if isinstance(p50, bool) or not isinstance(p50, (int, float)) or not 0 <= p50 < 1e9:
+        if not is_latency(p50):
             raise LiteconvError(f"{key}.p50_ms: expected a finite non-negative number, got {p50!r}")
     if "profile" in doc:
         from .profile import check_profiles  # profile imports this module

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import LiteconvError
 from .files import read_json
-from .harness import benchmark
+from .harness import benchmark, is_latency, is_thread_count
 from .tables import format_table
 
 PROFILE_DIR = "profile"
@@ -222,11 +222,10 @@ def check_profiles(value, source: str) -> list[dict]:
         key = f"{source}: profile[{i}]"
         if not isinstance(entry, dict) or entry.get("mode") not in MODES:
             raise LiteconvError(f"{key}.mode: expected one of {', '.join(MODES)}")
-        threads = entry.get("threads")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        if not is_thread_count(entry.get("threads")):
             raise LiteconvError(f"{key}.threads: expected a positive integer")
         for name in ("whole_ms", "predicted_ms"):
-            if not _non_negative(entry.get(name)):
+            if not is_latency(entry.get(name)):
                 raise LiteconvError(f"{key}.{name}: expected a finite non-negative number")
         blocks = entry.get("blocks")
         if not isinstance(blocks, list):
@@ -234,12 +233,8 @@ def check_profiles(value, source: str) -> list[dict]:
         for j, block in enumerate(blocks):
             if not isinstance(block, dict) or not isinstance(block.get("block"), str):
                 raise LiteconvError(f"{key}.blocks[{j}].block: expected a string")
-            if not _non_negative(block.get("p50_ms")):
+            if not is_latency(block.get("p50_ms")):
                 raise LiteconvError(
                     f"{key}.blocks[{j}].p50_ms: expected a finite non-negative number"
                 )
     return value
-
-
-def _non_negative(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1e9
