@@ -23,6 +23,25 @@ def quiet(*_args, **_kwargs) -> None:
     """An ``echo`` that prints nothing."""
 
 
+def pytest_report_header(config):
+    """Which TensorFlow kernels this run exercises, and on what CPU: a passing test says
+    little without it (oneDNN accepts ops the portable kernels refuse)."""
+    import os
+    import platform
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            words = set(next((ln for ln in fh if ln.startswith("flags")), "").split())
+        flags = " ".join(
+            sorted(w for w in words if w.startswith(("avx512f", "avx2", "avx512_vnni")))
+        )
+    except OSError:
+        pass
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TensorFlow's default for this CPU)")
+    return f"TF_ENABLE_ONEDNN_OPTS={setting}; CPU {platform.machine()} {flags or '(flags unknown)'}"
+
+
 @pytest.fixture(autouse=True)
 def _clear_keras_session():
     keras.backend.clear_session()

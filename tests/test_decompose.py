@@ -80,6 +80,28 @@ def test_cp_at_full_rank_reproduces_the_convolution():
     assert 0.05 < err < 1  # a lower rank cannot reproduce it
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("size", [7, 8])
+def test_cp_block_with_exact_factors_is_the_full_convolution(padding, strides, size):
+    """The CP block's structure alone (factors set exactly, no ALS in the way): equal to a
+    numpy convolution of the CP kernel for strides 1 and 2, SAME and VALID, odd and even."""
+    rank = 4
+    a, b, c, d = (RNG.normal(size=(n, rank)) for n in (3, 3, 4, 5))
+    kernel = np.einsum("hr,wr,ir,or->hwio", a, b, c, d).astype(np.float32)
+    bias = RNG.normal(size=5).astype(np.float32)
+    model = _conv_model(kernel, bias, strides=strides, padding=padding, size=size)
+    flat, _ = flatten_model(model, method="cp", rank=rank, max_iter=5)
+    flat.get_layer("conv_cp_in").set_weights([c[None, None].astype(np.float32)])
+    flat.get_layer("conv_cp_vertical").set_weights([a[:, None, :, None].astype(np.float32)])
+    flat.get_layer("conv_cp_horizontal").set_weights([b[None, :, :, None].astype(np.float32)])
+    flat.get_layer("conv_cp_out").set_weights([d.T[None, None].astype(np.float32), bias])
+    x = RNG.normal(size=(2, size, size + 1, 4)).astype(np.float32)
+    inner = keras.Model(flat.input, flat.get_layer("conv_cp_out").output).predict(x, verbose=0)
+    ref = np_conv2d(x, kernel, (strides, strides), padding, bias)
+    assert np.abs(inner - ref).max() <= 1e-4
+
+
 def test_second_stage_starts_as_identity_and_costs_are_reported():
     kernel = RNG.normal(size=(3, 3, 8, 8)).astype(np.float32)
     model = _conv_model(kernel, None, strides=1, padding="valid", size=8)

@@ -106,3 +106,45 @@ def test_bundle_passes_its_check_on_emulated_arm64(exported_run, tmp_path):
 def test_bench_arm64_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["bench-arm64", str(tmp_path / "none.tar.gz")])
     assert result.exit_code == 2 and "no such bundle" in result.output
+
+
+def test_check_forgives_a_near_tie_and_catches_a_sure_flip():
+    """One quantization step on a near tie may swap top-1 (measured: tflite-runtime 2.14,
+    host margin 1 step); a flip on a sample the host was sure of is a wrong model/kernel."""
+    from liteconv.device.__main__ import check_line
+    from liteconv.device.check import compare_outputs
+
+    step = 1 / 256
+    expected = np.zeros((4, 3))
+    expected[0] = [120, 119, 17]  # a near tie: 1 step between classes 0 and 1
+    expected[1:, 2] = 256  # the host is sure of class 2
+    expected *= step
+    here = expected.copy()
+    here[0, :2] = [119 * step, 120 * step]  # one step each way: the tie swaps
+    tie = compare_outputs(here, expected, step)
+    assert tie["passed"] and not tie["top1_identical"]
+    assert tie["near_ties"] == [{"sample": 0, "host_margin": pytest.approx(step)}]
+    assert tie["top1_flips"] == [] and tie["max_abs_diff"] == pytest.approx(step)
+    assert "near tie" in check_line({"model": "int8", **tie}) and "PASS" in check_line(
+        {"model": "int8", **tie}
+    )
+    sure = here.copy()
+    sure[1] = [1.0, 0, 0]  # sample 1: the host said class 2 with everything it had
+    flip = compare_outputs(sure, expected, step)
+    assert not flip["passed"] and [f["sample"] for f in flip["top1_flips"]] == [1]
+    assert flip["top1_flips"][0]["host_margin"] > flip["tolerance"]
+    line = check_line({"model": "int8", **flip})
+    assert line.startswith("FAIL int8") and "host was sure" in line
+    # a flip with differences inside the max tolerance still counts when the host's margin
+    # was beyond it: 20 steps each way swap classes the host had 40 steps apart
+    apart = np.array([[148, 108, 0]]) * step
+    swapped = np.array([[128, 128.5, 0]]) * step
+    moved = compare_outputs(swapped, apart, step)
+    assert moved["max_abs_diff"] <= moved["tolerance"] and not moved["passed"]
+    assert [f["sample"] for f in moved["top1_flips"]] == [0] and not moved["near_ties"]
+    # float models: the same rule with the float tolerance
+    f_expected = np.array([[0.50002, 0.49998, 0.0]])
+    assert compare_outputs(np.array([[0.49999, 0.50001, 0.0]]), f_expected, 0.0)["passed"]
+    assert not compare_outputs(np.array([[0.4, 0.6, 0.0]]), np.array([[0.6, 0.4, 0.0]]), 0.0)[
+        "passed"
+    ]

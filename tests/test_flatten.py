@@ -91,3 +91,28 @@ def test_flatten_errors_are_one_line_exit_2(baseline_run, digits_run, tmp_path):
     result = runner.invoke(cli, ["flatten", "--model", str(baseline_run / "model.keras"), *out])
     assert result.exit_code == 2 and "needs -c CONFIG" in result.output
     assert not any(tmp_path.iterdir())  # nothing half-made
+
+
+def test_a_parent_with_strided_convolutions_flattens_and_fine_tunes(tmp_path):
+    """Strided Conv2Ds (as every ResNet has) decompose into steps with equal strides, so
+    the child trains wherever oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0 in `make test`)."""
+    from liteconv.compat import keras
+    from liteconv.pipeline.model_file import load_keras_model
+
+    cfg = load_config(DIGITS, {"model.name": "baseline_cnn", "model.kwargs.width": 0.5,
+                               "model.kwargs.downsample": "stride", "train.epochs": 3,
+                               "train.verbose": 0})  # fmt: skip
+    parent = train(cfg, out=tmp_path / "parent", echo=quiet).path
+    strided = [lyr.name for lyr in load_keras_model(parent / "model.keras").layers
+               if getattr(lyr, "strides", (1, 1)) == (2, 2)]  # fmt: skip
+    assert strided == ["block3_conv", "block5_conv"]
+    result = CliRunner().invoke(cli, ["flatten", str(parent), "--epochs", "1",
+                                      "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    child = _new_run(result.output)
+    model = load_keras_model(child / "model.keras")
+    depthwise = [lyr for lyr in model.layers if isinstance(lyr, keras.layers.DepthwiseConv2D)]
+    assert depthwise and all(lyr.strides[0] == lyr.strides[1] for lyr in depthwise)
+    assert (2, 2) in [tuple(lyr.strides) for lyr in depthwise]
+    manifest = json.loads((child / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["metrics"]["test_accuracy"] > 0.5

@@ -10,17 +10,30 @@ from liteconv.compat import keras, tf
 from liteconv.keras_layers import flattened_conv
 
 
-def _model(c_in, c_out, k, **kwargs):
-    inputs = keras.Input((9, 8, c_in))  # odd and even sizes: SAME pads asymmetrically
+def _model(c_in, c_out, k, size=(9, 8), **kwargs):
+    inputs = keras.Input((*size, c_in))  # odd and even sizes: SAME pads asymmetrically
     return keras.Model(inputs, flattened_conv(inputs, c_out, k, name="f", **kwargs))
 
 
+def _strides_of_every_conv(model) -> list[tuple[int, int]]:
+    convs = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    return [tuple(lyr.strides) for lyr in model.layers if isinstance(lyr, convs)]
+
+
+# (9, 8) and (8, 9): a stride-2 SAME convolution pads an odd size (1, 1) and an even one
+# (0, 1), so both the plain and the explicitly padded vertical step are exercised.
+@pytest.mark.parametrize("size", [(9, 8), (8, 9)])
 @pytest.mark.parametrize("padding", ["valid", "same"])
-@pytest.mark.parametrize("strides", [1, 2])
-def test_one_stage_equals_rank_one_full_conv_forward_and_gradients(padding, strides):
+@pytest.mark.parametrize("strides", [1, 2, 3, (2, 1)])
+def test_one_stage_equals_rank_one_full_conv_forward_and_gradients(padding, strides, size):
     rng = np.random.default_rng(0)
     c_in, c_out, k = 3, 5, 3
-    model = _model(c_in, c_out, k, stages=1, strides=strides, padding=padding, use_bias=False)
+    model = _model(c_in, c_out, k, size, stages=1, strides=strides, padding=padding,
+                   use_bias=False)  # fmt: skip
+    # every convolution has equal row and column strides: TensorFlow's portable and GPU
+    # depthwise kernels refuse anything else (only oneDNN takes them; pooling may differ)
+    strides_seen = _strides_of_every_conv(model)
+    assert len(strides_seen) == 3 and all(sh == sw for sh, sw in strides_seen), strides_seen
     z = rng.normal(size=(c_in, c_out)).astype("float32")
     y = rng.normal(size=(k, c_out)).astype("float32")
     x = rng.normal(size=(k, c_out)).astype("float32")
@@ -28,7 +41,7 @@ def test_one_stage_equals_rank_one_full_conv_forward_and_gradients(padding, stri
     model.get_layer("f_s1_vertical").set_weights([y[:, None, :, None]])
     model.get_layer("f_s1_horizontal").set_weights([x[None, :, :, None]])
 
-    images = tf.constant(rng.normal(size=(2, 9, 8, c_in)).astype("float32"))
+    images = tf.constant(rng.normal(size=(2, *size, c_in)).astype("float32"))
     # Independent reference: one full conv whose kernel is K[h,w,i,o] = z[i,o] y[h,o] x[w,o].
     zv, yv, xv = tf.Variable(z), tf.Variable(y), tf.Variable(x)
 
@@ -60,14 +73,17 @@ def test_one_stage_equals_rank_one_full_conv_forward_and_gradients(padding, stri
     )
 
 
+@pytest.mark.parametrize("size", [(9, 8), (8, 9)])
 @pytest.mark.parametrize("strides", [1, 2])
-def test_two_stages_with_biases_match_numpy_reference(strides):
+def test_two_stages_with_biases_match_numpy_reference(strides, size):
+    """Biases after every 1-D step, SAME padding: the stride-s vertical step of the paper's
+    formulation (numpy), computed with equal strides in every op."""
     rng = np.random.default_rng(1)
     c_in, c_out, k = 4, 6, 3
-    model = _model(c_in, c_out, k, stages=2, strides=strides)
+    model = _model(c_in, c_out, k, size, stages=2, strides=strides)
     for layer in model.layers[1:]:
         layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
-    images = rng.normal(size=(2, 9, 8, c_in)).astype("float32")
+    images = rng.normal(size=(2, *size, c_in)).astype("float32")
 
     ref = images.astype(np.float64)
     for stage in (1, 2):
@@ -79,7 +95,7 @@ def test_two_stages_with_biases_match_numpy_reference(strides):
         ref = np_depthwise2d(ref, ver[0], (s, 1), "same", bias=ver[1])
         ref = np_depthwise2d(ref, hor[0], (1, s), "same", bias=hor[1])
     out = model.predict(images, verbose=0)
-    assert out.shape == (2, -(-9 // strides), -(-8 // strides), c_out)
+    assert out.shape == (2, -(-size[0] // strides), -(-size[1] // strides), c_out)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -97,6 +113,23 @@ def test_layer_names_are_stable_and_no_nonlinearity_inside():
     np.testing.assert_allclose(
         model.predict(2 * a, verbose=0) - f0, 2 * (model.predict(a, verbose=0) - f0), atol=1e-4
     )
+
+
+def test_strided_stage_costs_what_runs_and_needs_a_known_size():
+    """The vertical step runs at stride 1 (s× its MACs), the horizontal one at (s, s); a
+    SAME strided stage on an input of unknown height is refused with a message."""
+    from liteconv.keras_layers import model_cost
+
+    c_in, c_out, k, s = 8, 16, 3, 2
+    cost = {c.name: c.macs for c in model_cost(_model(c_in, c_out, k, (8, 8), strides=s)).layers}
+    assert cost["f_s1_lateral"] == 8 * 8 * c_in * c_out
+    # even height: rows padded (0, 1) explicitly, the VALID vertical step computes the
+    # (4 - 1)·2 + 1 = 7 rows the strided output reads, at every column
+    assert cost["f_s1_vertical"] == 7 * 8 * k * c_out
+    assert cost["f_s1_horizontal"] == 4 * 4 * k * c_out
+    with pytest.raises(ValueError, match="needs a known input height"):
+        flattened_conv(keras.Input((None, None, 3)), 4, 3, strides=2, name="g")
+    flattened_conv(keras.Input((None, None, 3)), 4, 3, strides=2, padding="valid", name="v")
 
 
 def test_parameter_count_matches_formula():

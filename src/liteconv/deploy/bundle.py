@@ -109,7 +109,9 @@ def _readme(name: str, target, models: list[dict], profile: bool = False) -> str
         "which runs on the builtin kernels, several times slower (the table's XNNPACK "
         "column shows `0/N` and a warning). Its int8 outputs differ from the host's by up "
         "to tens of quantization steps on single samples (measured: 27 steps max, 0.8 "
-        "mean); `--check` allows 32 steps max and 2 on average, top-1 identical.",
+        "mean); `--check` allows 32 steps max and 2 on average, and top-1 identical except "
+        "on near ties (samples the host itself scored within that tolerance, listed as "
+        "such: one step can swap them).",
         "",
         "## Android (adb)",
         "",

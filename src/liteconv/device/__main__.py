@@ -73,19 +73,39 @@ def _parser(bundle: Path) -> argparse.ArgumentParser:
     return parser
 
 
+def check_line(r: dict) -> str:
+    """One line for one model's check record (``check.compare_outputs``)."""
+    step = r.get("output_step") or 0
+    steps = f" = {r['max_abs_diff'] / step:.0f} steps" if step else ""
+    ties = r.get("near_ties") or []
+    flips = r.get("top1_flips") or []
+    if r["top1_identical"]:
+        top1 = f"top-1 identical on {r['samples']} samples"
+    else:
+        parts = [f"top-1 differs on {len(ties) + len(flips)} of {r['samples']} samples"]
+        if ties:
+            parts.append(f"{len(ties)} near tie(s) the host itself scored within tolerance "
+                         f"(sample {ties[0]['sample']}: host margin "
+                         f"{ties[0]['host_margin']:.3g}), not counted")  # fmt: skip
+        if flips:
+            parts.append(
+                f"{len(flips)} where the host was sure (sample {flips[0]['sample']}: "
+                f"host margin {flips[0]['host_margin']:.3g} > tolerance), counted"
+            )
+        top1 = ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")
+    return (f"{'PASS' if r['passed'] else 'FAIL'} {r['model']}: {top1}, max |diff| "
+            f"{r['max_abs_diff']:.3g}{steps} (sample {r['worst_sample']}; tolerance "
+            f"{r['tolerance']:.3g}), mean |diff| {r['mean_abs_diff']:.3g} (tolerance "
+            f"{r['mean_tolerance']:.3g})")  # fmt: skip
+
+
 def _check(folder: Path, runtime: str) -> int:
     name = resolve_runtime(runtime)
     print(f"runtime: {name} {runtime_version(name)}, Python {platform.python_version()}, "
           f"{platform.machine()}")  # fmt: skip
     results = check_bundle(folder, name)
     for r in results:
-        step = r.get("output_step") or 0
-        steps = f" = {r['max_abs_diff'] / step:.0f} steps" if step else ""
-        print(f"{'PASS' if r['passed'] else 'FAIL'} {r['model']}: top-1 identical on "
-              f"{r['samples']} samples: {r['top1_identical']}, max |diff| "
-              f"{r['max_abs_diff']:.3g}{steps} (sample {r['worst_sample']}; tolerance "
-              f"{r['tolerance']:.3g}), mean |diff| {r['mean_abs_diff']:.3g} (tolerance "
-              f"{r['mean_tolerance']:.3g})")  # fmt: skip
+        print(check_line(r))
     return 0 if all(r["passed"] for r in results) else 1
 
 

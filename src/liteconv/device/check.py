@@ -31,6 +31,11 @@ FLOAT_TOLERANCE = 1e-4
 # within 32 steps. A wrong model or a broken kernel moves top-1 and the mean.
 INT_MAX_STEPS = 32
 INT_MEAN_STEPS = 2
+# Top-1: a sample whose arg-max differs counts against this runtime only when the host's
+# own margin between its class and this machine's class exceeds the tolerance above. Below
+# it, outputs that stay within tolerance can swap a near tie: measured with tflite-runtime
+# 2.14 on a digits qat_int8 bundle, sample 9 flipped on a 1-step (0.0039) host margin with
+# max |diff| 1 step. A wrong model or broken kernel flips samples the host was sure of.
 
 
 def run_samples(path: Path, images: np.ndarray, runtime: str = "auto") -> tuple[np.ndarray, float]:
@@ -45,12 +50,46 @@ def run_samples(path: Path, images: np.ndarray, runtime: str = "auto") -> tuple[
     return np.stack(outputs), output_step(Path(path).read_bytes(), runtime) or 0.0
 
 
+def compare_outputs(outputs: np.ndarray, expected: np.ndarray, step: float) -> dict:
+    """This machine's ``outputs`` against the host's ``expected`` (both ``(samples,
+    classes)``, dequantized; ``step`` the output quantization step, 0 for float).
+
+    Returns the check's record: ``passed``, ``top1_identical``, ``near_ties`` (samples whose
+    top-1 differs on a host margin within tolerance: not counted against the runtime),
+    ``top1_flips`` (those beyond it: counted), max/mean |diff| and their tolerances.
+    """
+    absdiff = np.abs(outputs - expected)
+    diff = absdiff.max(axis=1)
+    tol = step * INT_MAX_STEPS * 1.0001 if step else FLOAT_TOLERANCE
+    mean_tol = step * INT_MEAN_STEPS * 1.0001 if step else FLOAT_TOLERANCE
+    host_top, here_top = expected.argmax(1), outputs.argmax(1)
+    rows = np.arange(len(expected))
+    margin = expected[rows, host_top] - expected[rows, here_top]  # 0 where top-1 agrees
+    differs = host_top != here_top
+    near = differs & (margin <= tol)
+    flips = differs & ~near
+    worst = int(np.flatnonzero(differs)[0]) if differs.any() else int(np.argmax(diff))
+    return {
+        "samples": int(len(expected)), "top1_identical": bool(not differs.any()),
+        "near_ties": [{"sample": int(i), "host_margin": float(margin[i])}
+                      for i in np.flatnonzero(near)],
+        "top1_flips": [{"sample": int(i), "host_margin": float(margin[i])}
+                       for i in np.flatnonzero(flips)],
+        "max_abs_diff": float(diff.max()), "mean_abs_diff": float(absdiff.mean()),
+        "worst_sample": worst, "tolerance": tol, "mean_tolerance": mean_tol,
+        "output_step": float(step),
+        "passed": not flips.any() and float(diff.max()) <= tol
+        and float(absdiff.mean()) <= mean_tol,
+    }  # fmt: skip
+
+
 def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
     """Compare this machine's outputs with the host's reference outputs in ``folder``.
 
-    Top-1 must be identical on every reference sample; float outputs within
-    ``FLOAT_TOLERANCE``; integer outputs within ``INT_MAX_STEPS`` quantization steps at
-    most and ``INT_MEAN_STEPS`` on average (see the measurements above).
+    Top-1 must be identical on every reference sample the host was sure of (a near tie
+    within tolerance may swap); float outputs within ``FLOAT_TOLERANCE``; integer outputs
+    within ``INT_MAX_STEPS`` quantization steps at most and ``INT_MEAN_STEPS`` on average
+    (see the measurements above). One ``compare_outputs`` record per model.
     """
     ref_path = folder / "reference.npz"
     if not ref_path.is_file():
@@ -67,21 +106,7 @@ def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
         if f"outputs__{name}" not in ref.files:
             raise LiteconvError(f"{ref_path}: no reference outputs for {name}; rebuild the bundle")
         outputs, step = run_samples(folder / "models" / side["file"], images, runtime)
-        expected = ref[f"outputs__{name}"]
-        absdiff = np.abs(outputs - expected)
-        diff = absdiff.max(axis=1)
-        tol = step * INT_MAX_STEPS * 1.0001 if step else FLOAT_TOLERANCE
-        mean_tol = step * INT_MEAN_STEPS * 1.0001 if step else FLOAT_TOLERANCE
-        top1 = outputs.argmax(1) == expected.argmax(1)
-        worst = int(np.flatnonzero(~top1)[0]) if not top1.all() else int(np.argmax(diff))
-        results.append({
-            "model": name, "samples": int(len(images)), "top1_identical": bool(top1.all()),
-            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(absdiff.mean()),
-            "worst_sample": worst, "tolerance": tol, "mean_tolerance": mean_tol,
-            "output_step": float(step),
-            "passed": bool(top1.all()) and float(diff.max()) <= tol
-            and float(absdiff.mean()) <= mean_tol,
-        })  # fmt: skip
+        results.append({"model": name, **compare_outputs(outputs, ref[f"outputs__{name}"], step)})
     if not results:
         raise LiteconvError(f"{folder / 'models'}: no models with sidecars in the bundle")
     return results

@@ -29,7 +29,7 @@ import numpy as np
 
 from liteconv.compat import keras, tf
 from liteconv.keras_layers.cost import layer_macs
-from liteconv.keras_layers.flattened import flattened_conv, unit_gain_init
+from liteconv.keras_layers.flattened import flattened_conv, vertical_horizontal
 
 METHODS = ("lvh", "cp")
 
@@ -170,9 +170,10 @@ def _block_cost(layers: list) -> tuple[int, int]:
 # ----------------------------------------------------------------------- graph rebuild
 
 
-def _apply_blocks(model, build_block: Callable):
-    """Rebuild ``model``'s graph from copies of its layers; ``build_block(layer, x)`` returns
-    a replacement output tensor for a layer (or ``None`` to keep a copy of the layer)."""
+def rebuild_graph(model, build_block: Callable, select: Callable = eligible):
+    """Rebuild ``model``'s graph from copies of its layers; for the layers ``select`` picks,
+    ``build_block(layer, x)`` returns a replacement output tensor (or ``None`` to keep a
+    copy of the layer)."""
     if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
         raise ValueError(
             f"{model.name}: a subclassed model ({type(model).__name__}); only functional and "
@@ -192,7 +193,7 @@ def _apply_blocks(model, build_block: Callable):
             args = tf.nest.map_structure(
                 lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
             )
-            out = build_block(layer, args[0][0]) if eligible(layer) else None
+            out = build_block(layer, args[0][0]) if select(layer) else None
             if out is None:
                 if id(layer) not in clones:
                     clones[id(layer)] = type(layer).from_config(layer.get_config())
@@ -217,17 +218,11 @@ def _lvh_block(layer, x, stages: int):
 
 
 def _cp_block(layer, x, rank: int):
-    kh, kw = layer.kernel_size
-    sh, sw = layer.strides
     x = keras.layers.Conv2D(rank, 1, use_bias=False, name=f"{layer.name}_cp_in")(x)
     # unit-gain 1-D filters as in flattened_conv (the decomposition overwrites them; a
-    # re-initialised copy then still trains)
-    x = keras.layers.DepthwiseConv2D((kh, 1), strides=(sh, 1), padding=layer.padding,
-                                     use_bias=False, depthwise_initializer=unit_gain_init(kh),
-                                     name=f"{layer.name}_cp_vertical")(x)  # fmt: skip
-    x = keras.layers.DepthwiseConv2D((1, kw), strides=(1, sw), padding=layer.padding,
-                                     use_bias=False, depthwise_initializer=unit_gain_init(kw),
-                                     name=f"{layer.name}_cp_horizontal")(x)  # fmt: skip
+    # re-initialised copy then still trains); strides as flattened_conv runs them
+    x = vertical_horizontal(x, layer.kernel_size, strides=layer.strides, padding=layer.padding,
+                            use_bias=False, name=f"{layer.name}_cp")  # fmt: skip
     return keras.layers.Conv2D(layer.filters, 1, use_bias=layer.use_bias,
                                name=f"{layer.name}_cp_out")(x)  # fmt: skip
 
@@ -385,7 +380,7 @@ def flatten_model(
             progress(len(found), len(chosen), layer.name, err)
         return _activation(layer, out)
 
-    new = _apply_blocks(model, build_block)
+    new = rebuild_graph(model, build_block)
     new_layers = {lyr.name: lyr for lyr in new.layers}
     old_layers = {lyr.name: lyr for lyr in model.layers}
     for name, layer in new_layers.items():

@@ -9,6 +9,18 @@ computes a full convolution whose kernel is rank one per output channel,
 The layer is composed from stock Keras layers (``Conv2D`` 1×1 and ``DepthwiseConv2D``
 with ``(k, 1)`` and ``(1, k)`` kernels), so tfmot quantizes and prunes it out of the box
 and a saved model loads without ``custom_objects``.
+
+Strides: every TensorFlow op here has equal row and column strides. TensorFlow's portable
+depthwise kernel (used wherever oneDNN is off: AMD before Zen 4, most laptops, ARM hosts)
+and its GPU kernel refuse ``strides=(s, 1)``; only oneDNN accepts them. So a strided stage
+runs its vertical step at stride 1 and the horizontal step carries ``(s, s)``, which picks
+rows ``0, s, 2s, …`` of the vertical output — exactly the rows a stride-``s`` vertical step
+would have computed. Where SAME padding of the full convolution puts fewer rows before the
+image than a stride-1 SAME step would (even sizes: ``k=3, s=2`` pads ``(0, 1)``), the rows
+are padded explicitly (``ZeroPadding2D``, then a VALID vertical step), so the result is the
+full convolution's, not shifted by a row. The price: the vertical step computes ``s×`` the
+rows (its MACs ×s; ``cost.py`` counts what runs). Unequal strides ``(s_h, s_w)`` run both
+steps at stride 1 and subsample with a 1×1 ``MaxPooling2D``.
 """
 
 from __future__ import annotations
@@ -82,23 +94,78 @@ def flattened_conv(
 
     for stage in range(1, stages + 1):
         prefix = f"{name}_s{stage}"
-        stride_h, stride_w = (s_h, s_w) if stage == 1 else (1, 1)
-        pad = padding if stage == 1 else later_padding
         x = keras.layers.Conv2D(filters, 1, use_bias=use_bias, name=f"{prefix}_lateral")(x)
-        x = keras.layers.DepthwiseConv2D(
-            (k_h, 1),
-            strides=(stride_h, 1),
-            padding=pad,
+        x = vertical_horizontal(
+            x,
+            (k_h, k_w),
+            strides=(s_h, s_w) if stage == 1 else (1, 1),
+            padding=padding if stage == 1 else later_padding,
             use_bias=use_bias,
-            depthwise_initializer=unit_gain_init(k_h),
-            name=f"{prefix}_vertical",
-        )(x)
-        x = keras.layers.DepthwiseConv2D(
-            (1, k_w),
-            strides=(1, stride_w),
-            padding=pad,
-            use_bias=use_bias,
-            depthwise_initializer=unit_gain_init(k_w),
-            name=f"{prefix}_horizontal",
-        )(x)
+            name=prefix,
+        )
+    return x
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding of one dimension as ``(before, after)``."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _static_size(x, axis: int, what: str, name: str) -> int:
+    size = x.shape[axis]
+    if size is None:
+        raise ValueError(
+            f"{name}: a strided flattened step with padding='same' needs a known input {what} "
+            f"(received input shape {tuple(x.shape)}); give keras.Input its spatial size"
+        )
+    return int(size)
+
+
+def vertical_horizontal(x, kernel_size, *, strides, padding: str, use_bias: bool, name: str):
+    """The ``(k_h×1)`` then ``(1×k_w)`` depthwise steps of a convolution with ``strides``.
+
+    Computes exactly what ``DepthwiseConv2D((k_h, 1), strides=(s_h, 1))`` followed by
+    ``DepthwiseConv2D((1, k_w), strides=(1, s_w))`` computes (biases and SAME padding
+    included), with equal row and column strides in every op (see the module docstring).
+    Layers: ``{name}_vertical``, ``{name}_horizontal`` and, only where needed,
+    ``{name}_vpad`` / ``{name}_hpad`` (``ZeroPadding2D``) and ``{name}_subsample``.
+
+    Example:
+        >>> y = vertical_horizontal(x, (3, 3), strides=(2, 2), padding="same",
+        ...                         use_bias=True, name="conv_s1")
+    """
+    (k_h, k_w), (s_h, s_w) = kernel_size, strides
+    v_pad = h_pad = padding
+    h_strides, subsample = (s_h, s_w), None
+    if s_h != s_w:  # the horizontal step cannot carry them: subsample after it
+        h_strides, subsample = (1, 1), (s_h, s_w)
+    if padding == "same" and s_h > 1:
+        rows = same_padding(_static_size(x, 1, "height", name), k_h, s_h)
+        if rows[0] != (k_h - 1) // 2:  # a stride-1 SAME step would be a row off
+            x = keras.layers.ZeroPadding2D((rows, (0, 0)), name=f"{name}_vpad")(x)
+            v_pad = "valid"
+    x = keras.layers.DepthwiseConv2D(
+        (k_h, 1),
+        padding=v_pad,
+        use_bias=use_bias,
+        depthwise_initializer=unit_gain_init(k_h),
+        name=f"{name}_vertical",
+    )(x)
+    if padding == "same" and subsample and s_w > 1:
+        cols = same_padding(_static_size(x, 2, "width", name), k_w, s_w)
+        if cols[0] != (k_w - 1) // 2:
+            x = keras.layers.ZeroPadding2D(((0, 0), cols), name=f"{name}_hpad")(x)
+            h_pad = "valid"
+    x = keras.layers.DepthwiseConv2D(
+        (1, k_w),
+        strides=h_strides,
+        padding=h_pad,
+        use_bias=use_bias,
+        depthwise_initializer=unit_gain_init(k_w),
+        name=f"{name}_horizontal",
+    )(x)
+    if subsample:
+        x = keras.layers.MaxPooling2D(1, strides=subsample, name=f"{name}_subsample")(x)
     return x

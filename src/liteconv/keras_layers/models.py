@@ -63,6 +63,21 @@ MOBILENET_V1_STAGES: tuple[tuple[int, int], ...] = (
     (1024, 1),
 )
 
+DOWNSAMPLING = ("pool", "stride")
+
+
+def strided_stages(stages: Sequence[Stage]) -> tuple[Stage, ...]:
+    """The same topology with each 2×2 max pooling replaced by stride 2 in the next
+    convolution (same output sizes; ``downsample="stride"``, as ResNets downsample)."""
+    out, pending = [], False
+    for stage in stages:
+        out.append(Stage(stage.filters, stage.kernel, 2 if pending else stage.stride))
+        pending = stage.pool == "max"
+    if pending:
+        raise ValueError("the last stage pools: no later convolution to carry the stride")
+    return tuple(out)
+
+
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
 
@@ -164,14 +179,20 @@ def _cnn(
     convert_first: bool,
     bn_momentum: float,
     lvh_stages: int = 2,
+    downsample: str = "pool",
     name: str,
 ):
     width = _check_width(width, "width")
+    if downsample not in DOWNSAMPLING:
+        raise ValueError(
+            f"Expected downsample to be one of {DOWNSAMPLING}, received downsample={downsample!r}"
+        )
     dropout = _check_fraction(dropout, "dropout")
     bn_momentum = _check_fraction(bn_momentum, "bn_momentum")
     inputs = keras.Input(input_shape, name="image")
     x = inputs
-    for i, stage in enumerate(CNN_STAGES, start=1):
+    stages = CNN_STAGES if downsample == "pool" else strided_stages(CNN_STAGES)
+    for i, stage in enumerate(stages, start=1):
         filters = max(1, int(stage.filters * width))
         block = f"block{i}"
         kind = conv if (i > 1 or convert_first) else "standard"
@@ -206,9 +227,19 @@ def _cnn(
 
 @register_model
 def baseline_cnn(
-    *, input_shape, num_classes, width=1.0, dropout=0.2, activation="relu", bn_momentum=0.9
+    *,
+    input_shape,
+    num_classes,
+    width=1.0,
+    dropout=0.2,
+    activation="relu",
+    bn_momentum=0.9,
+    downsample="pool",
 ):
-    """Standard ``k×k`` convolutions on the shared ``CNN_STAGES`` topology."""
+    """Standard ``k×k`` convolutions on the shared ``CNN_STAGES`` topology.
+
+    ``downsample="stride"`` replaces each max pooling by stride 2 in the next convolution.
+    """
     return _cnn(
         "standard",
         input_shape=input_shape,
@@ -218,6 +249,7 @@ def baseline_cnn(
         activation=activation,
         convert_first=False,
         bn_momentum=bn_momentum,
+        downsample=downsample,
         name="baseline_cnn",
     )
 
@@ -233,11 +265,13 @@ def flattened_cnn(
     bn_momentum=0.9,
     lvh_stages=2,
     flatten_first=False,
+    downsample="pool",
 ):
     """Flattened (LVH) convolutions on ``CNN_STAGES``; two LVH stages per layer (the paper).
 
     ``flatten_first=False`` keeps the first layer a standard convolution: with one or
-    three input channels its lateral step has nothing to compress.
+    three input channels its lateral step has nothing to compress. ``downsample="stride"``
+    replaces each max pooling by stride 2 in the next (flattened) convolution.
     """
     return _cnn(
         "flattened",
@@ -249,6 +283,7 @@ def flattened_cnn(
         convert_first=bool(flatten_first),
         bn_momentum=bn_momentum,
         lvh_stages=_args.positive_int(lvh_stages, "lvh_stages"),
+        downsample=downsample,
         name="flattened_cnn",
     )
 
@@ -263,8 +298,10 @@ def separable_cnn(
     activation="relu",
     bn_momentum=0.9,
     separable_first=False,
+    downsample="pool",
 ):
-    """Depthwise-separable blocks on ``CNN_STAGES`` (first layer standard, as MobileNet)."""
+    """Depthwise-separable blocks on ``CNN_STAGES`` (first layer standard, as MobileNet);
+    ``downsample="stride"``: stride 2 in the depthwise step after each pooling instead."""
     return _cnn(
         "separable",
         input_shape=input_shape,
@@ -274,6 +311,7 @@ def separable_cnn(
         activation=activation,
         convert_first=bool(separable_first),
         bn_momentum=bn_momentum,
+        downsample=downsample,
         name="separable_cnn",
     )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from liteconv.compat import keras
 from liteconv.device.errors import LiteconvError
+from liteconv.keras_layers.portable import portable_model
 
 V3_MEMBERS = ("config.json", "metadata.json")
 
@@ -71,14 +72,21 @@ def resolve_custom_objects(references: list[str] | tuple[str, ...]) -> dict:
 
 
 def load_keras_model(path: str | Path, custom_objects: list[str] | tuple[str, ...] = ()):
-    """Load a Keras v3 ``.keras`` file in safe mode (no compile); one-line errors."""
+    """Load a Keras v3 ``.keras`` file in safe mode (no compile); one-line errors.
+
+    Old strided flattened steps (unequal strides, which only oneDNN runs) come back
+    rewritten with equal strides, the same function (``keras_layers.portable``)."""
     check_keras_v3(path)
     objects = resolve_custom_objects(custom_objects)
     try:
-        return keras.models.load_model(
+        model = keras.models.load_model(
             path, compile=False, safe_mode=True, custom_objects=objects or None
         )
     except Exception as err:  # unknown layer, corrupt weights, refused lambda, ...
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         hint = "; custom layers need --custom-objects module:Name" if "Unknown" in first else ""
         raise LiteconvError(f"{path}: cannot load the model ({first[:300]}){hint}") from None
+    try:  # a strided flattened model saved before its steps had equal strides
+        return portable_model(model)
+    except ValueError as err:
+        raise LiteconvError(f"{path}: {err}") from None
