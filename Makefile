@@ -10,13 +10,15 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
 CONFIG ?= configs/experiments/fashion_mnist_flattened.yaml
+DEMO_CONFIG ?= configs/experiments/fashion_mnist_demo.yaml
 RUN ?=
 ARGS ?=
 
 TARGET ?= raspberry-pi-4
 
 .PHONY: help install data sshd test test-fast lint train train-gpu evaluate bench-train \
-        export-tflite bench bundle bench-layers report demo bench-arm64 bench-flatten bench-budget bench-profile profile
+        export-tflite bench bundle bench-layers report demo reproduce bench-arm64 bench-flatten \
+        bench-budget bench-profile profile
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -78,8 +80,8 @@ train-gpu:  ## the same on a CUDA machine: installs liteconv[gpu] (tensorflow[an
 evaluate: install  ## test accuracy and per-class accuracy of RUN (default: the newest run)
 	$(LITECONV) evaluate $(RUN)
 
-bench-train: install  ## training throughput of the three CNNs, side by side -> docs/results/bench_train.{json,md}
-	$(LITECONV) bench-train --out docs/results/bench_train $(ARGS)
+bench-train: install  ## study: training images/s of the three CNNs, oneDNN off and on -> docs/results/bench_train.{json,md}
+	$(LITECONV) study train --out docs/results/bench_train $(ARGS)
 
 export-tflite: install  ## convert RUN (default: newest run) to fp32 + QAT int8 .tflite and verify them
 	$(LITECONV) export $(RUN) $(ARGS)
@@ -92,16 +94,16 @@ bench: install  ## benchmark RUN's .tflite files on this CPU with the TARGET pro
 bundle: install  ## pack RUN's models into dist/<run>-<TARGET>.tar.gz for a Raspberry Pi or phone
 	$(LITECONV) bundle $(RUN) --target $(TARGET) -o dist
 
-bench-layers: install  ## the papers' speed tables: conv vs flattened vs separable -> docs/results/bench_layers.*
-	$(LITECONV) compare --out docs/results/bench_layers $(ARGS)
+bench-layers: install  ## study: the papers' speed tables, conv vs flattened vs separable -> docs/results/bench_layers.*
+	$(LITECONV) study layers --out docs/results/bench_layers $(ARGS)
 
 report: install  ## accuracy vs latency vs size of every exported run -> docs/results/report.*
 	$(LITECONV) report $$(ls -d runs/*/*/export | xargs -n1 dirname) --out docs/results/report
 
 PARENT ?=
-bench-flatten: install  ## decompose PARENT (a trained baseline run) with several methods, fine-tune, time -> docs/results/flatten.*
+bench-flatten: install  ## study: decompose PARENT (a trained baseline run) several ways, fine-tune, time -> docs/results/flatten.*
 	@test -n "$(PARENT)" || { echo "PARENT=runs/<experiment>/<time> (e.g. a fashion_mnist_baseline run)"; exit 2; }
-	$(LITECONV) bench-flatten $(PARENT) $(ARGS)
+	$(LITECONV) study flatten $(PARENT) --out docs/results/flatten $(ARGS)
 
 BUDGET ?= 0.155
 bench-budget: install  ## decompose PARENT per layer to meet BUDGET ms (int8, 1 thread), fine-tune, measure -> docs/results/budget.*
@@ -115,7 +117,18 @@ bench-arm64: install  ## run BUNDLE (default: newest dist/*.tar.gz) on emulated 
 profile: install  ## per-block latency of RUN (default: newest run) -> RUN/profile.{json,md,png}
 	$(LITECONV) profile $(RUN) $(ARGS)
 
-bench-profile: install  ## sum-of-blocks vs whole-model latency on the four CNNs -> docs/results/profile.*
-	$(LITECONV) bench-profile --out docs/results/profile $(ARGS)
+bench-profile: install  ## study: sum-of-blocks vs whole-model latency of five CNNs -> docs/results/profile.*
+	$(LITECONV) study profile --out docs/results/profile $(ARGS)
 
-demo: train export-tflite bench bundle  ## the whole job: train, export, verify, benchmark, bundle
+# ARGS go to the config (--set KEY=VALUE, as for `make train`); the demo's own flags are
+# its options (liteconv demo --help): DEMO_ARGS="--target raspberry-pi-5".
+demo: install data  ## the whole job in minutes: train (3 epochs, 20k images), export fp32 + QAT int8, verify, benchmark, bundle; ARGS="--set train.epochs=1"
+	$(LITECONV) demo -c $(DEMO_CONFIG) --target $(TARGET) $(DEMO_ARGS) $(ARGS)
+
+REPRODUCE := fashion_mnist_baseline fashion_mnist_flattened fashion_mnist_separable
+reproduce: install data  ## the README's 10-epoch Fashion-MNIST table: train + export the three CNNs, report -> runs/reproduce.*
+	@set -e; runs=""; for exp in $(REPRODUCE); do \
+	  $(LITECONV) train -c configs/experiments/$$exp.yaml $(ARGS) | tee /tmp/liteconv-reproduce.log; \
+	  run=$$(tail -n 1 /tmp/liteconv-reproduce.log | sed 's/^run folder: //'); \
+	  $(LITECONV) export $$run --mode fp32,qat_int8; runs="$$runs $$run"; \
+	done; $(LITECONV) report $$runs --out runs/reproduce

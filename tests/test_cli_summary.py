@@ -26,7 +26,7 @@ def test_summary_set_overrides_model_arguments():
             "--input-shape",
             "28,28,1",
             "--set",
-            "lvh_stages=1",
+            "model.kwargs.lvh_stages=1",
             "--markdown",
         ],
     )
@@ -39,7 +39,8 @@ def test_summary_errors_are_one_line_exit_2():
     runner = CliRunner()
     for args, text in [
         (["summary", "nope"], "available models: baseline_cnn"),
-        (["summary", "mobilenet_v1", "--set", "beta=2"], "unknown argument"),
+        (["summary", "mobilenet_v1", "--set", "model.kwargs.beta=2"], "unknown argument"),
+        (["summary", "mobilenet_v1", "--set", "alpha=2"], "--set model.kwargs.alpha=2"),
         (["summary", "baseline_cnn", "--input-shape", "a,b"], "--input-shape"),
         (["summary", "baseline_cnn", "--set", "width"], "expected KEY=VALUE"),
     ]:

@@ -87,6 +87,38 @@ def test_image_folder(tmp_path):
     assert x.shape == (3, 16, 16, 3) and set(y) <= {0, 1, 2}
 
 
+def test_image_folder_keeps_the_native_size_or_says_why_not(tmp_path):
+    rng = np.random.default_rng(1)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            img = rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+            (tmp_path / cls / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+    splits = load_dataset(DataConfig(name="image_folder", path=str(tmp_path)), batch_size=4, seed=0)
+    assert splits.input_shape == (12, 10, 3)  # native, not a silent 224×224
+    assert splits.arrays("train")[0].shape[1:] == (12, 10, 3)
+    odd = rng.integers(0, 256, size=(9, 10, 3), dtype=np.uint8)
+    (tmp_path / "dog" / "odd.jpg").write_bytes(tf.io.encode_jpeg(odd).numpy())
+    with pytest.raises(LiteconvError, match=r"images differ in size .*9×10.*data.image_size"):
+        load_dataset(DataConfig(name="image_folder", path=str(tmp_path)), batch_size=4, seed=0)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP"])
+def test_image_header_sizes_match_the_decoded_image(tmp_path, fmt):
+    from PIL import Image
+
+    from liteconv.pipeline.image_header import image_size
+
+    path = tmp_path / f"x.{fmt.lower()}"
+    pixels = np.random.default_rng(2).integers(0, 256, size=(13, 7, 3), dtype=np.uint8)
+    options = {"progressive": True} if fmt == "JPEG" else {}
+    Image.fromarray(pixels).save(path, fmt, **options)
+    decoded = tf.io.decode_image(path.read_bytes(), expand_animations=False).shape[:2]
+    assert image_size(path) == tuple(decoded) == (13, 7)
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert image_size(tmp_path / "junk.png") is None
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(LiteconvError, match="not a folder"):
         load_dataset(

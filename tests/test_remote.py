@@ -45,7 +45,8 @@ def _keygen(path: Path) -> Path:
 class Board:
     """A running sshd: its address, a key it accepts, a known_hosts file that knows it."""
 
-    def __init__(self, folder: Path, extra_config: tuple[str, ...] = ()) -> None:
+    def __init__(self, folder: Path, extra_config: tuple[str, ...] = (), *,
+                 password_only: bool = False) -> None:  # fmt: skip
         if not os.access(SSHD, os.X_OK):
             pytest.fail(f"{SSHD} missing: 'make test' installs Debian's openssh-server "
                         "(apt-get install openssh-server)")  # fmt: skip
@@ -58,8 +59,10 @@ class Board:
         config = folder / "sshd_config"
         config.write_text("\n".join([
             "ListenAddress 127.0.0.1", f"HostKey {self.host_key}",
-            f"AuthorizedKeysFile {folder / 'authorized_keys'}", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+            f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+            f"PasswordAuthentication {'yes' if password_only else 'no'}",
+            "KbdInteractiveAuthentication no",
+            f"PubkeyAuthentication {'no' if password_only else 'yes'}",
             "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no", "PidFile none",
             *extra_config,
         ]) + "\n")  # fmt: skip
@@ -105,6 +108,20 @@ def board(tmp_path_factory):
 
 def _invoke(args: list[str]):
     return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def test_a_password_only_board_names_ssh_copy_id(tmp_path):
+    """A fresh Raspberry Pi takes passwords only; ssh runs with BatchMode (it never prompts),
+    so the error must say how to set up key login, in one line, exit 2."""
+    board = Board(tmp_path / "sshd", password_only=True)
+    try:
+        result = CliRunner().invoke(cli, ["device", "info", *board.args()])
+    finally:
+        board.stop()
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "ssh-copy-id" in lines[0] and "passwords only" in lines[0]
+    assert f"-p {board.port}" in lines[0]
 
 
 def test_parse_address_and_platform_tags():

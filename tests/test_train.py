@@ -191,18 +191,30 @@ def test_two_worker_multi_worker_mirrored_run(tmp_path):
     assert (runs[0] / "model.keras").is_file()
 
 
-def test_bench_train_writes_json_and_markdown(tmp_path):
+def test_study_train_compares_both_kernel_sets_and_the_old_name_still_runs(tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(
-        cli, ["bench-train", "--models", "baseline_cnn,separable_cnn", "--steps", "1",
+        cli, ["study", "train", "--models", "baseline_cnn,separable_cnn", "--steps", "1",
               "--rounds", "2", "--batch-size", "8", "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(out.with_suffix(".json").read_text())
-    assert [r["model"] for r in data["records"]] == ["baseline_cnn", "separable_cnn"]
-    assert data["records"][0]["speed_vs_baseline_cnn"] == 1.0
-    assert all(len(r["images_per_second_rounds"]) == 2 for r in data["records"])
-    assert "| separable_cnn" in out.with_suffix(".md").read_text()
+    pairs = [(r["model"], r["onednn"]) for r in data["records"]]
+    assert pairs == [("baseline_cnn", "off"), ("baseline_cnn", "on"),
+                     ("separable_cnn", "off"), ("separable_cnn", "on")]  # fmt: skip
+    assert all(r["speed_vs_off"] > 0 for r in data["records"])
+    assert [r["speed_vs_off"] for r in data["records"][::2]] == [1.0, 1.0]
+    # where the step goes: separable_cnn has 3×3 depthwise layers, baseline_cnn none
+    assert data["layer_ms"]["on"]["separable_cnn"]["DepthwiseConv2D 3×3"] > 0
+    assert "DepthwiseConv2D 3×3" not in data["layer_ms"]["off"]["baseline_cnn"]
+    text = out.with_suffix(".md").read_text()
+    assert "| separable_cnn" in text and "Where a step goes" in text
+    old = CliRunner().invoke(
+        cli, ["bench-train", "--models", "separable_cnn", "--steps", "1", "--rounds", "1",
+              "--batch-size", "8", "--onednn", "default", "--out", str(tmp_path / "old")],
+    )  # fmt: skip
+    assert old.exit_code == 0, old.output
+    assert "is now 'liteconv study train'" in old.output
 
 
 def test_resume_cli_errors(tmp_path):

@@ -80,3 +80,178 @@ def training_throughput(
             }
         )
     return records
+
+
+# ------------------------------------------------------- the same models, both kernel sets
+# TensorFlow's CPU kernels are chosen per process (TF_ENABLE_ONEDNN_OPTS is read at import),
+# so each setting trains in its own child process; the parent asks them for one round at
+# a time, alternately (off on off on …), so machine drift hits both settings alike.
+
+ONEDNN = {"off": "0", "on": "1"}
+_TAG = "LITECONV-TRAINING "
+
+
+def layer_kind(layer) -> str:
+    """A short name for what a layer computes: ``Conv2D 3×3``, ``DepthwiseConv2D 3×1``, …"""
+    kind = type(layer).__name__
+    size = getattr(layer, "kernel_size", None)
+    return f"{kind} {size[0]}×{size[1]}" if size else kind
+
+
+def layer_step_ms(model, batch: int, iters: int = 10) -> dict[str, float]:
+    """Forward + backward time of every layer alone (its input a random batch, gradients
+    for input and weights), summed per ``layer_kind``; median of ``iters``, in ms."""
+    out: dict[str, float] = {}
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        copy = type(layer).from_config(layer.get_config())
+        x = tf.constant(rng.normal(size=(batch, *layer.input_shape[1:])).astype("float32"))
+        copy(x)  # build
+
+        @tf.function
+        def step(x, copy=copy):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(copy(x, training=True))
+            return tape.gradient(loss, [x, *copy.trainable_weights])
+
+        step(x)
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            step(x)
+            times.append(time.perf_counter() - start)
+        kind = layer_kind(layer)
+        out[kind] = out.get(kind, 0.0) + 1000 * statistics.median(times)
+    return out
+
+
+def _serve(spec: dict) -> None:
+    """The child: build and warm the models, then answer ``round`` / ``layers`` / ``quit``
+    lines on stdin with one tagged JSON line each on stdout."""
+    import json
+    import sys
+
+    rng = np.random.default_rng(0)
+    shape, batch, classes = tuple(spec["input_shape"]), spec["batch_size"], spec["num_classes"]
+    x = tf.constant(rng.uniform(size=(batch, *shape)).astype("float32"))
+    y = tf.constant(keras.utils.to_categorical(rng.integers(0, classes, batch), classes))
+    built = {}
+    for name in spec["models"]:
+        model = create_model(name, input_shape=shape, num_classes=classes)
+        model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+        for _ in range(spec["warmup_steps"]):
+            model.train_on_batch(x, y)
+        built[name] = model
+    print(_TAG + json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "round":
+            answer = {}
+            for name, model in built.items():
+                times = []
+                for _ in range(spec["steps"]):
+                    start = time.perf_counter()
+                    model.train_on_batch(x, y)
+                    times.append(time.perf_counter() - start)
+                answer[name] = times
+        elif command == "layers":
+            answer = {name: layer_step_ms(model, batch) for name, model in built.items()}
+        else:
+            break
+        print(_TAG + json.dumps(answer), flush=True)
+
+
+class _Child:
+    def __init__(self, setting: str, spec: dict) -> None:
+        import json
+        import os
+        import subprocess
+        import sys
+
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=ONEDNN[setting])
+        self.setting = setting
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "liteconv.bench.training", json.dumps(spec)], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        self.read()
+
+    def read(self):
+        import json
+
+        for line in self.proc.stdout:
+            if line.startswith(_TAG):
+                return json.loads(line[len(_TAG) :])
+        raise RuntimeError(f"the oneDNN {self.setting} training child ended early")
+
+    def ask(self, command: str):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def throughput_by_onednn(
+    models: Sequence[str],
+    settings: Sequence[str] = ("off", "on"),
+    *,
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    num_classes: int = 10,
+    batch_size: int = 128,
+    steps: int = 20,
+    rounds: int = 5,
+    warmup_steps: int = 5,
+    layers: bool = True,
+    echo=print,
+) -> tuple[list[dict], dict]:
+    """Median training images/s of each model with oneDNN off and on, side by side.
+
+    Returns ``(records, layer_ms)``: one record per model and setting (``speed_vs_off``:
+    this setting's images/s over the ``off`` one's, same model), and ``{setting: {model:
+    {layer kind: ms}}}`` from ``layer_step_ms`` when ``layers``.
+    """
+    spec = {"models": list(models), "input_shape": list(input_shape), "num_classes": num_classes,
+            "batch_size": batch_size, "steps": steps, "warmup_steps": warmup_steps}  # fmt: skip
+    children = [_Child(s, spec) for s in settings]
+    times = {(s, m): [] for s in settings for m in models}
+    try:
+        for r in range(rounds):
+            for child in children:
+                for model, step_s in child.ask("round").items():
+                    times[(child.setting, model)] += step_s
+            echo(f"round {r + 1}/{rounds}: " + ", ".join(
+                f"{m} oneDNN {s} {batch_size / statistics.median(times[(s, m)]):.0f} img/s"
+                for s in settings for m in models))  # fmt: skip
+        layer_ms = {c.setting: c.ask("layers") for c in children} if layers else {}
+    finally:
+        for child in children:
+            child.close()
+    records = []
+    for model in models:
+        cost = model_cost(create_model(model, input_shape=input_shape, num_classes=num_classes))
+        base = batch_size / statistics.median(times[(settings[0], model)])
+        for setting in settings:
+            t = times[(setting, model)]
+            median = batch_size / statistics.median(t)
+            records.append({
+                "model": model, "onednn": setting, "input_shape": list(input_shape),
+                "batch_size": batch_size, "params": cost.total_params, "macs": cost.total_macs,
+                "images_per_second_median": round(median, 1),
+                "cv": round(statistics.pstdev(t) / statistics.mean(t), 4),
+                f"speed_vs_{settings[0]}": round(median / base, 3),
+            })  # fmt: skip
+    return records, layer_ms
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    _serve(json.loads(sys.argv[1]))

@@ -60,6 +60,17 @@ def _apt_install(package: str) -> None:
         _run(["apt-get", "install", "-y", "-qq", package], f"apt-get install {package}", fix)
 
 
+def preflight(cache: str | Path) -> None:
+    """A one-line error, before any download, when the first build cannot succeed: the arm64
+    user space is not cached yet and this process is not root (debootstrap needs it)."""
+    if (Path(cache) / "root" / PYTHON).is_file() or os.geteuid() == 0:
+        return
+    raise LiteconvError(
+        f"bench-arm64 builds an arm64 user space once under {cache} (debootstrap; about 700 MB, "
+        "Debian's mirror and PyPI): run this first time as root (sudo); later runs need no root"
+    )
+
+
 def ensure_qemu(install: bool = True) -> str:
     """Path of ``qemu-aarch64-static`` (installs Debian's qemu-user-static if allowed)."""
     exe = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")

@@ -93,10 +93,21 @@ def _classify(stderr: str, address: Address, known_hosts: str | None) -> Litecon
             f"{where}: its host key is not in {known}; connect once with 'ssh' to check and "
             "accept it, or pass --accept-new-host-key"
         )
+    offered = re.search(r"Permission denied \(([^)]*)\)", text)
+    if offered and "publickey" not in offered.group(1).split(","):
+        login = f"{address.user + '@' if address.user else ''}{address.host}"
+        port = f" -p {address.port}" if address.port else ""
+        return LiteconvError(
+            f"{where}: the board takes passwords only ({last}); liteconv logs in with a key and "
+            f"never types a password: turn on PubkeyAuthentication in the board's sshd_config, "
+            f"then install your key once with 'ssh-copy-id{port} {login}'"
+        )
     if "Permission denied" in text or "Too many authentication failures" in text:
         return LiteconvError(
-            f"{where}: authentication refused ({last}); give --identity KEY with a key in the "
-            "board's ~/.ssh/authorized_keys (ssh-copy-id installs one), or load it in ssh-agent"
+            f"{where}: authentication refused ({last}); liteconv needs key login: install your "
+            f"key once with 'ssh-copy-id {address.user + '@' if address.user else ''}"
+            f"{address.host}' (it asks the password once), or give --identity KEY, or load the "
+            "key in ssh-agent"
         )
     if re.search(r"Connection refused|No route to host|timed out|Network is unreachable|"
                  r"Connection reset|Connection closed by .* port", text):  # fmt: skip

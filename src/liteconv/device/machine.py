@@ -18,6 +18,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def vector_isa() -> list[str]:
+    """The CPU's SIMD extensions that decide TensorFlow's and XNNPACK's kernels (x86:
+    avx2, avx512f, avx512_vnni, …; ARM: asimd, asimddp, sve, …); empty where unknown."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text = fh.read()
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
+    words = set(line.partition(":")[2].split())
+    keep = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "fma",
+            "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16")  # fmt: skip
+    return [w for w in keep if w in words]
+
+
 def machine_info() -> dict:
     """CPU, cores usable by this process, architecture, OS and Python."""
     try:
@@ -27,6 +42,7 @@ def machine_info() -> dict:
     return {
         "cpu": cpu_model(),
         "arch": platform.machine(),
+        "isa": vector_isa(),
         "cores_usable": usable,
         "cores_total": os.cpu_count(),
         "os": platform.platform(),

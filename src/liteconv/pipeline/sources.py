@@ -23,6 +23,7 @@ from liteconv.compat import keras
 from liteconv.config import DataConfig
 from liteconv.device.errors import LiteconvError
 from liteconv.pipeline.idx import read_idx
+from liteconv.pipeline.image_header import image_size
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -245,13 +246,38 @@ def _arrays(files: dict[str, list[str]], classes: list[str]) -> tuple[np.ndarray
     return np.array(paths, dtype=str), np.array(labels, np.int64)
 
 
+def native_size(files: dict[str, dict[str, list[str]]], keys: dict[str, str]) -> list[int]:
+    """The one ``[height, width]`` of every image (``data.image_size: null``); a one-line
+    error naming two files when sizes differ or a header cannot be read."""
+    seen: dict[tuple[int, int], str] = {}
+    for split, by_class in files.items():
+        for names in by_class.values():
+            for name in names:
+                size = image_size(name)
+                if size is None:
+                    raise LiteconvError(
+                        f"{keys[split]}: cannot read the size of {name} from its header; set "
+                        "data.image_size: [height, width] to resize every image"
+                    )
+                seen.setdefault(size, name)
+                if len(seen) > 1:
+                    (a, fa), (b, fb) = list(seen.items())[:2]
+                    raise LiteconvError(
+                        f"{keys[split]}: images differ in size ({fa}: {a[0]}×{a[1]}, {fb}: "
+                        f"{b[0]}×{b[1]}); set data.image_size: [height, width] to resize them all"
+                    )
+    return list(next(iter(seen)))
+
+
 def load_image_folder(cfg: DataConfig) -> Source:
     """Image files in class sub-folders: one root that is split here, or given splits.
 
     Layouts: ``path/<class>/`` (test and validation drawn per file, seeded);
     ``path/train/<class>/`` with ``path/test/<class>/`` and/or ``path/val/<class>/`` used as
     given; or ``train_path``/``test_path``/``val_path`` set explicitly. Every split must
-    hold the same classes.
+    hold the same classes. Files: ``.png .jpg .jpeg .bmp .gif`` (any case), decoded as RGB
+    unless ``data.channels: 1``; ``data.image_size: null`` keeps the native size, which
+    every image must share.
     """
     if cfg.train_path:
         roots = {"train": Path(cfg.train_path)}
@@ -287,8 +313,8 @@ def load_image_folder(cfg: DataConfig) -> Source:
     x_val = y_val = None
     if "val" in files:
         x_val, y_val = _arrays(files["val"], classes)
-    channels = cfg.channels or 3
-    size = cfg.image_size or [224, 224]
+    channels = cfg.channels or 3  # decoded as RGB unless data.channels: 1
+    size = cfg.image_size or native_size(files, keys)
     location = ", ".join(f"{k}: {v}" for k, v in roots.items()) if first == "train" else str(root)
     return Source(
         "image_folder", x_train, y_train, x_test, y_test, classes, location,

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from liteconv.compat import keras, tf
+from liteconv.compat import keras, onednn_note, tf
 from liteconv.config import Config, TrainConfig, dump_config, validate_model
 from liteconv.device.errors import LiteconvError
 from liteconv.keras_layers import create_model, model_cost
@@ -318,10 +318,11 @@ def _where(cfg: Config, devices: Devices, out, resume, run_name):
 
 def _describe_devices(devices: Devices) -> str:
     gpus = f"{len(devices.gpus)} GPU(s)" if devices.gpus else "no GPU found, training on the CPU"
+    kernels = "" if devices.gpus else f", {onednn_note()}"
     return (
         f"{devices.kind}, {gpus} ({devices.strategy_name}, {devices.replicas} replica(s)"
         f"{', mixed_float16' if devices.mixed_precision else ''}"
-        f"{', ' + devices.worker if devices.worker else ''})"
+        f"{', ' + devices.worker if devices.worker else ''}){kernels}"
     )
 
 

@@ -1,0 +1,168 @@
+"""The board: a Raspberry Pi or phone over SSH or adb, and emulated 64-bit ARM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from liteconv.cli.common import SectionedGroup, run_dir_or_newest, runtime_choice
+from liteconv.cli.root import cli
+from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
+
+
+@cli.group(cls=SectionedGroup)
+def device():
+    """A Raspberry Pi over SSH (ssh://USER@HOST[:PORT]) or an Android phone over adb
+    (adb://SERIAL): describe it, fetch wheels for it, benchmark a run on it.
+
+    SSH needs key login (liteconv never types a password): on a fresh Pi run
+    'ssh-copy-id USER@HOST' once. The first 'device run' makes a venv with numpy and
+    ai-edge-litert on the board (a minute or two with internet; --wheelhouse without)."""
+
+
+def _ssh_options(fn):
+    opts = [
+        click.argument("address"),
+        click.option("-i", "--identity", type=click.Path(), default=None,
+                     help="private key (default: ssh's own keys, agent and ~/.ssh/config)"),
+        click.option("--known-hosts", type=click.Path(), default=None,
+                     help="known_hosts file (default: ~/.ssh/known_hosts)"),
+        click.option("--accept-new-host-key", is_flag=True,
+                     help="trust a board seen for the first time (a changed key still fails)"),
+        click.option("--python", "python", default=None,
+                     help="an interpreter on the board that already has numpy and a runtime"),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _board(address, identity, known_hosts, accept_new_host_key):
+    from liteconv.deploy.ssh import SSH, parse_address
+
+    return SSH(parse_address(address), identity=identity, known_hosts=known_hosts,
+               accept_new_host_key=accept_new_host_key)  # fmt: skip
+
+
+@device.command("info")
+@_ssh_options
+@click.option("--json", "json_path", default=None, help="also write the description here")
+def device_info(address, identity, known_hosts, accept_new_host_key, python, json_path):
+    """CPU, cores, architecture, OS, Python and runtimes of the board at ssh://USER@HOST[:PORT]
+    (installs nothing)."""
+    from liteconv.deploy.remote import board_info, info_lines
+    from liteconv.device.files import atomic_write_json
+
+    if address.startswith("adb://"):
+        from liteconv.deploy import adb
+
+        info = adb.phone_info(adb.ADB(adb.parse_address(address)))
+        lines = [f"{k:<15} {v}" for k, v in info.items()]
+    else:
+        info = board_info(_board(address, identity, known_hosts, accept_new_host_key), python)
+        lines = info_lines(info)
+    for line in lines:
+        click.echo(line)
+    if json_path:
+        click.echo(f"wrote {atomic_write_json(json_path, info)}")
+
+
+@device.command("wheels")
+@_ssh_options
+@click.argument("folder", type=click.Path())
+@click.option("--runtime", type=runtime_choice(["litert", "tflite_runtime"]), default="litert",
+              show_default=True,
+              help="which runtime's wheels (tflite_runtime: 32-bit boards; "
+                   "tflite-runtime is accepted too)")  # fmt: skip
+def device_wheels(address, identity, known_hosts, accept_new_host_key, python, folder, runtime):
+    """Download numpy and the runtime for the board's platform into FOLDER (for
+    'device run --wheelhouse FOLDER' on a board without internet)."""
+    from liteconv.deploy.remote import board_info, fetch_wheels
+
+    info = board_info(_board(address, identity, known_hosts, accept_new_host_key), python)
+    for wheel in fetch_wheels(info, Path(folder), runtime.replace("_", "-"), echo=click.echo):
+        click.echo(f"  {wheel.name}")
+
+
+@device.command("run")
+@_ssh_options
+@click.argument("source", required=False, type=click.Path())
+@click.option(
+    "--target",
+    default="raspberry-pi-4",
+    show_default=True,
+    help="the target profile the bundle carries (threads, cores)",
+)
+@click.option(
+    "--wheelhouse",
+    type=click.Path(),
+    default=None,
+    help="install numpy and the runtime from these wheels only (offline board)",
+)
+@click.option("--threads", default=None, help="comma list (default: the target's)")
+@click.option("--runs", default=100, show_default=True, type=click.IntRange(1),
+              help="timed runs per model")  # fmt: skip
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(0),
+              help="untimed runs per model")  # fmt: skip
+@click.option("--keep", is_flag=True, help="leave the unpacked bundle on the board")
+@click.option(
+    "--remote-dir",
+    default="~/.cache/liteconv",
+    show_default=True,
+    help="where on the board the venv and the bundles live",
+)
+@click.option("--bundle-dir", default="dist", show_default=True,
+              help="where the bundle of a run is written on this machine")  # fmt: skip
+@click.option("--profile", is_flag=True,
+              help="also time every block of the model on the board (per-block table "
+                   "beside the host's in the run's report_profile.md)")  # fmt: skip
+def device_run(address, identity, known_hosts, accept_new_host_key, python, source, target,
+               wheelhouse, threads, runs, warmup, keep, remote_dir, bundle_dir, profile):  # fmt: skip
+    """Check and benchmark SOURCE (a run folder, default the newest run, or a bundle
+    .tar.gz) on the board at ssh://USER@HOST[:PORT]; results into RUN_DIR/device/ and
+    the run's report. adb://SERIAL: an Android phone through LiteRT's benchmark_model
+    (pushed by you to /data/local/tmp; no --check there)."""
+    from liteconv.deploy.remote import run_on_board
+
+    if address.startswith("adb://"):  # a phone: benchmark_model, no Python, no --check
+        from liteconv.deploy import adb
+
+        phone = adb.ADB(adb.parse_address(address))
+        adb.run_on_phone(phone, run_dir_or_newest(source), threads=int_list(threads) if threads else None,
+                         runs=runs, warmup=warmup, echo=click.echo)  # fmt: skip
+        return
+    board = _board(address, identity, known_hosts, accept_new_host_key)
+    src = source if source and Path(source).is_file() else run_dir_or_newest(source)
+    result = run_on_board(board, src, target=target, python=python, wheelhouse=wheelhouse,
+                          threads=int_list(threads) if threads else None, runs=runs,
+                          warmup=warmup, keep=keep, cache=remote_dir.rstrip("/"),
+                          bundle_dir=bundle_dir, profile=profile, echo=click.echo)  # fmt: skip
+    click.echo(f"wrote {result['json']}")
+
+
+@cli.command("bench-arm64")
+@click.argument("bundle_path", required=False, type=click.Path())
+@click.option("--cache", default=".cache/arm64", show_default=True,
+              help="where the arm64 user space and wheels are kept")  # fmt: skip
+@click.option("--runs", default=20, show_default=True, type=click.IntRange(1),
+              help="timed runs per model (emulated: correctness, not speed)")  # fmt: skip
+@click.option("--python-wrapper", is_flag=True,
+              help="only prepare the emulated Python and print the path of a script that "
+                   "runs it (for 'liteconv device run ... --python PATH')")  # fmt: skip
+def bench_arm64(bundle_path, cache, runs, python_wrapper):
+    """Check and time a device bundle on emulated 64-bit ARM (qemu; correctness, not speed).
+
+    BUNDLE_PATH defaults to the newest dist/*.tar.gz. The first run builds, once, an arm64
+    Debian user space under --cache: it needs root (debootstrap, and apt-get for
+    qemu-user-static and debootstrap where missing), Debian's package mirror and PyPI
+    (numpy and ai-edge-litert aarch64 wheels), about 700 MB of disk and a few minutes;
+    later runs use the cache and need neither root nor the network."""
+    from liteconv.deploy import arm64
+    from liteconv.deploy.arm64 import newest_bundle, run_bundle_arm64
+
+    arm64.preflight(cache)  # not root before the first build: say so before downloading
+    if python_wrapper:
+        click.echo(arm64.python_wrapper(cache))
+        return
+    run_bundle_arm64(bundle_path or newest_bundle("dist"), cache=cache, runs=runs, echo=click.echo)

@@ -1,0 +1,170 @@
+"""The studies behind the README's tables: `liteconv study layers|train|flatten|profile`."""
+
+from __future__ import annotations
+
+import click
+
+from liteconv.cli.common import SectionedGroup, parse_shape, renamed
+from liteconv.cli.root import cli
+from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
+
+# Studies write their tables where --out says; the defaults stay under runs/ (not tracked),
+# and the make targets that own the repository's docs/results/ files pass --out there.
+STUDIES = "runs/studies"
+
+
+@cli.group(
+    cls=SectionedGroup,
+    short_help="The README's tables, measured: study layers, train, flatten, profile.",
+)
+def study():
+    """The studies behind the README's tables: layer speed, training throughput, flatten
+    accuracy, per-block latency (`make bench-layers|bench-train|bench-flatten|bench-profile`
+    write docs/results/)."""
+
+
+@study.command("train")
+@click.option("--models", default="baseline_cnn,flattened_cnn,separable_cnn", show_default=True,
+              help="comma list of registered models")  # fmt: skip
+@click.option("--input-shape", default="28,28,1", show_default=True, help="H,W,C")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1),
+              help="images per training step")  # fmt: skip
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1),
+              help="timed training steps per model and round")  # fmt: skip
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1),
+              help="interleaved rounds (the median is reported)")  # fmt: skip
+@click.option("--onednn", default="off,on", show_default=True,
+              help="TensorFlow CPU kernels to compare, each in its own process: off (the "
+                   "portable ones every machine has), on (oneDNN); 'default' measures this "
+                   "process's setting only")  # fmt: skip
+@click.option("--out", default=f"{STUDIES}/bench_train", show_default=True,
+              help="writes OUT.json and OUT.md")  # fmt: skip
+def bench_train(models, input_shape, batch_size, steps, rounds, onednn, out):
+    """Training throughput (images/s) of several models, measured side by side, with
+    TensorFlow's oneDNN kernels off and on, and where a training step's time goes."""
+    from liteconv.bench.training import ONEDNN, throughput_by_onednn, training_throughput
+    from liteconv.device.errors import LiteconvError
+    from liteconv.device.machine import machine_info
+    from liteconv.device.tables import format_table
+    from liteconv.pipeline.run import atomic_write_json, atomic_write_text
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    settings = [s.strip() for s in onednn.split(",") if s.strip()]
+    shape = parse_shape(input_shape)
+    layer_ms: dict = {}
+    if settings == ["default"]:
+        records = training_throughput(names, input_shape=shape, batch_size=batch_size,
+                                      steps=steps, rounds=rounds, echo=click.echo)  # fmt: skip
+        for r in records:
+            r["onednn"] = "default"
+    else:
+        bad = [s for s in settings if s not in ONEDNN]
+        if bad or not settings:
+            raise LiteconvError(f"--onednn {onednn}: expected a comma list of off, on (or default)")
+        records, layer_ms = throughput_by_onednn(
+            names, settings, input_shape=shape, batch_size=batch_size, steps=steps,
+            rounds=rounds, echo=click.echo,
+        )  # fmt: skip
+    machine = machine_info()
+    ratio = next(k for k in records[0] if k.startswith("speed_vs_"))
+    table = format_table(
+        ["model", "oneDNN", "params", "MACs", "images/s (median)", "CV", ratio.replace("speed_vs_", "× ")],
+        [[r["model"], r["onednn"], r["params"], r["macs"], r["images_per_second_median"],
+          r["cv"], r[ratio]] for r in records],
+        markdown=True,
+    )  # fmt: skip
+    parts = [
+        f"Training throughput, batch {batch_size}, input {input_shape}, median step time over "
+        f"{rounds} interleaved rounds of {steps} steps; {machine['cpu']} "
+        f"({' '.join(machine['isa']) or 'ISA unknown'}), {machine['cores_usable']} cores.",
+        "", table,
+    ]  # fmt: skip
+    if layer_ms:
+        kinds = sorted({k for per in layer_ms.values() for m in per.values() for k in m})
+        rows = []
+        for model in names:
+            for kind in kinds:
+                cells = [layer_ms[s][model].get(kind) for s in settings]
+                if any(cells):
+                    rows.append([model, kind, *[c or 0.0 for c in cells]])
+        parts += ["", "Where a step goes: every layer alone, forward + backward on one batch "
+                  "(ms, summed per layer kind; a whole step also runs the optimizer and the "
+                  "graph's overhead).", "",
+                  format_table(["model", "layer kind", *[f"ms oneDNN {s}" for s in settings]],
+                               rows, markdown=True)]  # fmt: skip
+    atomic_write_json(f"{out}.json", {"machine": machine, "records": records,
+                                      "layer_ms": layer_ms})  # fmt: skip
+    atomic_write_text(f"{out}.md", "\n".join(parts) + "\n")
+    click.echo("\n".join(parts[2:]))
+    click.echo(f"wrote {out}.json and {out}.md")
+
+
+@study.command("layers")
+@click.option("--sizes", default="16,32,48,64,80", show_default=True, help="input sizes N")
+@click.option("--channels", default="64,128", show_default=True, help="C in = C out")
+@click.option("--threads", default="1,2", show_default=True, help="comma list of thread counts")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1),
+              help="timed runs per case")  # fmt: skip
+@click.option("--no-models", is_flag=True, help="skip the whole-model comparison")
+@click.option("--out", default=f"{STUDIES}/bench_layers", show_default=True,
+              help="writes OUT.csv/.json/.md and OUT_latency.png, OUT_speedup.png")  # fmt: skip
+def compare(sizes, channels, threads, runs, no_models, out):
+    """Standard vs flattened vs separable convolution latency (the papers' speed tables)."""
+    from liteconv.bench.layers import compare_layers, compare_models
+    from liteconv.bench.report import write_compare
+    from liteconv.device.machine import machine_info
+
+    thread_list = int_list(threads, "--threads")
+    rows = compare_layers(
+        sizes=int_list(sizes, "--sizes"), channels=int_list(channels, "--channels"),
+        threads=thread_list, runs=runs, echo=click.echo,
+    )  # fmt: skip
+    if not no_models:
+        rows += compare_models(threads=thread_list, runs=runs, echo=click.echo)
+    for path in write_compare(rows, out, machine=machine_info()):
+        click.echo(f"wrote {path}")
+
+
+@study.command("flatten")
+@click.argument("parent_dir", type=click.Path())
+@click.option("--variants", default="lvh1,lvh2,cp0.5,cp0.25", show_default=True,
+              help="comma list: lvh1, lvh2, cpF (rank ratio) or cpR (rank)")  # fmt: skip
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
+              help="fine-tune epochs of every variant (and of the from-scratch runs)")  # fmt: skip
+@click.option("--no-scratch", is_flag=True, help="skip the from-scratch comparison")
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(1),
+              help="timed runs per model in the latency benchmark")  # fmt: skip
+@click.option("--runs-dir", default="runs", show_default=True, help="where the new runs go")
+@click.option("--out", default=f"{STUDIES}/flatten", show_default=True,
+              help="writes OUT.json and OUT.md")  # fmt: skip
+def bench_flatten(parent_dir, variants, epochs, no_scratch, runs, runs_dir, out):
+    """Decompose-then-fine-tune variants of PARENT_DIR against training from scratch."""
+    from liteconv.bench.flatten_study import flatten_study, study_table, write_study
+
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    rows = flatten_study(parent_dir, names, epochs=epochs, scratch=not no_scratch,
+                         out_runs=runs_dir, runs=runs, echo=click.echo)  # fmt: skip
+    for path in write_study(rows, out, epochs=epochs, parent=str(parent_dir)):
+        click.echo(f"wrote {path}")
+    click.echo(study_table(rows, epochs))
+
+
+@study.command("profile")
+@click.option("--out", default=f"{STUDIES}/profile", show_default=True,
+              help="writes OUT.json, OUT.md and OUT.png")  # fmt: skip
+@click.option("--runs", default=100, show_default=True, type=click.IntRange(1),
+              help="timed runs per block")  # fmt: skip
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="interpreter threads")  # fmt: skip
+def bench_profile(out, runs, threads):
+    """How well the sum of per-block latencies predicts the whole model: baseline,
+    flattened, separable (28x28x1) and MobileNet v1 α=0.5 (128x128x3), fp32 and int8."""
+    from liteconv.bench.profile import profile_study
+
+    for path in profile_study(out, runs=runs, threads=threads, echo=click.echo):
+        click.echo(f"wrote {path}")
+
+
+for _old, _command in (("compare", compare), ("bench-train", bench_train),
+                       ("bench-flatten", bench_flatten), ("bench-profile", bench_profile)):  # fmt: skip
+    cli.add_command(renamed(_command, _old, f"study {_command.name}"))

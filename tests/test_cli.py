@@ -1,0 +1,148 @@
+"""The command line as a newcomer meets it: sectioned help, every option explained, defaults
+that write into the run (never the repository), the README's commands all real."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, copy_run
+from liteconv.cli import cli
+from liteconv.cli.common import one_line
+
+
+def _commands(group: click.Group, path=()):
+    for name, cmd in group.commands.items():
+        if cmd.hidden:
+            continue
+        yield (*path, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*path, name))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_help_has_sections_and_every_whole_one_liner():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    text = _flat(result.output)
+    for heading in ("The job", "Models and configs", "The board", "Studies"):
+        assert heading in text, heading
+    for name, cmd in cli.commands.items():
+        if cmd.hidden:
+            assert f" {name} " not in text, f"hidden {name} listed"
+            continue
+        line = one_line(cmd)
+        assert line.endswith((".", ")")) and _flat(line) in text, (name, line)
+    # the old study names are hidden but still known
+    assert {"compare", "bench-train", "bench-flatten", "bench-profile"} <= set(cli.commands)
+    study = CliRunner().invoke(cli, ["study", "--help"])
+    assert all(name in study.output for name in ("layers", "train", "flatten", "profile"))
+
+
+def test_every_option_has_a_help_text():
+    missing = [
+        f"{' '.join(path)} {param.opts[0]}"
+        for path, cmd in _commands(cli)
+        for param in cmd.params
+        if isinstance(param, click.Option) and not param.help
+    ]
+    assert not missing, missing
+
+
+def test_runtime_names_have_one_spelling_and_accept_the_pip_name():
+    from liteconv.cli.common import runtime_choice
+
+    choice = runtime_choice(["litert", "tflite_runtime"])
+    assert choice.convert("tflite-runtime", None, None) == "tflite_runtime"
+    with pytest.raises(click.BadParameter):
+        choice.convert("tflite", None, None)
+
+
+def test_report_of_one_run_writes_into_the_run_not_the_repository(
+    exported_run, tmp_path, monkeypatch
+):
+    run = copy_run(exported_run, tmp_path / "runs")
+    work = tmp_path / "cwd"
+    (work / "docs" / "results").mkdir(parents=True)
+    monkeypatch.chdir(work)  # as if inside a checkout: docs/results/ is right here
+    result = CliRunner().invoke(cli, ["report", str(run), "--runs", "2"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in run.glob("report.*")} == {"report.json", "report.md", "report.png"}
+    assert not any((work / "docs" / "results").iterdir())
+
+
+def test_make_demo_args_reach_the_config_only():
+    """`make demo ARGS=--set ...` once died at export ('No such option --set'): the demo is
+    one command now, and ARGS are config overrides there as for `make train`."""
+    if not shutil.which("make"):
+        pytest.fail("make is needed for the Makefile checks")
+    out = subprocess.run(["make", "-n", "-C", str(REPO), "demo", "ARGS=--set train.epochs=1"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    demo = [ln for ln in out.splitlines() if " demo " in ln]
+    assert len(demo) == 1 and demo[0].rstrip().endswith("--set train.epochs=1"), out
+    assert "fashion_mnist_demo.yaml" in demo[0]
+    assert not [ln for ln in out.splitlines() if " export " in ln and "--set" in ln]
+
+
+@pytest.mark.large
+def test_demo_runs_the_whole_job_with_a_progress_line_per_stage(tmp_path):
+    result = CliRunner().invoke(cli, [
+        "demo", "-c", str(REPO / "configs/experiments/digits_quick.yaml"), "--set",
+        "train.epochs=1", "--set", "train.verbose=0", "--out", str(tmp_path / "runs"),
+        "--dist", str(tmp_path / "dist"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for i, stage in enumerate(("train", "export + verify", "benchmark", "bundle"), start=1):
+        assert f"== [{i}/4] {stage} done in" in result.output
+    assert "verified qat_int8.tflite" in result.output
+    assert list((tmp_path / "dist").glob("*.tar.gz"))
+    assert "make reproduce" in result.output.strip().splitlines()[-1]
+
+
+def test_bench_arm64_without_root_says_so_before_any_download(tmp_path, monkeypatch):
+    import os
+
+    from liteconv.deploy import arm64
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+    def no_download(*_a, **_k):
+        raise AssertionError("downloaded before telling the user to be root")
+
+    monkeypatch.setattr(arm64.subprocess, "run", no_download)
+    result = CliRunner().invoke(cli, ["bench-arm64", "x.tar.gz", "--cache", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "run this first time as root" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def _make_targets() -> set[str]:
+    text = (REPO / "Makefile").read_text()
+    return set(re.findall(r"^([a-zA-Z0-9_-]+):", text, flags=re.M))
+
+
+def test_readme_commands_all_exist():
+    """Every `liteconv X [Y]` and `make T` the README shows is a real command / target."""
+    text = (REPO / "README.md").read_text()
+    fenced = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    inline = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    readme = "\n".join(fenced + inline)  # commands are in code, not in prose
+    targets = _make_targets()
+    made = set(re.findall(r"(?<![\w/-])make ([a-z][a-z0-9-]+)", readme))
+    assert made and made <= targets, sorted(made - targets)
+    called = re.findall(r"(?<![\w/.-])liteconv ([a-z][a-z0-9-]*)(?: ([a-z][a-z0-9-]*))?", readme)
+    assert called
+    for name, sub in called:
+        assert name in cli.commands, f"README names 'liteconv {name}'"
+        cmd = cli.commands[name]
+        assert not cmd.hidden, f"README uses the old name 'liteconv {name}'"
+        if isinstance(cmd, click.Group) and sub and not sub.startswith("-"):
+            assert sub in cmd.commands, f"README names 'liteconv {name} {sub}'"
