@@ -18,7 +18,7 @@ TARGET ?= raspberry-pi-4
 
 .PHONY: help install data sshd test test-fast lint train train-gpu evaluate bench-train \
         export-tflite bench bundle bench-layers report demo reproduce bench-arm64 bench-flatten \
-        bench-budget bench-profile profile
+        bench-budget bench-profile profile bench-emulation emulation-tools
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -60,7 +60,7 @@ sshd:  ## install Debian's openssh-server (the tests start their own sshd on 127
 PORTABLE := TF_ENABLE_ONEDNN_OPTS=0
 LAYER_TESTS := tests/test_flattened.py tests/test_decompose.py tests/test_portable.py tests/test_flatten.py
 
-test: install data sshd  ## the whole suite on TF's portable kernels (oneDNN off), then the layer tests with oneDNN on (what CI runs)
+test: install data sshd emulation-tools  ## the whole suite on TF's portable kernels (oneDNN off), then the layer tests with oneDNN on (what CI runs)
 	$(PORTABLE) $(PY) -m pytest
 	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest $(LAYER_TESTS)
 
@@ -109,6 +109,20 @@ BUDGET ?= 0.155
 bench-budget: install  ## decompose PARENT per layer to meet BUDGET ms (int8, 1 thread), fine-tune, measure -> docs/results/budget.*
 	@test -n "$(PARENT)" || { echo "PARENT=runs/<experiment>/<time> (e.g. a fashion_mnist_baseline run)"; exit 2; }
 	$(LITECONV) flatten $(PARENT) --budget-ms $(BUDGET) --result docs/results/budget $(ARGS)
+
+bench-emulation: install emulation-tools  ## study: emulated Pi latency vs XNNPACK's published Pi 3/4 figures -> docs/results/emulation.*
+	$(LITECONV) study emulation --out docs/results/emulation $(ARGS)
+
+emulation-tools:  ## install qemu-user (plugin-capable qemu-aarch64), llvm-16 (llvm-mca) and gcc where apt can
+	@missing=""; [ -x /usr/bin/qemu-aarch64 ] || missing="$$missing qemu-user"; \
+	[ -x /usr/lib/llvm-16/bin/llvm-mca ] || missing="$$missing llvm-16"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	if [ -z "$$missing" ]; then echo "emulation tools: qemu-aarch64, llvm-mca-16, gcc"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing)) >/dev/null && \
+	  echo "emulation tools installed:$$missing"; \
+	else echo "note: for --emulate run 'sudo apt-get install$$missing'"; fi
 
 BUNDLE ?=
 bench-arm64: install  ## run BUNDLE (default: newest dist/*.tar.gz) on emulated ARM64: bench.py --check + timings

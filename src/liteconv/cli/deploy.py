@@ -95,8 +95,18 @@ def _bench_config(models: tuple[str, ...], config_path: str | None, overrides: d
 @click.option("--markdown", "md_path", type=click.Path(), help="write the Markdown table")
 @click.option("--crosscheck", is_flag=True,
               help="also time each model with the litert-benchmark tool of ai-edge-litert")  # fmt: skip
+@click.option("--emulate", "emulate_targets", default=None, metavar="TARGET[,TARGET]",
+              help="also estimate each model's latency on these targets' cores by emulation "
+                   "(qemu-aarch64 -cpu + instruction counts + llvm-mca cycles; cached), e.g. "
+                   "raspberry-pi-4,raspberry-pi-5")  # fmt: skip
+@click.option(
+    "--emulate-cache",
+    default=".cache/emulate",
+    show_default=True,
+    help="with --emulate: where estimates and the counting plugin are kept",
+)
 def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, config_path, json_path,
-          md_path, crosscheck):  # fmt: skip
+          md_path, crosscheck, emulate_targets, emulate_cache):  # fmt: skip
     """Latency, throughput and memory of .tflite MODELS (interleaved; no TensorFlow).
 
     Defaults come from the bench: section of -c CONFIG, or of the run the models belong to.
@@ -128,6 +138,13 @@ def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, config_pat
     click.echo(table)
     for line in harness.delegation_warnings(records):
         click.echo(line, err=True)
+    if emulate_targets:
+        from liteconv.emulate.report import add_estimates
+
+        for emulated in add_estimates(records, list(models), emulate_targets.split(","),
+                                      cache=emulate_cache, echo=click.echo):  # fmt: skip
+            click.echo(emulated)
+            table += "\n\n" + emulated
     if json_path:
         target = opts["target"].to_dict() if opts["target"] else None
         harness.write_json(json_path, harness.result_document(records, target=target))

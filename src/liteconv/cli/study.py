@@ -165,6 +165,40 @@ def bench_profile(out, runs, threads):
         click.echo(f"wrote {path}")
 
 
+@study.command("emulation")
+@click.option(
+    "--boards",
+    default="raspberry-pi-4,raspberry-pi-3",
+    show_default=True,
+    help="targets with a published column (raspberry-pi-4, raspberry-pi-3)",
+)
+@click.option(
+    "--models",
+    default="mobilenet_v1,mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small",
+    show_default=True,
+    help="keras.applications architectures (random weights, 224×224)",
+)
+@click.option(
+    "--cache",
+    default=".cache/emulate",
+    show_default=True,
+    help="the emulation cache (estimates by model hash and target)",
+)
+@click.option("--out", default=f"{STUDIES}/emulation", show_default=True,
+              help="writes OUT.json and OUT.md")  # fmt: skip
+def emulation(boards, models, cache, out):
+    """Emulated board latency against XNNPACK's published Raspberry Pi figures: model-to-
+    model ratios, fp32 ÷ int8 and the absolute error after one constant per board."""
+    from liteconv.bench.emulation import emulation_study
+
+    paths = emulation_study(out, boards=[b.strip() for b in boards.split(",") if b.strip()],
+                            models=[m.strip() for m in models.split(",") if m.strip()],
+                            cache=cache, echo=click.echo)  # fmt: skip
+    click.echo(paths[1].read_text())
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
 for _old, _command in (("compare", compare), ("bench-train", bench_train),
                        ("bench-flatten", bench_flatten), ("bench-profile", bench_profile)):  # fmt: skip
     cli.add_command(renamed(_command, _old, f"study {_command.name}"))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import LiteconvError
-from .schema import build
+from .schema import build, check
 
 RUNTIME_NAMES = ("auto", "litert", "tflite_runtime", "tf")
 
@@ -35,6 +35,17 @@ class Target:
     cores: list[int] | None = None  # CPU cores to pin to (e.g. a phone's big cores)
     runtime: Literal[RUNTIME_NAMES] = "auto"
     xnnpack: list[bool] = field(default_factory=lambda: [True])
+    # Emulation (``liteconv bench --emulate``): the core whose scheduling model gives the
+    # cycles (llvm-mca -mcpu), qemu's -cpu model with that core's instruction set, clock,
+    # caches, and at most one calibration constant with where it came from.
+    core: str = ""
+    qemu_cpu: str = ""
+    clock_mhz: float = field(default=0.0, metadata=check(0))
+    l1d_kb: int = field(default=0, metadata=check(0))
+    l2_kb: int = field(default=0, metadata=check(0))
+    cycle_scale: float = field(default=1.0, metadata=check(0, exclusive_min=True))
+    cycle_scale_source: str = ""
+    emulation_notes: str = ""
 
     def to_dict(self) -> dict:
         """Plain data, as the bundle's ``target.json`` holds it."""

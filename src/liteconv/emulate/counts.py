@@ -1,0 +1,105 @@
+"""Instructions per invoke of ``.tflite`` models on an emulated ARM core.
+
+The models run in the arm64 user space of ``bench-arm64`` (Debian's Python 3.11, numpy and
+ai-edge-litert 2.0.2's aarch64 wheel: 2.3.0's crashes under qemu 7.2) under the dynamic
+``qemu-aarch64 -cpu CORE`` with the counting plugin; XNNPACK reads the emulated CPU's
+features and picks that core's kernels (dot-product int8 kernels on cortex-a76, not on
+cortex-a72). All models of one call share one emulated process.
+
+Example:
+    >>> counts = count_models(["fp32.tflite"], qemu_cpu="cortex-a72", cache=Path(".cache"))
+    >>> counts[0]["instructions_per_invoke"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from liteconv.deploy import arm64
+from liteconv.device.errors import LiteconvError
+from liteconv.emulate.tools import build_plugin, qemu_user
+
+GUEST = Path(__file__).with_name("guest.py")
+
+
+def parse_plugin_output(text: str) -> tuple[dict[int, dict], int | None]:
+    """``({region: {"instructions": N, "blocks": [(vaddr, n_insns, runs, bytes)]}}, total)``
+    from the plugin's output file."""
+    regions: dict[int, dict] = {}
+    total, current = None, None
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "region":
+            current = {"instructions": int(parts[2]), "blocks": []}
+            regions[int(parts[1])] = current
+        elif parts[0] == "tb" and current is not None:
+            code = bytes.fromhex(parts[4]) if len(parts) > 4 else b""
+            current["blocks"].append((int(parts[1], 16), int(parts[2]), int(parts[3]), code))
+        elif parts[0] == "total":
+            total = int(parts[1])
+    return regions, total
+
+
+def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None = None,
+                timeout: float = 3600) -> tuple[dict[int, dict], int | None]:  # fmt: skip
+    """Run an aarch64 program (``argv[0]``, with ``-L root`` for a dynamic one) under the
+    counting plugin; returns ``parse_plugin_output`` of what it counted."""
+    qemu = qemu_user()
+    plugin = build_plugin(cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "counts.txt"
+        cmd = [qemu, "-cpu", qemu_cpu, "-plugin", f"{plugin},out={out}", *argv]
+        if shutil.which("setarch"):  # no address randomisation: allocator paths repeat
+            cmd = ["setarch", platform.machine(), "-R", *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        if proc.returncode != 0:
+            tail = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]
+            raise LiteconvError(f"emulated run on {qemu_cpu} failed (exit {proc.returncode}): "
+                                f"{tail[-300:]}")  # fmt: skip
+        return parse_plugin_output(out.read_text() if out.is_file() else "")
+
+
+def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, cache: Path,
+                 arm64_cache: Path, invokes: int = 2, warmup: int = 1) -> list[dict]:  # fmt: skip
+    """Per model: ``instructions_per_invoke``, the executed ``blocks`` (per invoke) and the
+    emulated ``output`` (for the check against the host's)."""
+    arm64.preflight(arm64_cache)
+    root = arm64.ensure_rootfs(Path(arm64_cache).resolve())
+    site = arm64.ensure_wheels(Path(arm64_cache).resolve())
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, array in enumerate(inputs):
+            paths.append(str(Path(tmp) / f"in{i}.npy"))
+            np.save(paths[-1], array)
+        spec = {"models": [str(Path(m).resolve()) for m in models], "inputs": paths,
+                "warmup": warmup, "invokes": invokes, "outputs": str(Path(tmp) / "out.npz")}  # fmt: skip
+        (Path(tmp) / "spec.json").write_text(json.dumps(spec))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
+        env.update(PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+        regions, _ = run_counted(
+            ["-L", str(root), str(root / arm64.PYTHON), str(GUEST), str(Path(tmp) / "spec.json")],
+            qemu_cpu=qemu_cpu, cache=cache, env=env,
+        )  # fmt: skip
+        outputs = np.load(spec["outputs"])
+        results = []
+        for i, model in enumerate(models):
+            if i not in regions:
+                raise LiteconvError(f"{model}: the emulated run counted nothing for it")
+            region = regions[i]
+            results.append({
+                "model": model,
+                "instructions_per_invoke": region["instructions"] / invokes,
+                "blocks": [(v, n, runs / invokes, code) for v, n, runs, code in region["blocks"]],
+                "output": outputs[f"m{i}"],
+            })  # fmt: skip
+        return results

@@ -1,0 +1,49 @@
+"""Runs inside the emulated aarch64 Python (numpy + ai-edge-litert only): each model's
+timed invokes between the counting plugin's markers, outputs saved for the check.
+
+Usage (by ``counts.py``): ``python guest.py SPEC.json``; SPEC holds ``models`` (paths),
+``inputs`` (``.npy`` paths, already in each model's input dtype), ``warmup``, ``invokes``
+and ``outputs`` (an ``.npz`` path). The markers are write(2) calls on a descriptor no
+process has, so they fail with EBADF and change nothing else.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+MARK_FD, MARK_STOP, MARK_START = -7421, 1, 16
+
+
+def _mark(code: int) -> None:
+    try:
+        os.write(MARK_FD, b"m" * code)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    with open(sys.argv[1]) as fh:
+        spec = json.load(fh)
+    from ai_edge_litert.interpreter import Interpreter
+
+    outputs = {}
+    for i, (model, image) in enumerate(zip(spec["models"], spec["inputs"])):
+        interp = Interpreter(model_path=model, num_threads=1)
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        out = interp.get_output_details()[0]
+        interp.set_tensor(inp["index"], np.load(image))
+        for _ in range(spec["warmup"]):
+            interp.invoke()
+        _mark(MARK_START + i)
+        for _ in range(spec["invokes"]):
+            interp.invoke()
+        _mark(MARK_STOP)
+        outputs[f"m{i}"] = interp.get_tensor(out["index"])
+    np.savez(spec["outputs"], **outputs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The emulation's tools: dynamic qemu-aarch64, LLVM 16's llvm-mc/llvm-mca, the plugin.
+
+Debian's ``qemu-user`` (not ``qemu-user-static``: a static qemu cannot load plugins),
+``llvm-16`` and the system ``gcc``; each is found on PATH (or LLVM 16's own folder),
+installed with apt-get when this process is root and apt exists, else a one-line error
+naming the package.
+
+Example:
+    >>> plugin = build_plugin(Path(".cache/emulate"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from liteconv.device.errors import LiteconvError
+from liteconv.device.files import atomic_write_bytes
+
+PLUGIN_SOURCE = Path(__file__).with_name("count.c")
+LLVM_DIRS = ("/usr/lib/llvm-16/bin",)
+
+
+def _apt(package: str, why: str) -> None:
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise LiteconvError(
+            f"{why}: missing; install it with 'sudo apt-get install {package}' (Debian/Ubuntu)"
+        )
+    for cmd in (["apt-get", "install", "-y", "-qq", package],
+                ["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))  # fmt: skip
+        if proc.returncode == 0 and cmd[1] == "install":
+            return
+    raise LiteconvError(f"{why}: 'apt-get install {package}' failed; install it by hand")
+
+
+def qemu_user(install: bool = True) -> str:
+    """Path of the dynamically linked ``qemu-aarch64`` (it loads TCG plugins)."""
+    for path in (shutil.which("qemu-aarch64"), "/usr/bin/qemu-aarch64"):
+        if path and Path(path).is_file():
+            return path
+    if install:
+        _apt("qemu-user", "qemu-aarch64 (Debian's qemu-user, which loads TCG plugins)")
+        return qemu_user(install=False)
+    raise LiteconvError(
+        "qemu-aarch64 (Debian's qemu-user, which loads TCG plugins; qemu-user-static cannot) "
+        "not found: run 'sudo apt-get install qemu-user'"
+    )
+
+
+def llvm_tool(name: str, install: bool = True) -> str:
+    """Path of LLVM 16's ``name`` (``llvm-mca`` or ``llvm-mc``): its scheduling models."""
+    for folder in LLVM_DIRS:
+        if (Path(folder) / name).is_file():
+            return str(Path(folder) / name)
+    found = shutil.which(f"{name}-16")
+    if found:
+        return found
+    if install:
+        _apt("llvm-16", f"{name} of LLVM 16 (the cycle model)")
+        return llvm_tool(name, install=False)
+    raise LiteconvError(f"{name} of LLVM 16 not found: run 'sudo apt-get install llvm-16'")
+
+
+def build_plugin(cache: Path) -> Path:
+    """The counting plugin, built once per source version into ``cache`` (gcc)."""
+    source = PLUGIN_SOURCE.read_bytes()
+    out = Path(cache) / f"count-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if out.is_file():
+        return out
+    cc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if cc is None:
+        raise LiteconvError("no C compiler for the counting plugin: run 'sudo apt-get install gcc'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.build")
+    proc = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(PLUGIN_SOURCE)],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LiteconvError(f"building the counting plugin failed ({last})")
+    atomic_write_bytes(out, tmp.read_bytes())
+    tmp.unlink()
+    return out
