@@ -75,6 +75,45 @@ def _fit(rows: list[dict]) -> float:
     return math.exp(sum(logs) / len(logs)) if logs else float("nan")
 
 
+CNN_TARGETS = ("raspberry-pi-3", "raspberry-pi-4", "raspberry-pi-5")
+
+
+def cnn_speed_per_target(
+    folder: Path, *, targets=CNN_TARGETS, cache: str, echo=print
+) -> list[dict]:
+    """The README's speed claims per target: baseline / flattened / separable CNNs at
+    28×28×1 (random weights), fp32 and int8, measured on this host (1 thread) and
+    estimated on each target; speed-up over the baseline of the same mode."""
+    from liteconv.device.harness import benchmark
+    from liteconv.keras_layers import create_model
+
+    files = {}
+    data = np.random.default_rng(0).uniform(size=(16, 28, 28, 1)).astype("float32")
+    for name in ("baseline_cnn", "flattened_cnn", "separable_cnn"):
+        keras.utils.set_random_seed(0)
+        model = create_model(name, input_shape=(28, 28, 1), num_classes=10)
+        for mode in ("fp32", "int8"):
+            path = folder / f"{name}-{mode}.tflite"
+            path.write_bytes(
+                to_tflite(model, mode=mode, representative_data=data, num_calibration=16)
+            )
+            files[(name, mode)] = path
+    echo("timing the three CNNs on this host (1 thread, interleaved)")
+    host = {r["file"]: r["p50_ms"] for r in benchmark([str(f) for f in files.values()], runs=200)}
+    rows = {k: {"model": k[0], "mode": k[1], "host_ms": host[str(f)]} for k, f in files.items()}
+    for name in targets:
+        for key, est in zip(files, estimate_models([str(f) for f in files.values()],
+                                                   load_target(name), cache=cache, echo=echo)):  # fmt: skip
+            rows[key][name] = est["estimated_ms"]
+            rows[key][f"{name}_instructions"] = est["instructions_per_invoke"]
+    for (_model, mode), row in rows.items():
+        base = rows[("baseline_cnn", mode)]
+        for col in ("host_ms", *targets):
+            if row.get(col) and base.get(col):
+                row[f"speedup_{col.removesuffix('_ms')}"] = round(base[col] / row[col], 2)
+    return list(rows.values())
+
+
 def emulation_study(out: str | Path, *, boards=("raspberry-pi-4", "raspberry-pi-3"),
                     models=tuple(BUILDERS), cache: str = ".cache/emulate", echo=print):  # fmt: skip
     """Estimate the published models on each board, compare, write OUT.json and OUT.md."""
@@ -103,8 +142,9 @@ def emulation_study(out: str | Path, *, boards=("raspberry-pi-4", "raspberry-pi-
             results.append({"board": board, "core": target.core, "clock_mhz": target.clock_mhz,
                             "fitted_constant": round(scale, 4), "rows": rows,
                             "ratios": _ratios(rows)})  # fmt: skip
+        cnns = cnn_speed_per_target(Path(tmp), cache=cache, echo=echo)
     document = {"source": SOURCE, "runtime": EMULATED_RUNTIME, "machine": machine_info(),
-                "boards": results}  # fmt: skip
+                "boards": results, "cnns": cnns}  # fmt: skip
     out = Path(out)
     atomic_write_json(out.with_suffix(".json"), document)
     atomic_write_text(out.with_suffix(".md"), _markdown(document))
@@ -156,4 +196,14 @@ def _markdown(doc: dict) -> str:
                                      f"{100 * x['error']:+.1f} %", f"±{100 * x['goal']:.0f} %",
                                      abs(x["error"]) <= x["goal"]] for x in b["ratios"]],
                                    markdown=True), ""]  # fmt: skip
+    cols = ["host", *CNN_TARGETS]
+    parts += ["## The three CNNs (28×28×1) per target: host measured, targets estimated", "",
+              "Milliseconds per invoke, one thread, and speed-up over `baseline_cnn` in the same "
+              "mode (host: this machine's p50 with LiteRT + XNNPACK; targets: estimated, "
+              "uncalibrated).", "",
+              format_table(["model", "mode", *[f"{c} ms" for c in cols],
+                            *[f"× baseline {c}" for c in cols]],
+                           [[r["model"], r["mode"], r["host_ms"], *[r.get(c) for c in CNN_TARGETS],
+                             *[r.get(f"speedup_{c}") for c in cols]] for r in doc.get("cnns", [])],
+                           markdown=True), ""]  # fmt: skip
     return "\n".join(parts) + "\n"
