@@ -47,6 +47,7 @@ def test_knapsack_matches_exhaustive_search():
         assert sum(layers[i][j][1] for i, j in enumerate(got)) == pytest.approx(best[0])
 
 
+@pytest.mark.large
 def test_plan_keeps_everything_for_a_loose_budget_and_names_the_fastest(tmp_path):
     keras.utils.set_random_seed(0)
     model = create_model("baseline_cnn", input_shape=(12, 12, 1), num_classes=3, width=0.25)

@@ -34,6 +34,7 @@ def exported(digits_run, tmp_path_factory):
     return run, results
 
 
+@pytest.mark.large
 def test_every_mode_is_written_with_sidecar_and_verified(exported):
     run_dir, results = exported
     assert set(results) == {"fp32", "fp16", "dynamic", "int8", "int16x8", "qat_int8"}
@@ -53,6 +54,7 @@ def test_every_mode_is_written_with_sidecar_and_verified(exported):
     assert "| qat_int8" in (run_dir / "export" / "verify.md").read_text()
 
 
+@pytest.mark.large
 def test_float_modes_match_keras(exported):
     _, r = exported
     # fp32: the same float graph, only op order differs: float32 round-off (~1e-6).
@@ -63,6 +65,7 @@ def test_float_modes_match_keras(exported):
     assert r["dynamic"]["agreement"] >= 0.98 and r["dynamic"]["mean_abs_diff"] < 0.01
 
 
+@pytest.mark.large
 def test_integer_modes_are_within_about_one_quantization_step(exported):
     run_dir, r = exported
     assert output_step((run_dir / "export" / "int8.tflite").read_bytes()) == pytest.approx(ONE_STEP)
@@ -82,6 +85,7 @@ def test_integer_modes_are_within_about_one_quantization_step(exported):
         assert float_ops((run_dir / "export" / f"{name}.tflite").read_bytes()) == []
 
 
+@pytest.mark.large
 def test_qat_tflite_matches_its_fake_quant_keras_model():
     # QAT simulates int8 arithmetic in Keras: the int8 TFLite graph computes the same
     # thing up to requantization rounding, so outputs agree within one output step on
@@ -100,6 +104,7 @@ def test_qat_tflite_matches_its_fake_quant_keras_model():
     assert (ours.argmax(1) == fake_quant.argmax(1)).mean() >= 0.98
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", list_models())
 def test_qat_works_for_every_registered_model(name):
     kwargs = {"alpha": 0.25} if name == "mobilenet_v1" else {"width": 0.25}
@@ -142,6 +147,7 @@ def test_bad_conversion_options_fail_before_work(kwargs, message):
         to_tflite(model, **kwargs)
 
 
+@pytest.mark.large
 def test_integer_io_types(run_copy, tmp_path):
     results = export_run(run_copy, modes=["int8"], io_type="uint8", echo=quiet)
     side = json.loads((run_copy / "export" / "int8.json").read_text())
@@ -149,6 +155,7 @@ def test_integer_io_types(run_copy, tmp_path):
     assert results["int8"]["agreement"] >= 0.97
 
 
+@pytest.mark.large
 def test_pruning_reaches_target_sparsity_and_compresses(run_copy):
     export_run(run_copy, modes=["fp32"], verify=False, echo=quiet)
     # 21 steps an epoch on digits: give the schedule enough steps to ramp up and recover.
@@ -187,6 +194,7 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, digits_run, monk
     assert sorted(p.name for p in digits_run.rglob("*")) == before
 
 
+@pytest.mark.large
 def test_verify_cli_rereads_the_exports(exported):
     run_dir, _ = exported
     result = CliRunner().invoke(cli, ["verify", str(run_dir)])
@@ -194,6 +202,7 @@ def test_verify_cli_rereads_the_exports(exported):
     assert "verified fp32.tflite" in result.output
 
 
+@pytest.mark.large
 def test_per_tensor_export_is_smaller_and_still_integer(run_copy):
     # Flattened models are mostly 1-D depthwise filters (3 weights a channel): per-channel
     # scale + int64 zero point + bias metadata dominate their int8 files.
@@ -219,6 +228,7 @@ def test_per_tensor_export_is_smaller_and_still_integer(run_copy):
     )
 
 
+@pytest.mark.large
 def test_a_second_export_replaces_files_and_their_recorded_hashes(run_copy):
     export_run(run_copy, modes=["qat_int8"], qat_epochs=1, verify=False, echo=quiet)
     first = (run_copy / "export" / "qat_int8.tflite").read_bytes()

@@ -26,6 +26,7 @@ def _new_run(output: str):
     return Path(output.strip().splitlines()[-1].removeprefix("run folder: "))
 
 
+@pytest.mark.large
 def test_flattened_by_decomposition_fine_tunes_exports_and_verifies(baseline_run, tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["flatten", str(baseline_run), "--stages", "2", "--epochs", "2",

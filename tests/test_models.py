@@ -28,6 +28,7 @@ def test_registry_lists_the_required_models():
     assert {"baseline_cnn", "flattened_cnn", "separable_cnn", "mobilenet_v1"} <= set(list_models())
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", list_models())
 def test_model_trains_saves_loads_quantizes_and_converts(name, tmp_path):
     model = _small(name)

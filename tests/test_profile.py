@@ -79,6 +79,7 @@ def test_each_block_alone_computes_what_it_computes_inside_the_model():
     assert len(model.layers[1]._inbound_nodes) == 1  # the original layers were not reused
 
 
+@pytest.mark.large
 def test_second_profile_comes_from_the_latency_table(tmp_path, monkeypatch):
     model = create_model("separable_cnn", input_shape=(8, 8, 1), num_classes=3)
     images = np.random.default_rng(1).uniform(size=(16, 8, 8, 1)).astype("float32")

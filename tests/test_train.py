@@ -93,6 +93,7 @@ def _run_cli(args, env=None, **kwargs):
     )  # fmt: skip
 
 
+@pytest.mark.large
 def test_same_seed_deterministic_runs_give_identical_weights(tmp_path):
     weights = []
     for name in ("a", "b"):
@@ -191,6 +192,7 @@ def test_two_worker_multi_worker_mirrored_run(tmp_path):
     assert (runs[0] / "model.keras").is_file()
 
 
+@pytest.mark.large
 def test_study_train_compares_both_kernel_sets_and_the_old_name_still_runs(tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(
