@@ -80,6 +80,18 @@ class AugmentConfig:
 
 
 @dataclass
+class DistillConfig:
+    """``train.distill:`` — learn from a teacher's softened outputs as well as the labels
+    (Hinton et al. 2015): ``(1 - alpha) · CE(labels) + alpha · T² · KL(teacher_T ‖ student_T)``
+    with both softmaxes at temperature ``T``. ``liteconv flatten`` sets the teacher to the
+    parent model (``teacher.keras`` in the child run)."""
+
+    teacher: str | None = None  # a .keras file, relative to the run folder
+    temperature: float = field(default=4.0, metadata=check(0, exclusive_min=True))
+    alpha: float = field(default=0.5, metadata=check(0, 1))
+
+
+@dataclass
 class TrainConfig:
     """``train:`` — the fit schedule and the devices it runs on."""
 
@@ -100,6 +112,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "gpu"] = "auto"
     early_stopping_patience: int | None = field(default=None, metadata=check(1))
     verbose: int = field(default=1, metadata=check(0, 2))
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass

@@ -75,6 +75,33 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
               help="fine-tune epochs (0: decompose only)")  # fmt: skip
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
               help="fine-tune learning rate  [default: the parent's / 4, cosine decay]")  # fmt: skip
+@click.option(
+    "--distill/--no-distill",
+    default=True,
+    show_default=True,
+    help="fine-tune also on the parent's softened outputs (knowledge distillation)",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="with --distill: softmax temperature of both models",
+)
+@click.option(
+    "--distill-weight",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="with --distill: weight of the teacher term (the rest on the labels)",
+)
+@click.option(
+    "--warmup-epochs",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="fine-tune epochs of linear learning-rate warm-up before the cosine decay",
+)
 @click.option("--no-bn-reestimate", is_flag=True,
               help="keep the BatchNorm statistics of the parent")  # fmt: skip
 @click.option("--name", help="experiment name of the new run (default: <parent>_<method>)")
@@ -107,7 +134,8 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
                    "and measured latency, accuracy)")  # fmt: skip
 def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_ratio, layers,
             min_macs, epochs, learning_rate, no_bn_reestimate, name, out, budget_ms,
-            budget_mode, target, threads, cache, result_path):  # fmt: skip
+            budget_mode, target, threads, cache, result_path, distill, temperature,
+            distill_weight, warmup_epochs):  # fmt: skip
     """Decompose RUN_DIR's trained convolutions (flattened LVH or CP), fine-tune, new run.
     With --budget-ms the method is chosen per layer to meet a latency on this CPU."""
     from liteconv.pipeline.flatten_run import flatten_run
@@ -157,7 +185,9 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
         run_dir, model_path=model_path, cfg=cfg, method=method, stages=stages, rank=rank,
         rank_ratio=rank_ratio, layers=names, min_macs=min_macs, epochs=epochs,
         learning_rate=learning_rate, out=out, name=name,
-        bn_reestimate=not no_bn_reestimate, budget=budget, progress=progress, echo=click.echo,
+        bn_reestimate=not no_bn_reestimate, budget=budget, distill=distill,
+        temperature=temperature, distill_alpha=distill_weight, warmup_epochs=warmup_epochs,
+        progress=progress, echo=click.echo,
     )  # fmt: skip
     click.echo(f"run folder: {run.path}")
     if result_path:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.compat import keras
-from liteconv.config import Config, dump_config
+from liteconv.config import Config, DistillConfig, dump_config
 from liteconv.device.errors import LiteconvError
 from liteconv.keras_layers import model_cost
 from liteconv.keras_layers.decompose import flatten_model
@@ -32,6 +32,7 @@ from liteconv.pipeline.model_file import load_keras_model
 from liteconv.pipeline.train import config_hash, train
 
 INIT_MODEL = "init.keras"
+TEACHER_MODEL = "teacher.keras"  # the parent, the fine-tune's distillation teacher
 
 
 def reestimate_batchnorm(model, images: np.ndarray, batch_size: int = 256) -> int:
@@ -83,9 +84,11 @@ class TestAccuracyPerEpoch(keras.callbacks.Callback):
         self.run.update_manifest(flatten={"test_accuracy_per_epoch": done})
 
 
-def _child_config(cfg: Config, experiment: str, epochs: int, learning_rate: float) -> Config:
+def _child_config(cfg: Config, experiment: str, epochs: int, learning_rate: float,
+                  distill: DistillConfig | None = None, warmup_epochs: int = 0) -> Config:  # fmt: skip
     train = dataclasses.replace(cfg.train, epochs=max(1, epochs), learning_rate=learning_rate,
-                                warmup_epochs=0)  # fmt: skip
+                                warmup_epochs=warmup_epochs,
+                                distill=distill or DistillConfig())  # fmt: skip
     model = dataclasses.replace(cfg.model, init_from=INIT_MODEL)
     return dataclasses.replace(cfg, experiment=experiment, train=train, model=model)
 
@@ -107,6 +110,10 @@ def flatten_run(
     name: str | None = None,
     bn_reestimate: bool = True,
     budget: dict | None = None,
+    distill: bool = True,
+    temperature: float = 4.0,
+    distill_alpha: float = 0.5,
+    warmup_epochs: int = 0,
     progress=None,
     echo=print,
 ) -> runlib.Run:
@@ -117,6 +124,10 @@ def flatten_run(
     (``{"ms", "mode", "threads", "cores", "target", "cache"}``) chooses the method per
     layer to meet a predicted latency (``bench.budget``); the fine-tuned model is then
     measured against it (same machine, same run) and the result kept in the manifest.
+    ``distill`` (default): the fine-tune also learns from the parent's outputs softened at
+    ``temperature``, weighted ``distill_alpha`` (the parent is saved in the new run as
+    ``teacher.keras`` and named in its config, so a resumed fine-tune distils alike);
+    ``warmup_epochs`` ramps the learning rate up linearly before the cosine decay.
     """
     model, cfg, parent = _parent(run_dir, model_path, cfg)
     learning_rate = learning_rate or cfg.train.learning_rate / 4
@@ -138,7 +149,8 @@ def flatten_run(
         echo(plan.table())
         tag = f"budget{budget['ms']:g}ms".replace(".", "p")
     experiment = name or f"{cfg.experiment}_{tag}"
-    child = _child_config(cfg, experiment, epochs, learning_rate)
+    teaching = DistillConfig(TEACHER_MODEL, temperature, distill_alpha) if distill else None
+    child = _child_config(cfg, experiment, epochs, learning_rate, teaching, warmup_epochs)
     resumable = runlib.Run.find_resumable(out, experiment, config_hash(child))
     if resumable is not None and epochs and (resumable.path / INIT_MODEL).is_file():
         echo(f"resuming the interrupted fine-tune in {resumable.path}")
@@ -167,6 +179,8 @@ def flatten_run(
                                     acc_bn is not None else ""))  # fmt: skip
     run = runlib.Run.create(out, experiment)
     run.save_model(flat, INIT_MODEL)
+    if teaching is not None and epochs:
+        run.save_model(model, TEACHER_MODEL)
     run.write_text(runlib.CONFIG, dump_config(child))
     run.update_manifest(
         experiment=experiment, status="running" if epochs else "complete",
@@ -177,6 +191,10 @@ def flatten_run(
                  "params_before": before.total_params, "params_after": after.total_params,
                  "accuracy_decomposed": acc_decomposed, "accuracy_bn_reestimated": acc_bn,
                  "fine_tune_epochs": epochs, "learning_rate": learning_rate,
+                 "warmup_epochs": warmup_epochs,
+                 "distill": None if teaching is None else {
+                     "teacher": TEACHER_MODEL, "temperature": temperature,
+                     "alpha": distill_alpha},
                  "budget": None if plan is None else {
                      "ms": budget["ms"], "mode": plan.mode, "threads": budget["threads"],
                      "plan": plan.choices, "predicted_ms": plan.predicted_ms,

@@ -135,14 +135,22 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.Adam(lr, weight_decay=decay)
 
 
-def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
-    """Compile with one-hot labels (label smoothing needs them) and accuracy."""
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int, num_classes: int = 0) -> None:
+    """Compile with one-hot labels (label smoothing needs them) and accuracy; with
+    ``cfg.distill.teacher`` the loss also learns from the teacher (``distill.py``)."""
+    if cfg.distill.teacher:
+        from liteconv.pipeline.distill import DistillationLoss, label_accuracy
+
+        loss = DistillationLoss(num_classes, cfg.distill.temperature, cfg.distill.alpha,
+                                label_smoothing=cfg.label_smoothing)  # fmt: skip
+        metrics = [label_accuracy(num_classes)]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     model.compile(
-        optimizer=build_optimizer(cfg, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        optimizer=build_optimizer(cfg, steps_per_epoch), loss=loss, metrics=metrics,
         jit_compile=cfg.xla,
-    )
+    )  # fmt: skip
 
 
 def one_hot(ds, num_classes: int):
@@ -175,6 +183,24 @@ def build_model(cfg: Config, splits: DataSplits, mixed_precision: bool, base: Pa
         )
         model = keras.Model(model.input, out, name=model.name)
     return model
+
+
+def _teacher(cfg: Config, splits: DataSplits, base: Path):
+    """The ``train.distill.teacher`` model (relative to ``base``), checked, or ``None``."""
+    if not cfg.train.distill.teacher:
+        return None
+    from liteconv.pipeline.model_file import load_keras_model
+
+    teacher = load_keras_model(base / cfg.train.distill.teacher)
+    teacher.trainable = False
+    shape, out = tuple(teacher.input_shape[1:]), teacher.output_shape[-1]
+    if shape != tuple(splits.input_shape) or out != splits.num_classes:
+        raise LiteconvError(
+            f"train.distill.teacher {cfg.train.distill.teacher}: input {shape} and {out} "
+            f"outputs do not fit the data ({tuple(splits.input_shape)}, {splits.num_classes} "
+            "classes)"
+        )
+    return teacher
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):
@@ -358,9 +384,10 @@ def train(
         cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
         augmentation=cfg.train.augmentation,
     )  # fmt: skip
+    teacher = _teacher(cfg, splits, Path(resume or "."))
     with devices.strategy.scope():
         model = build_model(cfg, splits, devices.mixed_precision, Path(resume or "."))
-        compile_model(model, cfg.train, splits.steps_per_epoch)
+        compile_model(model, cfg.train, splits.steps_per_epoch, splits.num_classes)
     cost = model_cost(model)
     # The run folder is made only now that the data and the model are built.
     run, chosen, resumed = _where(cfg, devices, out, resume, run_name)
@@ -375,14 +402,25 @@ def train(
         echo(splits.counts_table())
     what = f"{cfg.model.init_from} ({model.name})" if cfg.model.init_from else cfg.model.name
     echo(f"model: {what}: {cost.total_params:,} parameters, {cost.total_macs:,} MACs")
+    if teacher is not None:
+        d = cfg.train.distill
+        echo(f"distilling from {d.teacher} ({teacher.name}): temperature {d.temperature:g}, "
+             f"alpha {d.alpha:g} (the rest on the labels)")  # fmt: skip
     if devices.is_chief:
         _start_manifest(run, cfg, devices, splits, cost)
     n = splits.num_classes
     start = time.perf_counter()
     try:
+        train_ds = one_hot(splits.train, n)
+        val_ds = one_hot(splits.val, n) if splits.val is not None else None
+        if teacher is not None:
+            from liteconv.pipeline.distill import with_teacher
+
+            train_ds = with_teacher(train_ds, teacher)
+            val_ds = with_teacher(val_ds, teacher) if val_ds is not None else None
         history = model.fit(
-            one_hot(splits.train, n),
-            validation_data=one_hot(splits.val, n) if splits.val is not None else None,
+            train_ds,
+            validation_data=val_ds,
             epochs=cfg.train.epochs,
             callbacks=_callbacks(run, chosen, cfg, splits.val is not None) + list(callbacks or []),
             verbose=cfg.train.verbose,
