@@ -68,3 +68,15 @@ def test_an_interrupted_distilled_fine_tune_resumes_with_its_teacher(tmp_path, m
     epochs = [ln.split(",")[0] for ln in (run.path / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1"]  # one row per epoch: the second session ran epoch 2 only
     assert (run.path / "teacher.keras").is_file()
+
+
+def test_study_variants_name_their_levers():
+    from liteconv.bench.flatten_study import parse_variant
+    from liteconv.device.errors import LiteconvError
+
+    assert parse_variant("cp0.5") == {"method": "cp", "rank_ratio": 0.5, "distill": False,
+                                      "warmup_epochs": 0}  # fmt: skip
+    assert parse_variant("lvh1+kd+wu+slow") == {"method": "lvh", "stages": 1, "distill": True,
+                                                "warmup_epochs": 1, "lr_fraction": 0.1}  # fmt: skip
+    with pytest.raises(LiteconvError, match="unknown lever 'xx'"):
+        parse_variant("cp16+xx")

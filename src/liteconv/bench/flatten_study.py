@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from liteconv.compat import keras
+from liteconv.config import DistillConfig
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, atomic_write_text
 from liteconv.device.harness import benchmark
@@ -29,23 +30,41 @@ from liteconv.pipeline.evaluate import load_run_model, run_data
 from liteconv.pipeline.flatten_run import flatten_run
 from liteconv.pipeline.train import train
 
+LEVERS = {
+    "kd": "distillation from the parent",
+    "wu": "1 warm-up epoch",
+    "slow": "a tenth of the parent's learning rate (else a quarter)",
+}
+
 
 def parse_variant(text: str) -> dict:
-    """``lvh1`` / ``lvh2`` / ``cp0.5`` (rank ratio) / ``cp32`` (rank) → flatten options."""
-    if text in ("lvh1", "lvh2"):
-        return {"method": "lvh", "stages": int(text[-1])}
-    if text.startswith("cp"):
-        value = text[2:]
+    """``lvh1`` / ``lvh2`` / ``cp0.5`` (rank ratio) / ``cp32`` (rank), each optionally with
+    levers ``+kd`` (distil from the parent), ``+wu`` (one warm-up epoch), ``+slow`` (a
+    tenth of the parent's learning rate) → flatten options. Without ``+kd`` the fine-tune
+    learns from the labels alone, as before distillation existed."""
+    base, *levers = text.split("+")
+    bad = [lever for lever in levers if lever not in LEVERS]
+    if bad:
+        raise LiteconvError(f"variant {text!r}: unknown lever {bad[0]!r}; levers: "
+                            + ", ".join(f"+{k} ({v})" for k, v in LEVERS.items()))  # fmt: skip
+    options: dict = {"distill": "kd" in levers, "warmup_epochs": 1 if "wu" in levers else 0}
+    if "slow" in levers:
+        options["lr_fraction"] = 0.1
+    if base in ("lvh1", "lvh2"):
+        return {"method": "lvh", "stages": int(base[-1]), **options}
+    if base.startswith("cp"):
+        value = base[2:]
         try:
             number = float(value)
         except ValueError:
             number = -1.0
         if number > 0 and "." in value:
-            return {"method": "cp", "rank_ratio": number}
+            return {"method": "cp", "rank_ratio": number, **options}
         if number >= 1 and number == int(number):
-            return {"method": "cp", "rank": int(number)}
+            return {"method": "cp", "rank": int(number), **options}
     raise LiteconvError(
-        f"variant {text!r}: expected lvh1, lvh2, cpF (rank ratio, e.g. cp0.5) or cpR"
+        f"variant {text!r}: expected lvh1, lvh2, cpF (rank ratio, e.g. cp0.5) or cpR, "
+        "optionally +kd, +wu, +slow"
     )
 
 
@@ -65,16 +84,19 @@ def _finished(out_runs, experiment: str, parent: Path | None, epochs: int):
     return None
 
 
-def _scratch(child: runlib.Run, parent_cfg, epochs: int, out: Path, echo) -> runlib.Run:
-    """The child's architecture from random weights, the parent's schedule for ``epochs``."""
+def _scratch(child: runlib.Run, parent_cfg, epochs: int, out: Path, echo,
+             teacher: Path | None = None) -> runlib.Run:  # fmt: skip
+    """The child's architecture from random weights, the parent's schedule for ``epochs``
+    (distilled from ``teacher`` when given: the fair baseline for a distilled variant)."""
     model = load_run_model(child)
     fresh = keras.models.clone_model(model)  # same layers, new initial weights
     init = out / f"{child.path.parent.name}_scratch_init.keras"
     init.parent.mkdir(parents=True, exist_ok=True)
     runlib.save_model_atomic(fresh, init)
+    distill = DistillConfig(str(teacher.resolve())) if teacher is not None else DistillConfig()
     cfg = dataclasses.replace(
         parent_cfg, experiment=f"{child.path.parent.name}_scratch",
-        train=dataclasses.replace(parent_cfg.train, epochs=epochs),
+        train=dataclasses.replace(parent_cfg.train, epochs=epochs, distill=distill),
         model=dataclasses.replace(parent_cfg.model, init_from=str(init.resolve())),
     )  # fmt: skip
     return train(cfg, out=out, echo=echo)
@@ -121,7 +143,10 @@ def flatten_study(
     models = {"parent": base_model}
     for variant in variants:
         options = parse_variant(variant)
-        name = f"{manifest.get('experiment')}_{variant}"
+        fraction = options.pop("lr_fraction", None)
+        if fraction:
+            options["learning_rate"] = parent_cfg.train.learning_rate * fraction
+        name = f"{manifest.get('experiment')}_{variant.replace('+', '_')}"
         child = _finished(out_runs, name, parent.path, epochs)
         if child is None:
             echo(f"== {variant}: decompose, fine-tune {epochs} epoch(s)")
@@ -141,7 +166,8 @@ def flatten_study(
         fresh = _finished(out_runs, f"{name}_scratch", None, epochs)  # from an earlier study
         if fresh is None and scratch:
             echo(f"== {variant}: the same architecture from scratch, {epochs} epoch(s)")
-            fresh = _scratch(child, parent_cfg, epochs, Path(out_runs), echo)
+            teacher = parent.path / runlib.MODEL if options["distill"] else None
+            fresh = _scratch(child, parent_cfg, epochs, Path(out_runs), echo, teacher)
         if fresh is not None:
             row["scratch_test_accuracy"] = fresh.manifest()["metrics"]["test_accuracy"]
         rows.append(row)
@@ -190,9 +216,11 @@ def write_study(rows: list[dict], out: str | Path, *, epochs: int, parent: str) 
                                                  "epochs": epochs, "rows": rows})  # fmt: skip
     header = (
         f"Parent: {parent}. Fine-tune: the parent's optimizer and augmentation, a quarter of its "
-        f"learning rate, cosine decay over {epochs} epoch(s); test accuracy on the full test "
-        f"split after each epoch. 'scratch': the same decomposed architecture from random "
-        f"weights, the parent's full learning rate, {epochs} epoch(s). Latency: LiteRT with "
+        f"learning rate (+slow: a tenth), cosine decay over {epochs} epoch(s) (+wu: after one "
+        f"linear warm-up epoch), labels only (+kd: distilled from the parent, temperature 4, "
+        f"weight 0.5); test accuracy on the full test split after each epoch. 'scratch': the "
+        f"same decomposed architecture from random weights, the parent's full learning rate, "
+        f"{epochs} epoch(s), distilled too for +kd variants. Latency: LiteRT with "
         f"XNNPACK, 1 thread, p50 of interleaved runs, fp32 and post-training int8, on "
         f"{machine['cpu']} ({machine['cores_usable']} usable cores)."
     )
