@@ -154,3 +154,13 @@ def test_a_decomposition_asked_again_is_not_recomputed(monkeypatch):
     assert np.abs(dec.cp_kernel(kernel, 4, max_iter=50)[0]).sum() > 0
     with pytest.raises(AssertionError, match="ALS ran again"):
         dec.cp_kernel(kernel, 3, max_iter=50)  # another rank is another decomposition
+
+
+def test_cp_above_a_modes_size_still_decomposes():
+    """A first layer (3×3×1×C) at rank 0.5·C exceeds its 9-dim mode: ALS's normal equations
+    are singular there (it once stopped `flatten --method cp` with 'Singular matrix')."""
+    kernel = RNG.normal(size=(3, 3, 1, 32)).astype(np.float32)
+    a, b, c, d, err = cp_kernel(kernel, 16)
+    assert a.shape == (3, 16) and c.shape == (1, 16) and d.shape == (16, 32)
+    approx = np.einsum("hr,wr,ir,ro->hwio", a, b, c, d)
+    assert err < 1e-3 and np.abs(approx - kernel).max() < 1e-2 * np.abs(kernel).max()

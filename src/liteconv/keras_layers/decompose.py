@@ -138,8 +138,15 @@ def cp_kernel(kernel: np.ndarray, rank: int, *, max_iter: int = 500, tol: float 
     init = "svd" if rank <= min(k.shape) else "random"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tensorly's notes on SVD sizes
-        cp = parafac(tl.tensor(k), rank=rank, init=init, n_iter_max=max_iter, tol=tol,
-                     normalize_factors=True, random_state=0)  # fmt: skip
+        try:
+            cp = parafac(tl.tensor(k), rank=rank, init=init, n_iter_max=max_iter, tol=tol,
+                         normalize_factors=True, random_state=0)  # fmt: skip
+        except np.linalg.LinAlgError:
+            # A rank above a mode's size (a 3×3×1 first layer at R = 16) makes ALS's normal
+            # equations singular: a tiny ridge (1e-9 of the kernel's energy) solves them.
+            cp = parafac(tl.tensor(k), rank=rank, init=init, n_iter_max=max_iter, tol=tol,
+                         normalize_factors=True, random_state=0,
+                         l2_reg=1e-9 * float((k**2).sum()))  # fmt: skip
     weights, (a, b, c, d) = cp
     approx = tl.cp_to_tensor(cp)
     error = float(np.linalg.norm(k - approx) / (np.linalg.norm(k) or 1.0))
