@@ -42,7 +42,13 @@ def train(config_path, sets, out, resume, run_name):
 @cli.command("import")
 @click.argument("model_path", type=click.Path(dir_okay=False))
 @config_option
-@set_option
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="config override, e.g. data.image_size=[32,32] (what the model was trained on)",
+)
 @click.option("--name", help="experiment name of the run (default: the config's)")
 @click.option("--out", default="runs", show_default=True, help="parent folder of the runs")
 @click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE:NAME",
