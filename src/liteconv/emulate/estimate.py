@@ -18,14 +18,12 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
 from liteconv.device.check import compare_outputs
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, read_json
 from liteconv.device.runtime import invoke, load_interpreter
 from liteconv.device.targets import Target
-from liteconv.device.tensors import dequantize, output_step
+from liteconv.device.tensors import dequantize, output_step, random_inputs
 from liteconv.emulate import counts, cycles, tools
 from liteconv.emulate.tools import PLUGIN_SOURCE
 
@@ -33,27 +31,17 @@ EMULATED_RUNTIME = "ai-edge-litert 2.0.2 (aarch64, under qemu-user 7.2)"
 CACHE_VERSION = 1
 
 
-def model_input(path: str | Path, seed: int = 0) -> np.ndarray:
-    """A deterministic input for the model at ``path`` in its own input dtype."""
+def host_reference(path: str | Path, seed: int = 0) -> dict:
+    """One interpreter on the host for the model at ``path``: a deterministic input in its
+    own dtype (``tensors.random_inputs``), the host's dequantized output for it, the output
+    detail (to dequantize the emulated output alike) and the output quantization step."""
     interp = load_interpreter(path, num_threads=1)
-    detail = interp.get_input_details()[0]
-    rng = np.random.default_rng(seed)
-    shape, dtype = tuple(detail["shape"]), np.dtype(detail["dtype"])
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
-    return rng.uniform(0, 1, size=shape).astype(dtype)
-
-
-def host_output(path: str | Path, image: np.ndarray) -> tuple[np.ndarray, float]:
-    """The host's dequantized output for ``image`` and the output quantization step."""
-    interp = load_interpreter(path, num_threads=1)
+    image = random_inputs(interp, seed)[0]
     interp.set_tensor(interp.get_input_details()[0]["index"], image)
     invoke(interp, str(path))
     out = interp.get_output_details()[0]
-    return dequantize(interp.get_tensor(out["index"]), out), output_step(
-        Path(path).read_bytes(), "auto"
-    ) or 0.0
+    return {"input": image, "output": dequantize(interp.get_tensor(out["index"]), out),
+            "detail": out, "step": output_step(Path(path).read_bytes(), "auto") or 0.0}  # fmt: skip
 
 
 def _key(path: Path, target: Target) -> str:
@@ -95,22 +83,21 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".
         if file.is_file():
             cached[key] = read_json(file, "emulation cache entry")
     todo = [i for i, k in enumerate(keys) if k not in cached]
-    images = [model_input(p) for p in paths]
+    refs = [host_reference(p) for p in paths]
     counted: dict[int, dict] = {}
     if todo:
         echo(f"emulating {len(todo)} model(s) on {target.qemu_cpu} (qemu-aarch64; first time "
              "for these files: up to a few minutes)")  # fmt: skip
-        results = counts.count_models([str(paths[i]) for i in todo], [images[i] for i in todo],
+        results = counts.count_models([str(paths[i]) for i in todo], [refs[i]["input"] for i in todo],
                                       qemu_cpu=target.qemu_cpu, cache=cache,
                                       arm64_cache=Path(arm64_cache))  # fmt: skip
         counted = dict(zip(todo, results))
     records = []
     for i, path in enumerate(paths):
-        expected, step = host_output(path, images[i])
+        ref = refs[i]
         if i in counted:
-            emulated = counted[i]["output"]
-            out_detail = load_interpreter(path, num_threads=1).get_output_details()[0]
-            check = compare_outputs(dequantize(emulated, out_detail), expected, step)
+            emulated = dequantize(counted[i]["output"], ref["detail"])
+            check = compare_outputs(emulated, ref["output"], ref["step"])
             entry = _record(target, counted[i], None)
             entry["check"] = {k: check[k] for k in ("passed", "max_abs_diff", "tolerance")}
             atomic_write_json(cache / f"{keys[i]}.json",
