@@ -22,6 +22,23 @@ from liteconv.compat import keras, tf
 from liteconv.keras_layers import create_model, model_cost
 
 
+def _warmed_models(models, input_shape, num_classes: int, batch_size: int, warmup_steps: int):
+    """A fixed synthetic batch ``(x, y)`` and each model compiled and warmed on it
+    (traced, then ``warmup_steps`` steps), by name."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch_size, *input_shape)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, num_classes, batch_size), num_classes)
+    x, y = tf.constant(x), tf.constant(y)
+    built = {}
+    for name in models:
+        model = create_model(name, input_shape=input_shape, num_classes=num_classes)
+        model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+        for _ in range(warmup_steps):  # trace + warm up
+            model.train_on_batch(x, y)
+        built[name] = model
+    return x, y, built
+
+
 def training_throughput(
     models: Sequence[str],
     *,
@@ -34,17 +51,7 @@ def training_throughput(
     echo=print,
 ) -> list[dict]:
     """Median training images/s of each registered model, measured side by side."""
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(batch_size, *input_shape)).astype("float32")
-    y = keras.utils.to_categorical(rng.integers(0, num_classes, batch_size), num_classes)
-    x, y = tf.constant(x), tf.constant(y)
-    built = {}
-    for name in models:
-        model = create_model(name, input_shape=input_shape, num_classes=num_classes)
-        model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
-        for _ in range(warmup_steps):  # trace + warm up
-            model.train_on_batch(x, y)
-        built[name] = model
+    x, y, built = _warmed_models(models, input_shape, num_classes, batch_size, warmup_steps)
     step_s: dict[str, list[float]] = {name: [] for name in models}
     samples: dict[str, list[float]] = {name: [] for name in models}
     for r in range(rounds):
@@ -134,17 +141,9 @@ def _serve(spec: dict) -> None:
     import json
     import sys
 
-    rng = np.random.default_rng(0)
-    shape, batch, classes = tuple(spec["input_shape"]), spec["batch_size"], spec["num_classes"]
-    x = tf.constant(rng.uniform(size=(batch, *shape)).astype("float32"))
-    y = tf.constant(keras.utils.to_categorical(rng.integers(0, classes, batch), classes))
-    built = {}
-    for name in spec["models"]:
-        model = create_model(name, input_shape=shape, num_classes=classes)
-        model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
-        for _ in range(spec["warmup_steps"]):
-            model.train_on_batch(x, y)
-        built[name] = model
+    batch = spec["batch_size"]
+    x, y, built = _warmed_models(spec["models"], tuple(spec["input_shape"]),
+                                 spec["num_classes"], batch, spec["warmup_steps"])  # fmt: skip
     print(_TAG + json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         command = line.strip()
