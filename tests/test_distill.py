@@ -75,8 +75,9 @@ def test_study_variants_name_their_levers():
     from liteconv.device.errors import LiteconvError
 
     assert parse_variant("cp0.5") == {"method": "cp", "rank_ratio": 0.5, "distill": False,
-                                      "warmup_epochs": 0}  # fmt: skip
-    assert parse_variant("lvh1+kd+wu+slow") == {"method": "lvh", "stages": 1, "distill": True,
-                                                "warmup_epochs": 1, "lr_fraction": 0.1}  # fmt: skip
+                                      "data_aware": False, "warmup_epochs": 0}  # fmt: skip
+    assert parse_variant("lvh1+da+kd+wu+slow") == {"method": "lvh", "stages": 1, "distill": True,
+                                                   "data_aware": True, "warmup_epochs": 1,
+                                                   "lr_fraction": 0.1}  # fmt: skip
     with pytest.raises(LiteconvError, match="unknown lever 'xx'"):
         parse_variant("cp16+xx")

@@ -10,8 +10,11 @@ per-invoke cost per extra block; a candidate replaces its block's time.
 The choice is a multiple-choice knapsack, solved exactly by dynamic programming over the
 time each candidate adds to its layer's fastest one, in steps of 1/2000 of the slack the
 budget leaves over the fastest plan (rounded up, so a plan that fits in steps fits in
-milliseconds, and the fastest plan fits whenever the budget allows it): the summed relative reconstruction error of the
-kernels is smallest among the plans whose predicted latency meets the budget.
+milliseconds, and the fastest plan fits whenever the budget allows it): the summed error
+is smallest among the plans whose predicted latency meets the budget. The error is the
+relative reconstruction error of the kernel, or, given ``fit_images`` (data-aware
+decomposition), the relative error of the block's output after each candidate's factors
+are fitted to the convolution's outputs on those images' real activations.
 
 Example:
     >>> plan = plan_for_budget(model, 1.5, calibration=images, mode="int8")
@@ -31,6 +34,7 @@ from liteconv.bench import profile as prof
 from liteconv.device.errors import LiteconvError
 from liteconv.device.tables import format_table
 from liteconv.keras_layers.cost import layer_macs
+from liteconv.keras_layers.data_aware import fit_to_outputs
 from liteconv.keras_layers.decompose import eligible, flatten_model
 
 STEPS = 2000
@@ -53,11 +57,12 @@ class Plan:
     fastest_ms: float
     baseline_ms: float
     rows: list[dict] = field(default_factory=list)
+    error_kind: str = "kernel error"  # or "output error" (data-aware)
 
     def table(self) -> str:
         picked = [r for r in self.rows if r["chosen"]]
         return format_table(
-            ["layer", "choice", "block ms", "kept ms", "rel. error", "MACs"],
+            ["layer", "choice", "block ms", "kept ms", f"rel. {self.error_kind}", "MACs"],
             [[r["layer"], r["choice"], r["ms"], r["keep_ms"], round(r["error"], 4), r["macs"]]
              for r in picked],
             markdown=True,
@@ -114,6 +119,7 @@ def plan_for_budget(
     budget_ms: float,
     *,
     calibration: np.ndarray,
+    fit_images: np.ndarray | None = None,
     mode: str = "int8",
     threads: int = 1,
     runs: int = 100,
@@ -123,7 +129,8 @@ def plan_for_budget(
     cache: str | Path | None = ".cache/latency",
     echo=print,
 ) -> Plan:
-    """The plan meeting ``budget_ms`` (predicted) with the least summed kernel error.
+    """The plan meeting ``budget_ms`` (predicted) with the least summed error: of the
+    kernels, or with ``fit_images`` of the blocks' outputs after a data-aware fit.
 
     Raises:
         LiteconvError: no eligible convolution, or a budget below the fastest plan (the
@@ -139,10 +146,12 @@ def plan_for_budget(
     if not targets:
         raise LiteconvError(f"{model.name}: no convolution to decompose (stock Conv2D, k ≥ 2)")
     acts = prof.block_activations(model, [b for _, b in targets], calibration)
+    fit_acts = (prof.block_activations(model, [b for _, b in targets], fit_images)
+                if fit_images is not None else [None] * len(targets))  # fmt: skip
     table = prof.LatencyTable(cache, target) if cache else None
     rows, todo = [], []
     echo(f"decomposing {len(targets)} convolution(s) every candidate way")
-    for (i, block), act in zip(targets, acts):
+    for (i, block), act, fit_act in zip(targets, acts, fit_acts):
         layer = block.layers[0]
         base = prof.block_model(block)
         said = []
@@ -155,7 +164,11 @@ def plan_for_budget(
                 except np.linalg.LinAlgError:  # CP's ALS on a degenerate kernel (C_in = 1)
                     said.append(f"{choice} failed (singular), not a candidate")
                     continue
-                err = float(report[0]["rel_error"])
+                if fit_act is None:
+                    err = float(report[0]["rel_error"])
+                else:
+                    report = fit_to_outputs(base, cand, fit_act[0], report)
+                    err = float(report[0]["output_error"])
                 said.append(f"{choice} {err:.3f}")
             key = prof.LatencyTable.key({"candidate": prof.layer_signature(cand.layers),
                                          "input": list(block.inputs[0].shape[1:])},
@@ -169,7 +182,8 @@ def plan_for_budget(
                 row["ms"] = table.entries[key]["p50_ms"]
             else:
                 todo.append((row, cand, act[0]))
-        echo(f"  {layer.name}: relative error {', '.join(said)}")
+        kind = "output error (data-aware fit)" if fit_act is not None else "kernel error"
+        echo(f"  {layer.name}: relative {kind} {', '.join(said)}")
     if todo:
         echo(f"timing {len(todo)} candidate block(s) ({mode}, {threads} thread(s))")
         timings = prof.time_models([(cand, data) for _, cand, data in todo], mode,
@@ -202,7 +216,8 @@ def plan_for_budget(
         choices[opts[j]["layer"]] = opts[j]["choice"]
     predicted = fixed + sum(opts[j]["ms"] for opts, j in zip(by_layer.values(), picks))
     return Plan(budget_ms, mode, choices, round(predicted, 6), round(fastest, 6),
-                whole["predicted_ms"], rows)  # fmt: skip
+                whole["predicted_ms"], rows,
+                "kernel error" if fit_images is None else "output error")  # fmt: skip
 
 
 def budget_result(run) -> dict:
@@ -223,7 +238,7 @@ def budget_result(run) -> dict:
     for layer, choice in budget["plan"].items():
         r = layers.get(layer, {})
         plan.append({"layer": layer, "choice": choice, "rel_error": r.get("rel_error", 0.0),
-                     "macs_before": r.get("macs_before"), "macs_after": r.get("macs_after")})  # fmt: skip
+                     "output_error": r.get("output_error"), "macs_before": r.get("macs_before"), "macs_after": r.get("macs_after")})  # fmt: skip
     from liteconv.device.machine import machine_info
 
     return {
@@ -234,7 +249,8 @@ def budget_result(run) -> dict:
                      "bn_reestimated": flat.get("accuracy_bn_reestimated"),
                      "per_epoch": flat.get("test_accuracy_per_epoch", {}),
                      "final": (manifest.get("metrics") or {}).get("test_accuracy")},
-        "fine_tune_epochs": flat.get("fine_tune_epochs"), "git_commit": manifest.get("git_commit"),
+        "fine_tune_epochs": flat.get("fine_tune_epochs"),
+        "data_aware": bool(flat.get("data_aware")), "git_commit": manifest.get("git_commit"),
         "machine": machine_info(),
     }  # fmt: skip
 
@@ -242,9 +258,14 @@ def budget_result(run) -> dict:
 def budget_markdown(result: dict) -> str:
     """The budget result as a page: plan table, latency line, accuracy line."""
     b, acc = result["budget"], result["accuracy"]
+
+    def err(p, key):
+        value = p.get(key)
+        return round(value, 4) if p["choice"] != "keep" and value is not None else "-"
+
     table = format_table(
-        ["layer", "choice", "rel. kernel error", "MACs before", "MACs after"],
-        [[p["layer"], p["choice"], round(p["rel_error"], 4) if p["choice"] != "keep" else "-",
+        ["layer", "choice", "rel. kernel error", "rel. output error", "MACs before", "MACs after"],
+        [[p["layer"], p["choice"], err(p, "rel_error"), err(p, "output_error"),
           p["macs_before"] if p["choice"] != "keep" else "-",
           p["macs_after"] if p["choice"] != "keep" else "-"] for p in result["plan"]],
         markdown=True,
@@ -265,7 +286,10 @@ def budget_markdown(result: dict) -> str:
         f"); new run `{result['run']}`. Candidates per convolution: keep, lvh1, lvh2, CP at "
         "0.25 and 0.5 of the output channels, each timed as its block alone (the latency "
         "table); the choice is a multiple-choice knapsack minimising the summed relative "
-        "kernel error under the predicted latency.",
+        + ("output error (each candidate fitted to the layer's outputs on training images)"
+           if result.get("data_aware") else "kernel error")
+        + " under the predicted latency. Output errors: held-out training images, whole "
+        "maps, before the activation, with the chosen layers below already decomposed.",
         "",
         table,
         "",

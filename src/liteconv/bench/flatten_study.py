@@ -31,6 +31,7 @@ from liteconv.pipeline.flatten_run import flatten_run
 from liteconv.pipeline.train import train
 
 LEVERS = {
+    "da": "data-aware decomposition (factors fitted to the parent's layer outputs)",
     "kd": "distillation from the parent",
     "wu": "1 warm-up epoch",
     "slow": "a tenth of the parent's learning rate (else a quarter)",
@@ -39,15 +40,20 @@ LEVERS = {
 
 def parse_variant(text: str) -> dict:
     """``lvh1`` / ``lvh2`` / ``cp0.5`` (rank ratio) / ``cp32`` (rank), each optionally with
-    levers ``+kd`` (distil from the parent), ``+wu`` (one warm-up epoch), ``+slow`` (a
-    tenth of the parent's learning rate) → flatten options. Without ``+kd`` the fine-tune
-    learns from the labels alone, as before distillation existed."""
+    levers ``+da`` (data-aware decomposition), ``+kd`` (distil from the parent), ``+wu``
+    (one warm-up epoch), ``+slow`` (a tenth of the parent's learning rate) → flatten
+    options. A lever not named is off (``flatten``'s defaults are not used), so each
+    lever's contribution is measured against the plain kernel fit and label fine-tune."""
     base, *levers = text.split("+")
     bad = [lever for lever in levers if lever not in LEVERS]
     if bad:
         raise LiteconvError(f"variant {text!r}: unknown lever {bad[0]!r}; levers: "
                             + ", ".join(f"+{k} ({v})" for k, v in LEVERS.items()))  # fmt: skip
-    options: dict = {"distill": "kd" in levers, "warmup_epochs": 1 if "wu" in levers else 0}
+    options: dict = {
+        "distill": "kd" in levers,
+        "data_aware": "da" in levers,
+        "warmup_epochs": 1 if "wu" in levers else 0,
+    }
     if "slow" in levers:
         options["lr_fraction"] = 0.1
     if base in ("lvh1", "lvh2"):
@@ -64,7 +70,7 @@ def parse_variant(text: str) -> dict:
             return {"method": "cp", "rank": int(number), **options}
     raise LiteconvError(
         f"variant {text!r}: expected lvh1, lvh2, cpF (rank ratio, e.g. cp0.5) or cpR, "
-        "optionally +kd, +wu, +slow"
+        "optionally +da, +kd, +wu, +slow"
     )
 
 
@@ -162,6 +168,9 @@ def flatten_study(
                "test_accuracy_per_epoch": flat.get("test_accuracy_per_epoch", {}),
                "test_accuracy": info["metrics"]["test_accuracy"], "run": str(child.path),
                "mean_rel_error": sum(r["rel_error"] for r in flat["layers"]) / len(flat["layers"])}  # fmt: skip
+        errors = [r.get("output_error") for r in flat["layers"]]
+        if errors and None not in errors:  # runs from before output errors were recorded lack it
+            row["mean_output_error"] = sum(errors) / len(errors)
         models[variant] = load_run_model(child)
         fresh = _finished(out_runs, f"{name}_scratch", None, epochs)  # from an earlier study
         if fresh is None and scratch:
@@ -195,10 +204,12 @@ def study_table(rows: list[dict], epochs: int) -> str:
         return pct(row.get("test_accuracy_per_epoch", {}).get(str(epoch)))
 
     return format_table(
-        ["model", "MACs", "÷ MACs", "params", "after decomposition", "+ BN re-estimation",
+        ["model", "MACs", "÷ MACs", "params", "output error", "after decomposition",
+         "+ BN re-estimation",
          "1 epoch", f"{epochs} epochs", f"scratch, {epochs} epochs", "fp32 ms", "× fp32",
          "int8 ms", "× int8"],
         [[r["model"], r["macs"], r["macs_reduction"], r["params"],
+          f"{r['mean_output_error']:.3f}" if "mean_output_error" in r else "-",
           pct(r.get("accuracy_decomposed")), pct(r.get("accuracy_bn_reestimated")),
           at(r, 1) if "test_accuracy_per_epoch" in r else "-",
           at(r, epochs) if "test_accuracy_per_epoch" in r else pct(r["test_accuracy"]),
@@ -215,7 +226,11 @@ def write_study(rows: list[dict], out: str | Path, *, epochs: int, parent: str) 
     atomic_write_json(out.with_suffix(".json"), {"machine": machine, "parent": parent,
                                                  "epochs": epochs, "rows": rows})  # fmt: skip
     header = (
-        f"Parent: {parent}. Fine-tune: the parent's optimizer and augmentation, a quarter of its "
+        f"Parent: {parent}. Decomposition: the kernel fit (+da: then every decomposed layer "
+        f"refitted to the parent layer's outputs on 2,048 training images, layer after layer); "
+        f"'output error': the mean over the decomposed layers of the relative error of each "
+        f"layer's output before its activation, on held-out training images. "
+        f"Fine-tune: the parent's optimizer and augmentation, a quarter of its "
         f"learning rate (+slow: a tenth), cosine decay over {epochs} epoch(s) (+wu: after one "
         f"linear warm-up epoch), labels only (+kd: distilled from the parent, temperature 4, "
         f"weight 0.5); test accuracy on the full test split after each epoch. 'scratch': the "

@@ -102,6 +102,20 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
     help="with --distill: weight of the teacher term (the rest on the labels)",
 )
 @click.option(
+    "--data-aware/--no-data-aware",
+    default=True,
+    show_default=True,
+    help="refit each decomposed layer to the parent layer's outputs on training images "
+    "(layer after layer, correcting the error from below), not only to its kernel",
+)
+@click.option(
+    "--fit-images",
+    type=click.IntRange(2),
+    default=2048,
+    show_default=True,
+    help="with --data-aware: training images whose activations the factors are fitted on",
+)
+@click.option(
     "--warmup-epochs",
     type=click.IntRange(0),
     default=0,
@@ -109,7 +123,8 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
     help="fine-tune epochs of linear learning-rate warm-up before the cosine decay",
 )
 @click.option("--no-bn-reestimate", is_flag=True,
-              help="keep the BatchNorm statistics of the parent")  # fmt: skip
+              help="keep the BatchNorm statistics of the parent (a data-aware fit keeps them: "
+                   "re-estimated ones are only measured)")  # fmt: skip
 @click.option("--name", help="experiment name of the new run (default: <parent>_<method>)")
 @click.option("--out", default="runs", show_default=True, help="parent folder of the runs")
 @click.option(
@@ -141,7 +156,7 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
 def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_ratio, layers,
             min_macs, epochs, learning_rate, no_bn_reestimate, name, out, budget_ms,
             budget_mode, target, threads, cache, result_path, distill, temperature,
-            distill_weight, warmup_epochs):  # fmt: skip
+            distill_weight, data_aware, fit_images, warmup_epochs):  # fmt: skip
     """Decompose RUN_DIR's trained convolutions (flattened LVH or CP), fine-tune, new run.
     With --budget-ms the method is chosen per layer to meet a latency on this CPU."""
     from liteconv.pipeline.flatten_run import flatten_run
@@ -176,13 +191,15 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     state: dict = {}
 
-    def progress(done: int, total: int, layer: str, error: float) -> None:
+    def progress(done: int, total: int, layer: str, error: float, fitted=None) -> None:
+        label = "decomposing" if fitted is None else "fitting to outputs"
         if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label="decomposing", file=sys.stderr)
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
             state["bar"].__enter__()
         prefix = "\n" if sys.stderr.isatty() else ""  # below the bar's line on a terminal
-        click.echo(f"{prefix}  [{done}/{total}] {layer}: relative reconstruction error "
-                   f"{error:.4f}", err=True)  # fmt: skip
+        what = (f"relative reconstruction error {error:.4f}" if fitted is None else
+                f"relative output error {error:.4f} (kernel fit) -> {fitted:.4f} (data fit)")  # fmt: skip
+        click.echo(f"{prefix}  [{done}/{total}] {layer}: {what}", err=True)
         state["bar"].update(1)
         if done == total:
             state.pop("bar").__exit__(None, None, None)
@@ -193,7 +210,7 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
         learning_rate=learning_rate, out=out, name=name,
         bn_reestimate=not no_bn_reestimate, budget=budget, distill=distill,
         temperature=temperature, distill_alpha=distill_weight, warmup_epochs=warmup_epochs,
-        progress=progress, echo=click.echo,
+        data_aware=data_aware, fit_images=fit_images, progress=progress, echo=click.echo,
     )  # fmt: skip
     click.echo(f"run folder: {run.path}")
     if result_path:
