@@ -18,7 +18,7 @@ TARGET ?= raspberry-pi-4
 
 .PHONY: help install data sshd test test-fast lint train train-gpu evaluate bench-train \
         export-tflite bench bundle bench-layers report demo reproduce bench-arm64 bench-flatten \
-        bench-budget bench-profile profile bench-emulation emulation-tools
+        bench-budget bench-profile profile bench-emulation emulation-tools bench-flatten-resnet
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -104,6 +104,9 @@ PARENT ?=
 bench-flatten: install  ## study: decompose PARENT (a trained baseline run) several ways, fine-tune, time -> docs/results/flatten.*
 	@test -n "$(PARENT)" || { echo "PARENT=runs/<experiment>/<time> (e.g. a fashion_mnist_baseline run)"; exit 2; }
 	$(LITECONV) study flatten $(PARENT) --out docs/results/flatten $(ARGS)
+
+bench-flatten-resnet: install  ## study: a plain-Keras ResNet on a generated image folder (data/shapes32), trained, flattened, timed -> docs/results/flatten_resnet.*
+	$(LITECONV) study resnet --out docs/results/flatten_resnet $(ARGS)
 
 BUDGET ?= 0.155
 bench-budget: install  ## decompose PARENT per layer to meet BUDGET ms (int8, 1 thread), fine-tune, measure -> docs/results/budget.*

@@ -79,5 +79,9 @@ def test_study_variants_name_their_levers():
     assert parse_variant("lvh1+da+kd+wu+slow") == {"method": "lvh", "stages": 1, "distill": True,
                                                    "data_aware": True, "warmup_epochs": 1,
                                                    "lr_fraction": 0.1}  # fmt: skip
+    assert parse_variant("cp0.5+da+lr0.01")["lr_fraction"] == 0.01
+    for bad in ("cp16+lr2", "cp16+lrx", "cp16+slow+lr0.5"):
+        with pytest.raises(LiteconvError, match="unknown lever"):
+            parse_variant(bad)
     with pytest.raises(LiteconvError, match="unknown lever 'xx'"):
         parse_variant("cp16+xx")

@@ -35,17 +35,27 @@ LEVERS = {
     "kd": "distillation from the parent",
     "wu": "1 warm-up epoch",
     "slow": "a tenth of the parent's learning rate (else a quarter)",
+    "lrF": "F times the parent's learning rate (e.g. +lr0.01)",
 }
 
 
 def parse_variant(text: str) -> dict:
     """``lvh1`` / ``lvh2`` / ``cp0.5`` (rank ratio) / ``cp32`` (rank), each optionally with
     levers ``+da`` (data-aware decomposition), ``+kd`` (distil from the parent), ``+wu``
-    (one warm-up epoch), ``+slow`` (a tenth of the parent's learning rate) → flatten
+    (one warm-up epoch), ``+slow`` (a tenth of the parent's learning rate) or ``+lrF``
+    (F times it; one learning-rate lever at most) → flatten
     options. A lever not named is off (``flatten``'s defaults are not used), so each
     lever's contribution is measured against the plain kernel fit and label fine-tune."""
     base, *levers = text.split("+")
-    bad = [lever for lever in levers if lever not in LEVERS]
+    fractions = [_fraction(lever[2:]) for lever in levers if lever.startswith("lr")]
+    bad = [lever for lever in levers if lever not in LEVERS and not lever.startswith("lr")]
+    bad += [
+        lever for lever, f in zip([x for x in levers if x.startswith("lr")], fractions) if f is None
+    ]
+    if "slow" in levers:
+        fractions.append(0.1)
+    if len(fractions) > 1:
+        bad.append("+".join(x for x in levers if x.startswith("lr") or x == "slow"))
     if bad:
         raise LiteconvError(f"variant {text!r}: unknown lever {bad[0]!r}; levers: "
                             + ", ".join(f"+{k} ({v})" for k, v in LEVERS.items()))  # fmt: skip
@@ -54,8 +64,8 @@ def parse_variant(text: str) -> dict:
         "data_aware": "da" in levers,
         "warmup_epochs": 1 if "wu" in levers else 0,
     }
-    if "slow" in levers:
-        options["lr_fraction"] = 0.1
+    if fractions:
+        options["lr_fraction"] = fractions[0]
     if base in ("lvh1", "lvh2"):
         return {"method": "lvh", "stages": int(base[-1]), **options}
     if base.startswith("cp"):
@@ -70,8 +80,16 @@ def parse_variant(text: str) -> dict:
             return {"method": "cp", "rank": int(number), **options}
     raise LiteconvError(
         f"variant {text!r}: expected lvh1, lvh2, cpF (rank ratio, e.g. cp0.5) or cpR, "
-        "optionally +da, +kd, +wu, +slow"
+        "optionally +da, +kd, +wu, +slow or +lrF"
     )
+
+
+def _fraction(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value <= 1 else None
 
 
 def _finished(out_runs, experiment: str, parent: Path | None, epochs: int):
@@ -133,7 +151,8 @@ def flatten_study(
     variants: list[str],
     *,
     epochs: int = 3,
-    scratch: bool = True,  # False: no new from-scratch runs (finished ones are still shown)
+    scratch: bool | set[str] = True,  # False: no new from-scratch runs (finished ones are
+    # still shown); a set: new ones only for these variants
     out_runs: str | Path = "runs",
     runs: int = 200,
     echo=print,
@@ -173,7 +192,7 @@ def flatten_study(
             row["mean_output_error"] = sum(errors) / len(errors)
         models[variant] = load_run_model(child)
         fresh = _finished(out_runs, f"{name}_scratch", None, epochs)  # from an earlier study
-        if fresh is None and scratch:
+        if fresh is None and (scratch is True or (scratch and variant in scratch)):
             echo(f"== {variant}: the same architecture from scratch, {epochs} epoch(s)")
             teacher = parent.path / runlib.MODEL if options["distill"] else None
             fresh = _scratch(child, parent_cfg, epochs, Path(out_runs), echo, teacher)
@@ -231,7 +250,7 @@ def write_study(rows: list[dict], out: str | Path, *, epochs: int, parent: str) 
         f"'output error': the mean over the decomposed layers of the relative error of each "
         f"layer's output before its activation, on held-out training images. "
         f"Fine-tune: the parent's optimizer and augmentation, a quarter of its "
-        f"learning rate (+slow: a tenth), cosine decay over {epochs} epoch(s) (+wu: after one "
+        f"learning rate (+slow: a tenth; +lrF: F times it), cosine decay over {epochs} epoch(s) (+wu: after one "
         f"linear warm-up epoch), labels only (+kd: distilled from the parent, temperature 4, "
         f"weight 0.5); test accuracy on the full test split after each epoch. 'scratch': the "
         f"same decomposed architecture from random weights, the parent's full learning rate, "

@@ -1,10 +1,10 @@
-"""The studies behind the README's tables: `liteconv study layers|train|flatten|profile`."""
+"""The studies behind the README's tables: `liteconv study layers|train|flatten|resnet|profile|emulation`."""
 
 from __future__ import annotations
 
 import click
 
-from liteconv.cli.common import SectionedGroup, parse_shape, renamed
+from liteconv.cli.common import SectionedGroup, parse_overrides, parse_shape, renamed, set_option
 from liteconv.cli.root import cli
 from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
 
@@ -15,12 +15,14 @@ STUDIES = "runs/studies"
 
 @cli.group(
     cls=SectionedGroup,
-    short_help="The README's tables, measured: study layers, train, flatten, profile.",
+    short_help="The README's tables, measured: study layers, train, flatten, resnet, profile, "
+    "emulation.",
 )
 def study():
     """The studies behind the README's tables: layer speed, training throughput, flatten
-    accuracy, per-block latency (`make bench-layers|bench-train|bench-flatten|bench-profile`
-    write docs/results/)."""
+    accuracy (on this project's CNN and on a plain-Keras ResNet), per-block latency,
+    emulated board latency (`make bench-layers|bench-train|bench-flatten|
+    bench-flatten-resnet|bench-profile|bench-emulation` write docs/results/)."""
 
 
 @study.command("train")
@@ -125,6 +127,22 @@ def compare(sizes, channels, threads, runs, no_models, out):
         click.echo(f"wrote {path}")
 
 
+def _scratch_choice(names: list[str], no_scratch: bool, scratch_for: str | None):
+    from liteconv.device.errors import LiteconvError
+
+    if no_scratch and scratch_for:
+        raise LiteconvError("give --no-scratch or --scratch-for, not both")
+    if scratch_for is None:
+        return not no_scratch
+    chosen = {v.strip() for v in scratch_for.split(",") if v.strip()}
+    unknown = sorted(chosen - set(names))
+    if unknown:
+        raise LiteconvError(
+            f"--scratch-for {unknown[0]}: not one of --variants ({', '.join(names)})"
+        )
+    return chosen
+
+
 @study.command("flatten")
 @click.argument("parent_dir", type=click.Path())
 @click.option("--variants", default="lvh1,lvh2,cp0.5,cp0.25", show_default=True,
@@ -132,19 +150,64 @@ def compare(sizes, channels, threads, runs, no_models, out):
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
               help="fine-tune epochs of every variant (and of the from-scratch runs)")  # fmt: skip
 @click.option("--no-scratch", is_flag=True, help="skip the from-scratch comparison")
+@click.option("--scratch-for", default=None,
+              help="comma list: from-scratch runs only for these variants (finished ones of "
+                   "the others are still shown)")  # fmt: skip
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(1),
               help="timed runs per model in the latency benchmark")  # fmt: skip
 @click.option("--runs-dir", default="runs", show_default=True, help="where the new runs go")
 @click.option("--out", default=f"{STUDIES}/flatten", show_default=True,
               help="writes OUT.json and OUT.md")  # fmt: skip
-def bench_flatten(parent_dir, variants, epochs, no_scratch, runs, runs_dir, out):
-    """Decompose-then-fine-tune variants of PARENT_DIR against training from scratch."""
+def bench_flatten(parent_dir, variants, epochs, no_scratch, scratch_for, runs, runs_dir, out):
+    """Decompose-then-fine-tune variants of PARENT_DIR against training from scratch.
+    Levers per variant: +da data-aware fit, +kd distillation, +wu warm-up, +slow a tenth
+    of the parent's learning rate (a lever not named is off)."""
     from liteconv.bench.flatten_study import flatten_study, study_table, write_study
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    rows = flatten_study(parent_dir, names, epochs=epochs, scratch=not no_scratch,
+    scratch = _scratch_choice(names, no_scratch, scratch_for)
+    rows = flatten_study(parent_dir, names, epochs=epochs, scratch=scratch,
                          out_runs=runs_dir, runs=runs, echo=click.echo)  # fmt: skip
     for path in write_study(rows, out, epochs=epochs, parent=str(parent_dir)):
+        click.echo(f"wrote {path}")
+    click.echo(study_table(rows, epochs))
+
+
+@study.command("resnet")
+@click.option("-c", "--config", "config_path", default="configs/experiments/shapes_resnet.yaml",
+              show_default=True, type=click.Path(dir_okay=False),
+              help="the parent's training config (an image folder; written if missing)")  # fmt: skip
+@set_option
+@click.option("--per-class", default=600, show_default=True, type=click.IntRange(10),
+              help="generated images per class when the folder is written")  # fmt: skip
+@click.option("--variants", default="lvh1+da+kd,lvh2+da+kd,cp0.5+da+kd", show_default=True,
+              help="as for study flatten")  # fmt: skip
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
+              help="fine-tune epochs of every variant")  # fmt: skip
+@click.option("--scratch-for", default=None, help="as for study flatten (default: every variant)")
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(1),
+              help="timed runs per model in the latency benchmark")  # fmt: skip
+@click.option("--runs-dir", default="runs", show_default=True, help="where the new runs go")
+@click.option("--out", default=f"{STUDIES}/flatten_resnet", show_default=True,
+              help="writes OUT.json and OUT.md")  # fmt: skip
+def bench_resnet(config_path, sets, per_class, variants, epochs, scratch_for, runs, runs_dir, out):
+    """A second parent: a plain-Keras CIFAR ResNet (strided convs, skips) trained on a
+    generated image folder, then flattened like study flatten."""
+    from liteconv.bench.flatten_study import flatten_study, study_table, write_study
+    from liteconv.bench.resnet_parent import train_resnet_parent
+
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    scratch = _scratch_choice(names, False, scratch_for)
+    from liteconv.device.errors import LiteconvError
+
+    try:
+        parent = train_resnet_parent(config_path, per_class=per_class, overrides=parse_overrides(sets),
+                                     out_runs=runs_dir, echo=click.echo)  # fmt: skip
+    except ValueError as err:
+        raise LiteconvError(str(err)) from None
+    rows = flatten_study(parent.path, names, epochs=epochs, scratch=scratch, out_runs=runs_dir,
+                         runs=runs, echo=click.echo)  # fmt: skip
+    for path in write_study(rows, out, epochs=epochs, parent=str(parent.path)):
         click.echo(f"wrote {path}")
     click.echo(study_table(rows, epochs))
 
