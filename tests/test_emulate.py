@@ -177,3 +177,134 @@ def test_cores_differ_in_int8_kernels_not_in_fp32_and_counts_repeat(tmp_path):
     finally:
         est.counts.count_models = original
     assert [r["estimated_ms"] for r in cached] == [r["estimated_ms"] for r in pi4]
+
+
+def _small_cnn():
+    from liteconv.compat import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(x))
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="out")(x))
+    return model
+
+
+@pytest.mark.large
+def test_profile_emulate_estimates_every_block_and_the_sum_predicts_the_whole(tmp_path):
+    """profile --emulate: every block converted alone and estimated on the Pi 4's core; the
+    sum of the blocks (less the per-invoke cost) against the whole model's own estimate."""
+    import json
+
+    _need_tools()
+    path = tmp_path / "cnn.keras"
+    _small_cnn().save(path)
+    result = CliRunner().invoke(cli, ["profile", str(path), "--mode", "int8", "--emulate",
+                                      "raspberry-pi-4", "--emulate-cache", str(tmp_path / "c"),
+                                      "--out", str(tmp_path / "prof")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "prof.json").read_text())
+    res = doc["modes"]["int8"]
+    assert res["emulated"]["core"] == "cortex-a72" and res["emulated"]["target"] == "raspberry-pi-4"
+    assert [b["block"] for b in res["blocks"]][:2] == ["c1", "pool"]
+    assert all(b["p50_ms"] > 0 for b in res["blocks"])
+    by_name = {b["block"]: b for b in res["blocks"]}
+    assert by_name["c2"]["p50_ms"] > by_name["gap"]["p50_ms"]  # 147k MACs against a mean
+    assert abs(res["error_pct"]) < 25, res  # blocks alone add up to the whole model
+    text = (tmp_path / "prof.md").read_text()
+    assert "**Estimated** for raspberry-pi-4" in text and "estimated ms" in text
+
+
+@pytest.mark.large
+def test_budget_plan_on_the_emulated_board(tmp_path):
+    """flatten --budget-ms --target raspberry-pi-4 --emulate plans on estimates: the parent's
+    predicted latency is its emulated profile's; a budget at the fastest reachable plan
+    decomposes, one above the parent keeps every layer."""
+    from liteconv.bench.budget import plan_for_budget
+    from liteconv.bench.profile import emulated_profile
+    from liteconv.device.targets import load_target
+
+    _need_tools()
+    model = _small_cnn()
+    images = np.random.default_rng(0).uniform(size=(32, 16, 16, 1)).astype("float32")
+    board = load_target("raspberry-pi-4")
+    loose = plan_for_budget(model, 1e3, calibration=images, mode="int8", emulate=board,
+                            echo=lambda *_: None)  # fmt: skip
+    whole = emulated_profile(model, calibration=images, target=board, modes=["int8"],
+                             cache=".cache/emulate")["int8"]  # fmt: skip
+    assert loose.baseline_ms == pytest.approx(whole["predicted_ms"], rel=1e-6)
+    assert set(loose.choices.values()) == {"keep"}
+    tight = plan_for_budget(model, loose.fastest_ms * 1.0001, calibration=images, mode="int8",
+                            emulate=board, echo=lambda *_: None)  # fmt: skip
+    assert tight.predicted_ms <= loose.fastest_ms * 1.0001 < loose.baseline_ms
+    assert any(c != "keep" for c in tight.choices.values())
+
+
+def test_flatten_emulate_needs_a_budget_and_a_board(digits_run, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["flatten", str(digits_run), "--emulate", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--emulate is for --budget-ms" in result.output
+    result = runner.invoke(cli, ["flatten", str(digits_run), "--budget-ms", "1", "--emulate",
+                                 "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 2 and "give --target T" in result.output
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.large
+def test_report_puts_host_measured_board_estimated_and_board_measured_side_by_side(
+    exported_run, tmp_path
+):
+    import json
+
+    from liteconv.device.targets import load_target
+    from liteconv.emulate.estimate import estimate_models
+
+    _need_tools()
+    board = {"where": "raspberrypi", "records": [
+        {"model": "digits_quick/fp32", "threads": 1, "p50_ms": 0.5},
+        {"model": "digits_quick/int8", "threads": 1, "p50_ms": 0.2},
+    ]}  # fmt: skip
+    bench = tmp_path / "pi.json"
+    bench.write_text(json.dumps(board))
+    result = CliRunner().invoke(cli, ["report", str(exported_run), "--runs", "3", "--bench",
+                                      str(bench), "--emulate", "raspberry-pi-4",
+                                      "--emulate-cache", str(tmp_path / "c"),
+                                      "--out", str(tmp_path / "report")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads((tmp_path / "report.json").read_text())}
+    direct = estimate_models([rows["fp32"]["file"], rows["int8"]["file"]],
+                             load_target("raspberry-pi-4"), cache=tmp_path / "c2")  # fmt: skip
+    for name, rec in zip(("fp32", "int8"), direct):
+        row = rows[name]
+        assert row["p50_ms"] > 0 and row["p50_ms@raspberrypi"] in (0.5, 0.2)
+        assert row["estimated_ms@raspberry-pi-4"] == rec["estimated_ms"] > 0
+    text = (tmp_path / "report.md").read_text()
+    assert "p50 ms (host)" in text and "p50 ms raspberrypi" in text
+    assert "estimated ms raspberry-pi-4" in text and "not measured" in text
+
+
+@pytest.mark.large
+def test_bundle_readme_says_what_to_expect_on_the_board(exported_run, tmp_path):
+    import tarfile
+
+    from liteconv.device.targets import load_target
+    from liteconv.emulate.estimate import estimate_models
+
+    _need_tools()
+    result = CliRunner().invoke(cli, ["bundle", str(exported_run), "--target", "raspberry-pi-5",
+                                      "--emulate", "--emulate-cache", str(tmp_path / "c"),
+                                      "-o", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (path,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(path) as tar:
+        readme = next(tar.extractfile(m).read().decode() for m in tar.getmembers()
+                      if m.name.endswith("/README.md"))  # fmt: skip
+    assert "What to expect on this board (estimated, not measured)" in readme
+    assert "cortex-a76" in readme
+    files = sorted((exported_run / "export").glob("*.tflite"))
+    for rec in estimate_models([str(f) for f in files], load_target("raspberry-pi-5"),
+                               cache=tmp_path / "c"):  # fmt: skip
+        assert f"| {rec['estimated_ms']:.4f} |" in readme

@@ -127,10 +127,13 @@ def plan_for_budget(
     cores: list[int] | None = None,
     target: str = "host",
     cache: str | Path | None = ".cache/latency",
+    emulate=None,
     echo=print,
 ) -> Plan:
     """The plan meeting ``budget_ms`` (predicted) with the least summed error: of the
     kernels, or with ``fit_images`` of the blocks' outputs after a data-aware fit.
+    ``emulate`` (a ``Target``): every latency is estimated on its emulated core
+    (``profile.emulated_profile``; 1 thread) instead of timed on this CPU.
 
     Raises:
         LiteconvError: no eligible convolution, or a budget below the fastest plan (the
@@ -138,9 +141,14 @@ def plan_for_budget(
     """
     if budget_ms <= 0:
         raise LiteconvError(f"--budget-ms {budget_ms}: expected a positive number of ms")
-    whole = prof.profile_model(model, calibration=calibration, modes=[mode], threads=threads,
-                               runs=runs, warmup=warmup, cores=cores, target=target,
-                               cache=cache, echo=echo)[mode]  # fmt: skip
+    if emulate is not None:
+        whole = prof.emulated_profile(model, calibration=calibration, target=emulate,
+                                      modes=[mode], echo=echo)[mode]  # fmt: skip
+        cache = None  # the estimates are cached by model hash instead
+    else:
+        whole = prof.profile_model(model, calibration=calibration, modes=[mode],
+                                   threads=threads, runs=runs, warmup=warmup, cores=cores,
+                                   target=target, cache=cache, echo=echo)[mode]  # fmt: skip
     blocks = prof.model_blocks(model)
     targets = [(i, b) for i, b in enumerate(blocks) if eligible(b.layers[0])]
     if not targets:
@@ -185,9 +193,14 @@ def plan_for_budget(
         kind = "output error (data-aware fit)" if fit_act is not None else "kernel error"
         echo(f"  {layer.name}: relative {kind} {', '.join(said)}")
     if todo:
-        echo(f"timing {len(todo)} candidate block(s) ({mode}, {threads} thread(s))")
-        timings = prof.time_models([(cand, data) for _, cand, data in todo], mode,
-                                   threads=threads, runs=runs, warmup=warmup, cores=cores)  # fmt: skip
+        how = f"estimating on {emulate.core}" if emulate is not None else "timing"
+        echo(f"{how} {len(todo)} candidate block(s) ({mode}, {threads} thread(s))")
+        items = [(cand, data) for _, cand, data in todo]
+        if emulate is not None:
+            timings = prof.estimate_models_on(items, mode, emulate, echo=echo)
+        else:
+            timings = prof.time_models(items, mode, threads=threads, runs=runs, warmup=warmup,
+                                       cores=cores)  # fmt: skip
         for (row, _, _), timing in zip(todo, timings):
             row["ms"] = timing["p50_ms"]
             if table is not None:
@@ -295,8 +308,11 @@ def budget_markdown(result: dict) -> str:
         "",
         f"- Predicted: {b['predicted_ms']:.4f} ms (parent {b['parent_predicted_ms']:.4f} ms, "
         f"fastest reachable {b['fastest_ms']:.4f} ms).",
-        f"- Measured after fine-tuning, side by side in one run (200 runs each, median): "
-        f"{b['measured_ms']:.4f} ms against the parent's {b['parent_measured_ms']:.4f} ms "
+        (f"- **Estimated** after fine-tuning on {b['estimated_on']}'s emulated core (both "
+         "models, instruction counts and llvm-mca cycles at its clock; not measured): "
+         if b.get("estimated_on") else
+         "- Measured after fine-tuning, side by side in one run (200 runs each, median): ")
+        + f"{b['measured_ms']:.4f} ms against the parent's {b['parent_measured_ms']:.4f} ms "
         f"({b['parent_measured_ms'] / b['measured_ms']:.2f}× faster): budget "
         f"**{'met' if b['met'] else 'NOT met'}**.",
         f"- MACs {result['macs_before']:,} → {result['macs_after']:,}.",

@@ -228,6 +228,64 @@ def time_models(
     return [{"p50_ms": r["p50_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"]} for r in records]
 
 
+def estimate_models_on(items: list[tuple[object, object]], mode: str, target, *,
+                       cache: str | Path = ".cache/emulate", echo=print) -> list[dict]:  # fmt: skip
+    """``time_models`` for a board that is not here: each ``(keras_model, calibration)``
+    converted alike, then estimated on ``target``'s core (``liteconv.emulate``: qemu
+    instruction counts and llvm-mca cycles at its clock, 1 thread); ``{"p50_ms"}`` holds
+    the *estimated* ms. A model whose emulated outputs differ from the host's is an error
+    (no estimate would be honest)."""
+    from liteconv.emulate.estimate import estimate_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for n, (model, data) in enumerate(items):
+            path = Path(tmp) / f"{mode}-{n}.tflite"
+            path.write_bytes(_convert(model, mode, data))
+            paths.append(str(path))
+        records = estimate_models(paths, target, cache=cache, echo=echo)
+    for (model, _), rec in zip(items, records):
+        if rec["estimated_ms"] is None:
+            raise LiteconvError(
+                f"{model.name} ({mode}): its emulated outputs on {target.core} differ from the "
+                f"host's (max |diff| {rec['check']['max_abs_diff']:.3g}): no estimate"
+            )
+    return [{"p50_ms": r["estimated_ms"], "estimated": True,
+             "instructions_per_invoke": r["instructions_per_invoke"]} for r in records]  # fmt: skip
+
+
+def emulated_profile(model, *, calibration: np.ndarray, target, modes=("fp32", "int8"),
+                     cache: str | Path = ".cache/emulate", echo=print) -> dict:  # fmt: skip
+    """``profile_model`` on ``target``'s emulated core: every block, the whole model and
+    the one-RELU model estimated (not timed; 1 thread, no memory term), summarised alike
+    (the per-invoke cost is the one-RELU model's estimate). Each result carries
+    ``emulated`` (target, core, clock, runtime)."""
+    from liteconv.emulate.estimate import EMULATED_RUNTIME
+
+    blocks = model_blocks(model)
+    if not blocks:
+        raise LiteconvError(f"{model.name}: no layers to profile")
+    acts = block_activations(model, blocks, calibration) if "int8" in modes else None
+    call_data = np.linspace(-1, 1, 64, dtype="float32")[:, None]
+    results = {}
+    for mode in modes:
+        if mode not in MODES:
+            raise LiteconvError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
+        items = []
+        for i, block in enumerate(blocks):
+            data = acts[i] if acts is not None else None
+            items.append((block_model(block), data[0] if data is not None and len(data) == 1
+                          else data))  # fmt: skip
+        items += [(model, calibration), (_call_model(), call_data)]
+        est = [r["p50_ms"] for r in estimate_models_on(items, mode, target, cache=cache, echo=echo)]
+        result = summarise([block_row(b) for b in blocks], est[:-2], est[-2], est[-1],
+                           threads=1, measured=0)  # fmt: skip
+        result["emulated"] = {"target": target.name, "core": target.core,
+                              "clock_mhz": target.clock_mhz, "runtime": EMULATED_RUNTIME}  # fmt: skip
+        results[mode] = result
+    return results
+
+
 def block_row(block: Block) -> dict:
     """What the profile table says of a block besides its latency."""
     return {"block": block.name, "type": block.kind, "group": block.group,

@@ -125,15 +125,23 @@ def write_report(rows: list[dict], out: str | Path) -> list[Path]:
         r["pareto"] = i in front
     written = [atomic_write_json(out.with_suffix(".json"), rows)]
     latency_cols = sorted({k for r in rows for k in r if k.startswith("p50_ms@")})
+    latency_cols += sorted({k for r in rows for k in r if k.startswith("estimated_ms@")})
     table = format_table(
         ["experiment", "model", "mode", "accuracy", "size KB", "MACs", "p50 ms (host)",
-         *[c.replace("p50_ms@", "p50 ms ") for c in latency_cols], "Pareto"],
+         *[c.replace("p50_ms@", "p50 ms ").replace("estimated_ms@", "estimated ms ")
+           for c in latency_cols], "Pareto"],
         [[r["experiment"], r["name"], r["mode"], r["accuracy"], r["size_bytes"] / 1024,
           r.get("macs"), r["p50_ms"], *[r.get(c) for c in latency_cols],
           "★" if r["pareto"] else ""] for r in rows],
         markdown=True,
     )  # fmt: skip
-    written.append(atomic_write_text(out.with_suffix(".md"), table + "\n"))
+    note = ""
+    if any(c.startswith("estimated_ms@") for c in latency_cols):
+        note = ("\n'estimated ms T': 1 thread on T's core emulated (qemu instruction counts, "
+                "llvm-mca cycles at T's clock, no memory term; the emulated runtime is "
+                "ai-edge-litert 2.0.2), not measured; 'p50 ms (host)' measured here, "
+                "'p50 ms <board>' measured on that board.\n")  # fmt: skip
+    written.append(atomic_write_text(out.with_suffix(".md"), table + "\n" + note))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sizes = [max(20.0, r["size_bytes"] / 4096) for r in rows]
@@ -200,10 +208,15 @@ def device_documents(run) -> list[Path]:
     return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
 
 
-def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) -> list[dict]:
+def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50,
+                emulate=(), emulate_cache: str | Path = ".cache/emulate",
+                echo=print) -> list[dict]:  # fmt: skip
     """One row per exported model: accuracy (verify.json), size, MACs, host latency, and
     the latency of the given benchmark documents (e.g. from a Raspberry Pi) and of those
-    ``liteconv device run`` fetched into each run (``RUN_DIR/device/*.json``, newest wins)."""
+    ``liteconv device run`` fetched into each run (``RUN_DIR/device/*.json``, newest wins);
+    for each ``Target`` in ``emulate``, its estimated 1-thread latency
+    (``estimated_ms@<target>``, ``liteconv.emulate``): host measured, board estimated and
+    board measured side by side."""
     from liteconv.device.errors import LiteconvError
     from liteconv.device.harness import benchmark, read_result_document, sidecar_for
     from liteconv.pipeline.run import Run
@@ -232,6 +245,13 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50) ->
         raise LiteconvError("no exported models found in the given runs")
     for rec, row in zip(benchmark(files, threads=[threads], runs=runs), rows):
         row["p50_ms"] = rec["p50_ms"]
+    if emulate:
+        from liteconv.emulate.estimate import estimate_models
+
+        for target in emulate:
+            for rec, row in zip(estimate_models([str(f) for f in files], target,
+                                                cache=emulate_cache, echo=echo), rows):  # fmt: skip
+                row[f"estimated_ms@{target.name}"] = rec["estimated_ms"]
     for doc, only_run in merges:
         where = doc.get("where", "device")
         for rec in doc.get("records", []):

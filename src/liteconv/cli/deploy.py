@@ -182,14 +182,20 @@ def _crosscheck(records: list[dict], runs: int, warmup: int) -> None:
               help="also carry every block of the model, for 'bench.py --profile'")  # fmt: skip
 @click.option("--profile-mode", "profile_modes", default="fp32,int8", show_default=True,
               help="comma list of fp32, int8: the modes of the block models")  # fmt: skip
-def bundle(run_dir, out, target, samples, profile, profile_modes):
+@click.option("--emulate", is_flag=True,
+              help="estimate every model on the target's emulated core first; the bundle's "
+                   "README then says what to expect on the board")  # fmt: skip
+@click.option("--emulate-cache", default=".cache/emulate", show_default=True,
+              help="with --emulate: the estimates by model hash")  # fmt: skip
+def bundle(run_dir, out, target, samples, profile, profile_modes, emulate, emulate_cache):
     """Pack RUN_DIR's .tflite models (default: the newest run) into a device bundle
     (.tar.gz, no TensorFlow needed)."""
     from liteconv.deploy.bundle import make_bundle
 
     modes = [m.strip() for m in profile_modes.split(",") if m.strip()]
     path = make_bundle(run_dir_or_newest(run_dir), out=out, target=target, samples=samples,
-                       profile=profile, profile_modes=modes, echo=click.echo)  # fmt: skip
+                       profile=profile, profile_modes=modes, emulate=emulate,
+                       emulate_cache=emulate_cache, echo=click.echo)  # fmt: skip
     click.echo(f"wrote {path}")
 
 
@@ -210,7 +216,12 @@ def bundle(run_dir, out, target, samples, profile, profile_modes):
               help="writes OUT.json, OUT.md and OUT.png (and OUT_profile.* when a board "
                    "profiled blocks)  [default: RUN_DIR/report for one run, runs/report for "
                    "several]")  # fmt: skip
-def report(run_dirs, bench_files, threads, runs, out):
+@click.option("--emulate", "emulate_targets", default=None, metavar="T1,T2",
+              help="also each model's latency estimated on these targets' emulated cores "
+                   "(e.g. raspberry-pi-4,raspberry-pi-5)")  # fmt: skip
+@click.option("--emulate-cache", default=".cache/emulate", show_default=True,
+              help="with --emulate: the estimates by model hash")  # fmt: skip
+def report(run_dirs, bench_files, threads, runs, out, emulate_targets, emulate_cache):
     """Accuracy vs latency vs size of every exported model of RUN_DIRS (Pareto front marked).
 
     Writes into the run (one RUN_DIR) or runs/ (several) unless --out says otherwise; the
@@ -226,7 +237,11 @@ def report(run_dirs, bench_files, threads, runs, out):
     if out is None:
         out = str(Path(run_dirs[0]) / "report") if len(run_dirs) == 1 else "runs/report"
     docs = load_bench_documents(bench_files)
-    rows = report_rows(run_dirs, bench_docs=docs, threads=threads, runs=runs)
+    from liteconv.device.targets import load_target
+
+    boards = [load_target(t.strip()) for t in (emulate_targets or "").split(",") if t.strip()]
+    rows = report_rows(run_dirs, bench_docs=docs, threads=threads, runs=runs, emulate=boards,
+                       emulate_cache=emulate_cache, echo=click.echo)  # fmt: skip
     paths = write_report(rows, out)
     click.echo(Path(paths[1]).read_text())
     sections = profile_sections(run_dirs, docs)
@@ -275,8 +290,13 @@ def report(run_dirs, bench_files, threads, runs, out):
     help="the latency table (one JSON per machine, runtime and target)",
 )
 @click.option("--refresh", is_flag=True, help="measure again what the latency table holds")  # fmt: skip
+@click.option("--emulate", "emulate_target", default=None, metavar="TARGET",
+              help="estimate every block on TARGET's emulated core instead of timing it here "
+                   "(1 thread; e.g. raspberry-pi-4)")  # fmt: skip
+@click.option("--emulate-cache", default=".cache/emulate", show_default=True,
+              help="with --emulate: the estimates by model hash")  # fmt: skip
 def profile(source, modes, target, threads, runs, warmup, samples, out, json_path, md_path,
-            plot_path, cache, refresh):  # fmt: skip
+            plot_path, cache, refresh, emulate_target, emulate_cache):  # fmt: skip
     """Per-block latency of a run's model (default: the newest run) or of a MODEL.keras, as
     TFLite on this CPU: blocks as the converter fuses them, timed interleaved with the
     whole model; the sum of the blocks against the whole model as a prediction error."""
@@ -311,16 +331,24 @@ def profile(source, modes, target, threads, runs, warmup, samples, out, json_pat
         if done == total or done % 10 == 0:
             click.echo(f"{mode}: converted {done}/{total} blocks", err=True)
 
-    from liteconv.bench.profile import profile_model
+    from liteconv.bench.profile import emulated_profile, profile_model
 
-    results = profile_model(model, calibration=images, modes=wanted, threads=threads,
-                            runs=runs, warmup=warmup, cores=spec.cores if spec else None,
-                            target=spec.name if spec else "host", cache=cache or None,
-                            refresh=refresh, progress=progress)  # fmt: skip
-    title = f"{title}: per-block latency, {threads} thread(s)"
+    if emulate_target:
+        board = load_target(emulate_target)
+        if default_out is not None:  # beside the host's profile, not over it
+            default_out = default_out.with_name(f"profile-{board.name}")
+        results = emulated_profile(model, calibration=images, target=board, modes=wanted,
+                                   cache=emulate_cache, echo=click.echo)  # fmt: skip
+        title = f"{title}: per-block latency estimated for {board.name} ({board.core}), 1 thread"
+    else:
+        results = profile_model(model, calibration=images, modes=wanted, threads=threads,
+                                runs=runs, warmup=warmup, cores=spec.cores if spec else None,
+                                target=spec.name if spec else "host", cache=cache or None,
+                                refresh=refresh, progress=progress)  # fmt: skip
+        title = f"{title}: per-block latency, {threads} thread(s)"
     for mode, result in results.items():
         click.echo(f"\n{profile_markdown(result, mode)}")
-        if not result["measured"]:
+        if not result["measured"] and not emulate_target:
             click.echo(f"({mode}: every figure from the latency table; --refresh measures again)")
     written = (
         list(write_profile(results, out or default_out, title)) if (out or default_out) else []

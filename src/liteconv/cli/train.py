@@ -150,12 +150,15 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
 )
 @click.option("--cache", default=".cache/latency", show_default=True,
               help="with --budget-ms: the latency table")  # fmt: skip
+@click.option("--emulate", is_flag=True,
+              help="with --budget-ms --target T: plan on T's emulated core (estimated "
+                   "latencies, 1 thread) instead of this CPU's")  # fmt: skip
 @click.option("--result", "result_path", default=None, type=click.Path(),
               help="with --budget-ms: also write RESULT.json and RESULT.md (plan, predicted "
                    "and measured latency, accuracy)")  # fmt: skip
 def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_ratio, layers,
             min_macs, epochs, learning_rate, no_bn_reestimate, name, out, budget_ms,
-            budget_mode, target, threads, cache, result_path, distill, temperature,
+            budget_mode, target, threads, cache, emulate, result_path, distill, temperature,
             distill_weight, data_aware, fit_images, warmup_epochs):  # fmt: skip
     """Decompose RUN_DIR's trained convolutions (flattened LVH or CP), fine-tune, new run.
     With --budget-ms the method is chosen per layer to meet a latency on this CPU."""
@@ -173,7 +176,13 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
         from liteconv.device.targets import load_target
 
         spec = load_target(target) if target else None
+        if emulate and (spec is None or not spec.core):
+            raise LiteconvError("--emulate plans on a board's core: give --target T with a core "
+                                "(e.g. --target raspberry-pi-4)")  # fmt: skip
+        if emulate and threads != 1:
+            raise LiteconvError("--emulate estimates 1 thread: drop --threads")
         budget = {
+            "emulate": spec if emulate else None,
             "ms": budget_ms,
             "mode": budget_mode,
             "threads": threads,
@@ -181,6 +190,8 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
             "target": spec.name if spec else "host",
             "cache": cache or None,
         }
+    if emulate and budget_ms is None:
+        raise LiteconvError("--emulate is for --budget-ms (a plan on the board's latencies)")
     if result_path and budget_ms is None:
         raise LiteconvError("--result writes a budget run's result: give --budget-ms too")
     if rank and rank_ratio:

@@ -58,7 +58,33 @@ ai-edge-litert
 """
 
 
-def _readme(name: str, target, models: list[dict], profile: bool = False) -> str:
+def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str]:
+    """The README section on what this board should show, estimated by emulating its core."""
+    lines = [
+        "## What to expect on this board (estimated, not measured)",
+        "",
+        f"Emulated on the host before bundling: {target.core} at {target.clock_mhz:g} MHz "
+        f"(qemu -cpu {target.qemu_cpu}, {estimates[0]['runtime']}; instruction counts and "
+        f"llvm-mca cycles, no memory term, scale {target.cycle_scale:g}). One thread; "
+        "`bench.py` measures what the board really does — compare the two.",
+        "",
+        "| model | mode | instructions / invoke | estimated ms (1 thread) |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for m, e in zip(models, estimates):
+        ms = (
+            "outputs differ: no estimate"
+            if e["estimated_ms"] is None
+            else f"{e['estimated_ms']:.4f}"
+        )
+        lines.append(
+            f"| {m['name']} | {m['mode']} | {e['instructions_per_invoke'] / 1e6:.2f} M | {ms} |"
+        )
+    return [*lines, ""]
+
+
+def _readme(name: str, target, models: list[dict], profile: bool = False,
+            estimates: list[dict] | None = None) -> str:  # fmt: skip
     lines = [
         f"# {name}: liteconv device bundle",
         "",
@@ -96,6 +122,7 @@ def _readme(name: str, target, models: list[dict], profile: bool = False) -> str
         ),
         "```",
         "",
+        *(_expectations(target, models, estimates) if estimates else []),
         "Bring `results.json` back and merge it with the host's: "
         "`liteconv report RUN_DIR --bench results.json`. All of this in one command from "
         "the host: `liteconv device run ssh://USER@BOARD RUN_DIR`.",
@@ -165,6 +192,8 @@ def make_bundle(
     profile: bool = False,
     profile_modes: list[str] = ("fp32", "int8"),
     profile_samples: int = 128,
+    emulate: bool = False,
+    emulate_cache: str | Path = ".cache/emulate",
     echo=None,
 ) -> Path:
     """Build ``out/<experiment>-<run>-<target>.tar.gz`` from a run's exported models.
@@ -172,6 +201,8 @@ def make_bundle(
     With ``profile``, the bundle also carries the run's model cut into blocks, each
     converted alone per mode in ``profile_modes`` (int8 calibrated with the activations of
     ``profile_samples`` training images), for ``python bench.py --profile`` on the board.
+    With ``emulate``, every model is first estimated on the target's emulated core and
+    the README says what to expect on the board (``liteconv.emulate``).
     """
     run = runlib.Run.open(run_dir)
     spec = load_target(target)
@@ -199,6 +230,12 @@ def make_bundle(
         reference[f"outputs__{path.stem}"] = outputs
         sidecars.append((path, side))
     profile_files = _profile_files(run, profile_modes, profile_samples, echo) if profile else {}
+    estimates = None
+    if emulate:
+        from liteconv.emulate.estimate import estimate_models
+
+        estimates = estimate_models([str(p) for p, _ in sidecars], spec, cache=emulate_cache,
+                                    echo=echo or (lambda *_: None))  # fmt: skip
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **reference)
@@ -224,7 +261,13 @@ def make_bundle(
             _add(
                 tar,
                 f"{name}/README.md",
-                _readme(name, spec, [s for _, s in sidecars], profile=bool(profile_files)).encode(),
+                _readme(
+                    name,
+                    spec,
+                    [s for _, s in sidecars],
+                    profile=bool(profile_files),
+                    estimates=estimates,
+                ).encode(),
             )
         tmp.replace(final)
     except BaseException:

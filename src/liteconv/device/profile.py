@@ -108,8 +108,10 @@ def summarise(
 def profile_markdown(result: dict, mode: str) -> str:
     """The per-block table of one mode, with the sum against the whole model."""
     rows = result["blocks"]
+    emulated = result.get("emulated")
     table = format_table(
-        ["block", "type", "input", "MACs", "p50 ms", "% of model", "GMAC/s"],
+        ["block", "type", "input", "MACs", "estimated ms" if emulated else "p50 ms",
+         "% of model", "GMAC/s"],
         [[r["block"], r["type"], r["input"], r["macs"], r["p50_ms"],
           f"{100 * r['share']:.1f}%" if r["share"] is not None else "-", r["gmacs_per_s"]]
          for r in rows],
@@ -121,11 +123,17 @@ def profile_markdown(result: dict, mode: str) -> str:
               if err is not None and raw is not None else "no prediction error (whole 0 ms)")  # fmt: skip
     span = result.get("predicted_range_ms")
     span = f" (range {span[0]:.4f}–{span[1]:.4f})" if span else ""
+    where = ""
+    if emulated:
+        where = (f"**Estimated** for {emulated['target']} ({emulated['core']} at "
+                 f"{emulated['clock_mhz']:g} MHz, emulated: {emulated['runtime']}; instruction "
+                 "counts and llvm-mca cycles, no memory term), not measured.\n\n")  # fmt: skip
     return (
-        f"{table}\n\n{mode}, {result['threads']} thread(s): sum of {len(rows)} blocks "
+        f"{where}{table}\n\n{mode}, {result['threads']} thread(s): sum of {len(rows)} blocks "
         f"{result['sum_ms']:.4f} ms, less {len(rows) - 1} × the per-invoke cost "
         f"{result['invoke_overhead_ms']:.4f} ms = {result['predicted_ms']:.4f} ms predicted"
-        f"{span}; whole model measured {result['whole_ms']:.4f} ms: {errors}"
+        f"{span}; whole model {'estimated' if emulated else 'measured'} "
+        f"{result['whole_ms']:.4f} ms: {errors}"
     )
 
 

@@ -47,7 +47,8 @@ def host_reference(path: str | Path, seed: int = 0) -> dict:
 def _key(path: Path, target: Target) -> str:
     digest = hashlib.sha256(path.read_bytes())
     digest.update(PLUGIN_SOURCE.read_bytes())
-    digest.update(json.dumps([CACHE_VERSION, target.core, target.qemu_cpu]).encode())
+    digest.update(json.dumps([CACHE_VERSION, target.core, target.qemu_cpu,
+                              tools.llvm_mca_version()]).encode())  # fmt: skip
     return digest.hexdigest()[:24]
 
 

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -64,6 +65,16 @@ def llvm_tool(name: str, install: bool = True) -> str:
         _apt("llvm-16", f"{name} of LLVM 16 (the cycle model)")
         return llvm_tool(name, install=False)
     raise LiteconvError(f"{name} of LLVM 16 not found: run 'sudo apt-get install llvm-16'")
+
+
+@functools.lru_cache(maxsize=1)
+def llvm_mca_version() -> str:
+    """``llvm-mca --version``'s version line: part of the emulation cache key, since the
+    cycles stored there come from this tool's scheduling models."""
+    proc = subprocess.run([llvm_tool("llvm-mca"), "--version"], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    lines = [x.strip() for x in proc.stdout.splitlines() if "version" in x.lower()]
+    return lines[0] if lines else proc.stdout.strip()[:80]
 
 
 def build_plugin(cache: Path) -> Path:

@@ -149,7 +149,8 @@ def flatten_run(
                                fit_images=calibration[:512] if data_aware else None,
                                mode=budget["mode"], threads=budget["threads"],
                                cores=budget.get("cores"), target=budget.get("target", "host"),
-                               cache=budget.get("cache"), echo=echo)  # fmt: skip
+                               cache=budget.get("cache"), emulate=budget.get("emulate"),
+                               echo=echo)  # fmt: skip
         echo(f"plan for {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): "
              f"predicted {plan.predicted_ms:.4f} ms (as it is {plan.baseline_ms:.4f} ms, "
              f"fastest reachable {plan.fastest_ms:.4f} ms); multiple-choice knapsack, least "
@@ -231,6 +232,8 @@ def flatten_run(
                      "alpha": distill_alpha},
                  "budget": None if plan is None else {
                      "ms": budget["ms"], "mode": plan.mode, "threads": budget["threads"],
+                     "target": budget.get("target", "host"),
+                     "emulated": budget.get("emulate") is not None,
                      "plan": plan.choices, "predicted_ms": plan.predicted_ms,
                      "fastest_ms": plan.fastest_ms, "parent_predicted_ms": plan.baseline_ms}},
         class_names=splits.class_names, input_shape=list(splits.input_shape),
@@ -258,14 +261,27 @@ def _measure_budget(run: runlib.Run, parent_model, budget: dict, plan, echo) -> 
 
     images, _ = run_data(run).arrays("train", limit=128)
     child = load_run_model(run)
-    timings = time_models([(child, images), (parent_model, images)], plan.mode,
-                          threads=budget["threads"], runs=200, warmup=20,
-                          cores=budget.get("cores"))  # fmt: skip
+    board = budget.get("emulate")
+    if board is not None:  # the board is not here: both estimated on its emulated core
+        from liteconv.bench.profile import estimate_models_on
+
+        timings = estimate_models_on([(child, images), (parent_model, images)], plan.mode, board,
+                                     echo=echo)  # fmt: skip
+    else:
+        timings = time_models([(child, images), (parent_model, images)], plan.mode,
+                              threads=budget["threads"], runs=200, warmup=20,
+                              cores=budget.get("cores"))  # fmt: skip
     measured, parent_ms = timings[0]["p50_ms"], timings[1]["p50_ms"]
     met = measured <= budget["ms"]
-    echo(f"budget {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): measured "
+    verb = f"estimated on {board.name}" if board is not None else "measured"
+    echo(f"budget {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): {verb} "
          f"{measured:.4f} ms (parent {parent_ms:.4f} ms, predicted {plan.predicted_ms:.4f} ms): "
          f"{'met' if met else 'NOT met'}")  # fmt: skip
     record = dict((run.manifest().get("flatten") or {}).get("budget") or {})
-    record.update(measured_ms=measured, parent_measured_ms=parent_ms, met=met)
+    record.update(
+        measured_ms=measured,
+        parent_measured_ms=parent_ms,
+        met=met,
+        estimated_on=board.name if board is not None else None,
+    )
     run.update_manifest(flatten={"budget": record})
