@@ -168,9 +168,9 @@ def flatten_study(
     models = {"parent": base_model}
     for variant in variants:
         options = parse_variant(variant)
-        fraction = options.pop("lr_fraction", None)
-        if fraction:
-            options["learning_rate"] = parent_cfg.train.learning_rate * fraction
+        # the levers, not flatten's per-method defaults: a quarter unless a lever says
+        fraction = options.pop("lr_fraction", None) or 0.25
+        options["learning_rate"] = parent_cfg.train.learning_rate * fraction
         name = f"{manifest.get('experiment')}_{variant.replace('+', '_')}"
         child = _finished(out_runs, name, parent.path, epochs)
         if child is None:
