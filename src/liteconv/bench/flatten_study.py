@@ -238,12 +238,14 @@ def study_table(rows: list[dict], epochs: int) -> str:
     )  # fmt: skip
 
 
-def write_study(rows: list[dict], out: str | Path, *, epochs: int, parent: str) -> list[Path]:
-    """``OUT.json`` and ``OUT.md``."""
+def write_study(rows: list[dict], out: str | Path, *, epochs: int, parent: str,
+                preface: str = "") -> list[Path]:  # fmt: skip
+    """``OUT.json`` and ``OUT.md`` (``preface``: a paragraph on the parent, first)."""
     out = Path(out)
     machine = machine_info()
     atomic_write_json(out.with_suffix(".json"), {"machine": machine, "parent": parent,
-                                                 "epochs": epochs, "rows": rows})  # fmt: skip
+                                                 "preface": preface, "epochs": epochs,
+                                                 "rows": rows})  # fmt: skip
     header = (
         f"Parent: {parent}. Decomposition: the kernel fit (+da: then every decomposed layer "
         f"refitted to the parent layer's outputs on 2,048 training images, layer after layer); "
@@ -258,5 +260,7 @@ def write_study(rows: list[dict], out: str | Path, *, epochs: int, parent: str) 
         f"XNNPACK, 1 thread, p50 of interleaved runs, fp32 and post-training int8, on "
         f"{machine['cpu']} ({machine['cores_usable']} usable cores)."
     )
-    atomic_write_text(out.with_suffix(".md"), f"{header}\n\n{study_table(rows, epochs)}\n")
+    atomic_write_text(out.with_suffix(".md"),
+                      f"{preface + chr(10) * 2 if preface else ''}{header}\n\n"
+                      f"{study_table(rows, epochs)}\n")  # fmt: skip
     return [out.with_suffix(".json"), out.with_suffix(".md")]

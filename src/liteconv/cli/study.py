@@ -207,7 +207,16 @@ def bench_resnet(config_path, sets, per_class, variants, epochs, scratch_for, ru
         raise LiteconvError(str(err)) from None
     rows = flatten_study(parent.path, names, epochs=epochs, scratch=scratch, out_runs=runs_dir,
                          runs=runs, echo=click.echo)  # fmt: skip
-    for path in write_study(rows, out, epochs=epochs, parent=str(parent.path)):
+    preface = (
+        "Second parent: He et al.'s CIFAR ResNet in plain Keras "
+        "(`liteconv.bench.resnet_parent.small_resnet`: a 3×3 stem, one basic block per "
+        "stage at 32/64/128 channels, stride-2 3×3 convolutions and 1×1 projection "
+        f"shortcuts), trained by `liteconv train` from `{config_path}` on the generated "
+        "image folder (10 classes of drawn figures, 32×32 RGB PNGs, written by "
+        "`resnet_parent.write_shapes_folder`); parent test accuracy "
+        f"{100 * rows[0]['test_accuracy']:.2f} %."
+    )
+    for path in write_study(rows, out, epochs=epochs, parent=str(parent.path), preface=preface):
         click.echo(f"wrote {path}")
     click.echo(study_table(rows, epochs))
 

@@ -85,21 +85,27 @@ class TestAccuracyPerEpoch(keras.callbacks.Callback):
         self.run.update_manifest(flatten={"test_accuracy_per_epoch": done})
 
 
-def default_schedule(method: str, data_aware: bool, epochs: int) -> tuple[float, int]:
-    """The fine-tune's learning rate (a fraction of the parent's) and warm-up epochs when
-    none are given. Measured, distilled, 3 epochs (docs/results/flatten*.md):
+GENTLE_STEPS = 1000  # fine-tune steps from which the gentle schedule has room to work
 
-    - data-aware fit, a tenth of the parent's rate: Fashion-MNIST ``baseline_cnn``, CP-0.5
-      92.34 % (a hundredth after one warm-up epoch: 92.47 %); the plain-Keras ResNet on
-      the generated image folder (34 steps an epoch), CP-0.5 97.75 % and LVH-2 97.58 %
-      (a hundredth + warm-up: 96.25 % and 94.50 %, too slow to recover there);
+
+def default_schedule(method: str, data_aware: bool, steps: int) -> tuple[float, int]:
+    """The fine-tune's learning rate (a fraction of the parent's) and warm-up epochs when
+    none are given, for a fine-tune of ``steps`` optimizer steps in all. Measured,
+    distilled, 3 epochs (docs/results/flatten.md, flatten_resnet.md):
+
+    - data-aware fit, ``steps`` ≥ 1,000: a hundredth after one warm-up epoch. Fashion-MNIST
+      ``baseline_cnn`` (1,266 steps): CP-0.5 keeps 92.24 % after epoch 1 and ends at
+      92.47 % (a tenth, no warm-up: 89.42 % after epoch 1, the collapse, 92.34 % after 3);
+      CP-0.4 92.14 %.
+    - data-aware fit, fewer steps: a tenth, no warm-up. The plain-Keras ResNet on the
+      generated image folder (102 steps): CP-0.5 97.75 %, LVH-2 97.58 % (a hundredth +
+      warm-up: 96.25 %, 94.50 %: too few steps to recover).
     - kernel fit, CP: a tenth (a quarter collapses to 75.2 % in epoch 1 without
       distillation); kernel fit, LVH (starts below 40 %): a quarter.
     """
-    del epochs  # the measured schedules above need no warm-up
-    if data_aware or method == "cp":
-        return 0.1, 0
-    return 0.25, 0
+    if data_aware:
+        return (0.01, 1) if steps >= GENTLE_STEPS else (0.1, 0)
+    return (0.1, 0) if method == "cp" else (0.25, 0)
 
 
 def _child_config(cfg: Config, experiment: str, epochs: int, learning_rate: float,
@@ -140,9 +146,10 @@ def flatten_run(
     """Decompose, evaluate, fine-tune ``epochs`` and write a new run; returns it.
 
     ``learning_rate`` and ``warmup_epochs`` default per method (``default_schedule``:
-    a tenth of the parent's learning rate after a data-aware fit or for CP, a quarter for
-    kernel-fit LVH; no warm-up; cosine decay over the fine-tune; the parent's optimizer,
-    batch size and augmentation). ``budget``
+    after a data-aware fit a hundredth of the parent's learning rate and one warm-up epoch
+    when the fine-tune has 1,000 steps or more, else a tenth; a kernel fit: a tenth for CP,
+    a quarter for LVH; then cosine decay; the parent's optimizer, batch size and
+    augmentation). ``budget``
     (``{"ms", "mode", "threads", "cores", "target", "cache"}``) chooses the method per
     layer to meet a predicted latency (``bench.budget``); the fine-tuned model is then
     measured against it (same machine, same run) and the result kept in the manifest.
@@ -156,8 +163,9 @@ def flatten_run(
     that output error); either way the manifest gets each layer's output error.
     """
     model, cfg, parent = _parent(run_dir, model_path, cfg)
+    splits = load_dataset(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     fraction, default_warmup = default_schedule("cp" if method == "cp" else "lvh", data_aware,
-                                                epochs)  # fmt: skip
+                                                splits.steps_per_epoch * epochs)  # fmt: skip
     learning_rate = learning_rate or cfg.train.learning_rate * fraction
     warmup_epochs = default_warmup if warmup_epochs is None else warmup_epochs
     tag = f"{method}{stages}" if method == "lvh" else f"cp{rank or ''}"
@@ -165,8 +173,7 @@ def flatten_run(
     if budget is not None:
         from liteconv.bench.budget import plan_for_budget
 
-        calibration, _ = load_dataset(cfg.data, batch_size=cfg.train.batch_size,
-                                      seed=cfg.train.seed).arrays("train", limit=max(128, fit_images if data_aware else 0))  # fmt: skip
+        calibration, _ = splits.arrays("train", limit=max(128, fit_images if data_aware else 0))
         plan = plan_for_budget(model, budget["ms"], calibration=calibration[:128],
                                fit_images=calibration[:512] if data_aware else None,
                                mode=budget["mode"], threads=budget["threads"],
@@ -176,7 +183,7 @@ def flatten_run(
         echo(f"plan for {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): "
              f"predicted {plan.predicted_ms:.4f} ms (as it is {plan.baseline_ms:.4f} ms, "
              f"fastest reachable {plan.fastest_ms:.4f} ms); multiple-choice knapsack, least "
-             "summed kernel error")  # fmt: skip
+             f"summed {plan.error_kind}")  # fmt: skip
         echo(plan.table())
         tag = f"budget{budget['ms']:g}ms".replace(".", "p")
     experiment = name or f"{cfg.experiment}_{tag}"
@@ -190,10 +197,8 @@ def flatten_run(
         resumable = None
     if resumable is not None and epochs and (resumable.path / INIT_MODEL).is_file():
         echo(f"resuming the interrupted fine-tune in {resumable.path}")
-        splits = load_dataset(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
         return train(None, out=out, resume=resumable.path, echo=echo,
                      callbacks=[TestAccuracyPerEpoch(resumable, splits)])  # fmt: skip
-    splits = load_dataset(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     try:
         flat, report = flatten_model(model, method=method, stages=stages, rank=rank,
                                      rank_ratio=rank_ratio, layers=layers, min_macs=min_macs,
