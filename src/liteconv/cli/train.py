@@ -80,9 +80,9 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
 @click.option("--epochs", type=click.IntRange(0), default=3, show_default=True,
               help="fine-tune epochs (0: decompose only)")  # fmt: skip
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
-              help="fine-tune learning rate  [default: the parent's / 100 after a data-aware fit "
-                   "of 1,000+ fine-tune steps, / 10 below that or for a kernel-fit cp, / 4 "
-                   "for a kernel-fit lvh; cosine decay]")  # fmt: skip
+              help="fine-tune learning rate  [default: the parent's / 100 after a data-aware cp "
+                   "fit of 1,000+ fine-tune steps, else / 10; / 4 for a kernel-fit lvh; "
+                   "cosine decay]")  # fmt: skip
 @click.option(
     "--distill/--no-distill",
     default=True,
@@ -122,7 +122,7 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
     type=click.IntRange(0),
     default=None,
     help="fine-tune epochs of linear learning-rate warm-up before the cosine decay  "
-    "[default: 1 after a data-aware fit of 1,000+ fine-tune steps, else 0]",
+    "[default: 1 after a data-aware cp fit of 1,000+ fine-tune steps, else 0]",
 )
 @click.option("--no-bn-reestimate", is_flag=True,
               help="keep the BatchNorm statistics of the parent (a data-aware fit keeps them: "
