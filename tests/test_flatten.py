@@ -107,6 +107,24 @@ def test_no_data_aware_keeps_the_kernel_fit_and_reports_its_output_error(baselin
         by_layer[first["layer"]]["output_error"], rel=1e-4
     )
     assert all(r["output_error"] < r["kernel_fit_output_error"] for r in data["layers"])
+    # the schedule per method: a kernel-fit LVH at a quarter of the parent's rate, a
+    # data-aware LVH at a tenth, neither warmed up (digits: far below 1,000 steps)
+    from liteconv.pipeline.run import Run
+
+    parent_lr = Run(baseline_run).config().train.learning_rate
+    assert kernel["learning_rate"] == pytest.approx(parent_lr / 4)
+    assert data["learning_rate"] == pytest.approx(parent_lr / 10)
+    assert kernel["warmup_epochs"] == data["warmup_epochs"] == 0
+
+
+def test_default_schedule_is_gentle_only_for_a_close_start_with_room_to_work():
+    from liteconv.pipeline.flatten_run import default_schedule
+
+    assert default_schedule("cp", True, 1266) == (0.01, 1)  # Fashion-MNIST, 3 epochs
+    assert default_schedule("cp", True, 102) == (0.1, 0)  # the ResNet's 3 short epochs
+    assert default_schedule("lvh", True, 1266) == (0.1, 0)
+    assert default_schedule("cp", False, 1266) == (0.1, 0)
+    assert default_schedule("lvh", False, 1266) == (0.25, 0)
 
 
 def test_flatten_errors_are_one_line_exit_2(baseline_run, digits_run, tmp_path):
