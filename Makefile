@@ -101,12 +101,14 @@ report: install  ## accuracy vs latency vs size of every exported run -> docs/re
 	$(LITECONV) report $$(ls -d runs/*/*/export | xargs -n1 dirname) --out docs/results/report
 
 PARENT ?=
+# the levers one at a time (+da data-aware, +kd distilled, +wu warm-up, +slow / +lr0.01 learning rate)
+FLATTEN_VARIANTS ?= lvh1,lvh1+kd,lvh1+da+kd+slow,lvh1+da+kd+wu+lr0.01,lvh2+da+kd+wu+lr0.01,cp0.5,cp0.5+kd,cp0.5+kd+slow,cp0.5+da,cp0.5+da+kd+slow,cp0.5+da+kd+wu+lr0.01,cp0.4+da+kd+wu+lr0.01,cp0.25+da+kd+wu+lr0.01
 bench-flatten: install  ## study: decompose PARENT (a trained baseline run) several ways, fine-tune, time -> docs/results/flatten.*
 	@test -n "$(PARENT)" || { echo "PARENT=runs/<experiment>/<time> (e.g. a fashion_mnist_baseline run)"; exit 2; }
-	$(LITECONV) study flatten $(PARENT) --out docs/results/flatten $(ARGS)
+	$(LITECONV) study flatten $(PARENT) --variants "$(FLATTEN_VARIANTS)" --scratch-for cp0.5+da+kd+wu+lr0.01 --out docs/results/flatten $(ARGS)
 
 bench-flatten-resnet: install  ## study: a plain-Keras ResNet on a generated image folder (data/shapes32), trained, flattened, timed -> docs/results/flatten_resnet.*
-	$(LITECONV) study resnet --out docs/results/flatten_resnet $(ARGS)
+	$(LITECONV) study resnet --variants "lvh1+da+kd+slow,lvh2+da+kd+slow,cp0.5+da+kd+slow,cp0.5+da+kd+wu+lr0.01,lvh2+da+kd+wu+lr0.01" --scratch-for cp0.5+da+kd+slow --out docs/results/flatten_resnet $(ARGS)
 
 BUDGET ?= 0.155
 bench-budget: install  ## decompose PARENT per layer to meet BUDGET ms (int8, 1 thread), fine-tune, measure -> docs/results/budget.*
