@@ -114,12 +114,14 @@ def _khatri_rao(factors: list[np.ndarray]) -> np.ndarray:
     return np.einsum("hr,wr,cr->hwcr", y, x, z).reshape(-1, y.shape[1])
 
 
-def _balance(factors: list[np.ndarray]) -> list[np.ndarray]:
+def _balance(factors: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
     """Equal norms for the three factors of each column, same product (good for int8
-    ranges, and keeps ALS well conditioned)."""
+    ranges, and keeps ALS well conditioned); also how much each column's product of
+    norms changed (1 up to the 1e-30 guard), to rescale what was derived from them."""
     norms = [np.linalg.norm(f, axis=0) + 1e-30 for f in factors]
     scale = np.cbrt(norms[0] * norms[1] * norms[2])
-    return [f / n * scale for f, n in zip(factors, norms)]
+    ratio = scale**3 / (norms[0] * norms[1] * norms[2])
+    return [f / n * scale for f, n in zip(factors, norms)], ratio
 
 
 def fit_rank1(moments: Moments, factors: list[np.ndarray], shape, *, sweeps: int = SWEEPS,
@@ -151,7 +153,7 @@ def fit_rank1(moments: Moments, factors: list[np.ndarray], shape, *, sweeps: int
                 np.trace(h, axis1=1, axis2=2)[:, None] + 1e-30
             )
             factors[m] = np.linalg.solve(h, rhs[..., None])[..., 0].T
-        factors = _balance(factors)
+        factors, _ = _balance(factors)
         current = moments.objective(_khatri_rao(factors))
         if previous - current <= tol * scale:
             break
@@ -192,12 +194,7 @@ def fit_cp(moments: Moments, factors: list[np.ndarray], d: np.ndarray, shape, *,
                 u[:, r] = _khatri_rao([f_[:, r : r + 1] for f_ in factors])[:, 0]
                 gu[:, r] = gram @ u[:, r]
         # all of d given U: (UᵀGU) d = UᵀC
-        norms = [np.linalg.norm(f_, axis=0) + 1e-30 for f_ in factors]
-        balanced = np.cbrt(norms[0] * norms[1] * norms[2])
-        ratio = np.ones(rank)
-        for m in range(3):
-            factors[m] = factors[m] / norms[m] * balanced
-            ratio = ratio * balanced / norms[m]
+        factors, ratio = _balance(factors)
         u, gu = u * ratio, gu * ratio
         utgu = u.T @ gu
         utgu[np.diag_indices(rank)] += 1e-10 * (np.trace(utgu) / rank + 1e-30)
