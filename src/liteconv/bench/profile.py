@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -202,6 +203,21 @@ def _convert(model, mode: str, data: list[np.ndarray] | None) -> bytes:
     return to_tflite(model, mode="int8", representative_data=data, io_type="int8")
 
 
+@contextlib.contextmanager
+def _converted(items: list[tuple[object, object]], mode: str, progress=None):
+    """Each ``(keras_model, calibration_data)`` converted to ``mode`` into a temporary
+    folder; yields the paths (removed afterwards)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for n, (model, data) in enumerate(items):
+            path = Path(tmp) / f"{mode}-{n}.tflite"
+            path.write_bytes(_convert(model, mode, data))
+            paths.append(path)
+            if progress:
+                progress("convert", mode, n + 1, len(items))
+        yield paths
+
+
 def time_models(
     items: list[tuple[object, object]],
     mode: str,
@@ -215,14 +231,7 @@ def time_models(
     """Convert each ``(keras_model, calibration_data)`` to ``mode`` and time them all with
     the device harness, interleaved (pinned to ``cores``); ``{"p50_ms", "mean_ms", "runs"}``
     per item. ``progress(stage, mode, done, total)`` after each conversion."""
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for n, (model, data) in enumerate(items):
-            path = Path(tmp) / f"{mode}-{n}.tflite"
-            path.write_bytes(_convert(model, mode, data))
-            paths.append(path)
-            if progress:
-                progress("convert", mode, n + 1, len(items))
+    with _converted(items, mode, progress) as paths:
         with pin_cores(cores):
             records = benchmark(paths, threads=[threads], runs=runs, warmup=warmup)
     return [{"p50_ms": r["p50_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"]} for r in records]
@@ -237,13 +246,8 @@ def estimate_models_on(items: list[tuple[object, object]], mode: str, target, *,
     (no estimate would be honest)."""
     from liteconv.emulate.estimate import estimate_models
 
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for n, (model, data) in enumerate(items):
-            path = Path(tmp) / f"{mode}-{n}.tflite"
-            path.write_bytes(_convert(model, mode, data))
-            paths.append(str(path))
-        records = estimate_models(paths, target, cache=cache, echo=echo)
+    with _converted(items, mode) as paths:
+        records = estimate_models([str(p) for p in paths], target, cache=cache, echo=echo)
     for (model, _), rec in zip(items, records):
         if rec["estimated_ms"] is None:
             raise LiteconvError(
