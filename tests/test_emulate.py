@@ -3,6 +3,7 @@ cycle model against llvm-mca, and whole models under qemu's Cortex-A72 and A76."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import struct
@@ -54,6 +55,46 @@ def loop_program(n: int) -> bytes:
     return elf + phdr + body  # fmt: skip
 
 
+def _movz_hi(rd: int, imm: int) -> int:  # movz xd, #imm, lsl #16
+    return 0xD2A00000 | (imm << 5) | rd
+
+
+BUFFER = 0x1000000  # the streaming program's zero-filled buffer (a second, writable LOAD)
+
+
+def _elf(code: list[int], bss: int = 0) -> bytes:
+    body = b"".join(struct.pack("<I", c) for c in code)
+    base, header = 0x400000, 64 + 56 * (2 if bss else 1)
+    size = header + len(body)
+    elf = (
+        b"\x7fELF"
+        + bytes([2, 1, 1, 0])
+        + bytes(8)
+        + struct.pack("<HHIQQQIHHHHHH", 2, 183, 1, base + header, 64, 0, 0, 64, 56,
+                      2 if bss else 1, 64, 0, 0)
+    )  # fmt: skip
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)  # R+X, one LOAD
+    if bss:  # R+W, nothing from the file: bss bytes of zeros at BUFFER
+        phdr += struct.pack("<IIQQQQQQ", 1, 6, 0, BUFFER, BUFFER, 0, bss, 0x1000)
+    return elf + phdr + body
+
+
+def stream_program(lines: int, passes: int, store: bool = False) -> bytes:
+    """A static aarch64 ELF reading (or writing) one 8-byte word in each of ``lines``
+    consecutive 64-byte lines of a buffer, ``passes`` times; pass k is region k."""
+    access = 0xF80404A4 if store else 0xF84404A4  # str/ldr x4, [x5], #64 (post-index)
+    code = []
+    for k in range(passes):
+        code += [*MARK, _movz(2, 16 + k), _movz(8, 64), SVC,  # region k starts
+                 _movz_hi(5, BUFFER >> 16), _movz(1, lines),
+                 access,
+                 0xF1000421,  # subs x1, x1, #1
+                 0x54000000 | (((-2) & 0x7FFFF) << 5) | 1,  # b.ne back to the access
+                 *MARK, _movz(2, 1), _movz(8, 64), SVC]  # region k ends  # fmt: skip
+    code += [_movz(8, 93), _movz(0, 0), SVC]  # exit(0)
+    return _elf(code, bss=lines * 64)
+
+
 def _need_tools():
     if not (shutil.which("qemu-aarch64") or os.path.isfile("/usr/bin/qemu-aarch64")):
         pytest.fail("qemu-aarch64 missing: 'make test' installs Debian's qemu-user")
@@ -71,6 +112,106 @@ def test_plugin_counts_exactly_the_instructions_of_a_known_loop(tmp_path, n):
     # blocks: the loop's entry (with its first turn) once, the loop body n - 1 times, the
     # stop marker's once
     assert sum(runs for _, _, runs, _ in regions[0]["blocks"]) == n + 1
+
+
+A72_CACHES = {"l1d": (32, 2), "l2": (1024, 16)}  # the Pi 4's
+
+
+@pytest.mark.parametrize(("lines", "l1_again", "l2_again"), [
+    (256, 0, 0),            # 16 KB: fits the 32 KB L1D, the second pass hits everything
+    (4096, 4096, 0),        # 256 KB: streams through the L1D (LRU), stays in the 1 MB L2
+    (32768, 32768, 32768),  # 2 MB: streams through both
+])  # fmt: skip
+def test_cache_model_counts_the_misses_of_a_known_stream(tmp_path, lines, l1_again, l2_again):
+    _need_tools()
+    program = tmp_path / "stream"
+    program.write_bytes(stream_program(lines, passes=2))
+    program.chmod(0o755)
+    regions, _ = counts.run_counted([str(program)], qemu_cpu="cortex-a72", cache=tmp_path,
+                                    caches=A72_CACHES)  # fmt: skip
+    first, again = regions[0]["memory"], regions[1]["memory"]
+    assert first["loads"] == again["loads"] == lines and first["stores"] == 0
+    assert first["l1_misses"] == first["l2_misses"] == lines  # cold: every line once
+    assert again["l1_misses"] == l1_again and again["l2_misses"] == l2_again
+    assert first["l2_writebacks"] == again["l2_writebacks"] == 0  # nothing was written
+    # without the cache model the same program counts the same instructions, no memory
+    plain, _ = counts.run_counted([str(program)], qemu_cpu="cortex-a72", cache=tmp_path)
+    assert "memory" not in plain[0]
+    assert plain[0]["instructions"] == regions[0]["instructions"] == 2 + 3 * lines + 4
+
+
+def test_cache_model_writes_back_what_was_stored(tmp_path):
+    """Storing to 2 MB twice: each pass misses every line (write-allocate) and, from the
+    second on, evicts a dirty line for each one it brings in."""
+    _need_tools()
+    lines = 32768
+    program = tmp_path / "store"
+    program.write_bytes(stream_program(lines, passes=2, store=True))
+    program.chmod(0o755)
+    regions, _ = counts.run_counted([str(program)], qemu_cpu="cortex-a72", cache=tmp_path,
+                                    caches=A72_CACHES)  # fmt: skip
+    first, again = regions[0]["memory"], regions[1]["memory"]
+    assert first["stores"] == lines and first["loads"] == 0
+    assert first["l2_misses"] == again["l2_misses"] == lines
+    l2_lines = 1024 * 1024 // 64
+    assert first["l2_writebacks"] == lines - l2_lines  # the first pass fills the L2 first
+    assert again["l2_writebacks"] == lines
+
+
+def test_random_replacement_is_deterministic_and_keeps_part_of_a_stream_too_big_for_lru(tmp_path):
+    """2 MB streamed twice through a 1 MB L2: LRU misses every line again, random
+    replacement keeps some (and the same ones on every run: a fixed seed)."""
+    _need_tools()
+    program = tmp_path / "stream"
+    program.write_bytes(stream_program(32768, passes=2))
+    program.chmod(0o755)
+    caches = {"l1d": (32, 2, "lru"), "l2": (1024, 16, "random")}
+    runs = [counts.run_counted([str(program)], qemu_cpu="cortex-a72", cache=tmp_path,
+                               caches=caches)[0][1]["memory"] for _ in range(2)]  # fmt: skip
+    assert runs[0] == runs[1]
+    assert 0 < runs[0]["l2_misses"] < 32768
+    assert runs[0]["l1_misses"] == 32768  # the L1 stays LRU: the stream misses it all
+
+
+def test_time_model_splits_compute_over_threads_and_not_the_memory_term():
+    from liteconv.device.targets import Target
+    from liteconv.emulate.estimate import caches_of, dram_bytes, time_ms
+
+    board = Target(name="b", core="cortex-a72", qemu_cpu="cortex-a72", clock_mhz=1800,
+                   l1d_kb=32, l1d_ways=2, l2_kb=1024, l2_ways=16, dram_mb_s=6400,
+                   threads=[1, 4])  # fmt: skip
+    memory = {"l2_misses": 75_000, "l2_writebacks": 25_000}  # 6.4 MB: 1 ms at 6400 MB/s
+    assert dram_bytes(memory) == 6_400_000
+    assert time_ms(board, 1.8e6, memory) == {
+        "compute_ms": 1.0,
+        "memory_ms": 1.0,
+        "estimated_ms": 2.0,
+    }
+    assert time_ms(board, 1.8e6, memory, threads=4)["estimated_ms"] == 1.25
+    assert (
+        time_ms(dataclasses.replace(board, cycle_scale=2.0), 1.8e6, memory)["estimated_ms"] == 4.0
+    )
+    no_dram = dataclasses.replace(board, dram_mb_s=0)
+    assert time_ms(no_dram, 1.8e6, memory)["estimated_ms"] == 1.0  # no bandwidth: no term
+    assert caches_of(board) == {"l1d": (32, 2, "lru"), "l2": (1024, 16, "lru")}
+    assert caches_of(Target(name="x")) is None
+
+
+def test_target_cache_settings_are_checked():
+    from liteconv.device.targets import target_from_dict
+
+    base = {"name": "t", "core": "cortex-a72", "qemu_cpu": "cortex-a72", "clock_mhz": 1500}
+    with pytest.raises(LiteconvError, match="give all four"):
+        target_from_dict({**base, "l1d_kb": 32, "l2_kb": 1024}, "t.yaml")
+    with pytest.raises(LiteconvError, match="l2_kb = 1000 is not a whole number of 12-way sets"):
+        target_from_dict(
+            {**base, "l1d_kb": 32, "l1d_ways": 2, "l2_kb": 1000, "l2_ways": 12}, "t.yaml"
+        )
+    with pytest.raises(LiteconvError, match="dram_mb_s needs the cache sizes"):
+        target_from_dict({**base, "dram_mb_s": 4000}, "t.yaml")
+    with pytest.raises(LiteconvError, match="l2_policy"):
+        target_from_dict({**base, "l1d_kb": 32, "l1d_ways": 2, "l2_kb": 1024, "l2_ways": 16,
+                          "l2_policy": "fifo"}, "t.yaml")  # fmt: skip
 
 
 def test_plugin_output_parses_and_the_plugin_is_built_once(tmp_path):
@@ -177,6 +318,40 @@ def test_cores_differ_in_int8_kernels_not_in_fp32_and_counts_repeat(tmp_path):
     finally:
         est.counts.count_models = original
     assert [r["estimated_ms"] for r in cached] == [r["estimated_ms"] for r in pi4]
+    # the memory counts repeat too; warm caches hold this 150 KB stack: almost no DRAM
+    assert [r["memory"] for r in pi4] == [r["memory"] for r in again]
+    weights_fp32 = 4 * 9 * 32 * 32 * 4
+    assert all(0 <= r["dram_bytes"] < 0.05 * weights_fp32 for r in pi4), [r["memory"] for r in pi4]
+    assert all(r["memory_ms"] < 0.05 * r["compute_ms"] for r in pi4)
+
+
+@pytest.mark.large
+def test_weights_larger_than_the_l2_stream_from_dram_every_invoke(tmp_path):
+    """A 1024 -> 512 dense layer: 2 MB of fp32 weights do not fit the Pi 4's 1 MB L2 and
+    come from DRAM on every invoke; as int8 (0.5 MB) they stay in it."""
+    from liteconv.compat import keras
+    from liteconv.device.targets import load_target
+    from liteconv.emulate.estimate import estimate_models
+    from liteconv.export.convert import to_tflite
+
+    _need_tools()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((1024,))
+    model = keras.Model(inputs, keras.layers.Dense(512, name="fc")(inputs))
+    data = np.random.default_rng(0).uniform(size=(8, 1024)).astype("float32")
+    files = []
+    for mode in ("fp32", "int8"):
+        files.append(tmp_path / f"fc-{mode}.tflite")
+        files[-1].write_bytes(to_tflite(model, mode=mode, representative_data=data,
+                                        num_calibration=8))  # fmt: skip
+    fp32, int8 = estimate_models([str(f) for f in files], load_target("raspberry-pi-4"),
+                                 cache=tmp_path / "c", arm64_cache=ARM64_CACHE)  # fmt: skip
+    weights = 1024 * 512 * 4
+    assert fp32["check"]["passed"] and int8["check"]["passed"]
+    assert fp32["dram_bytes"] >= 0.5 * weights, fp32["memory"]
+    assert int8["dram_bytes"] < 0.1 * weights, int8["memory"]
+    assert fp32["memory_ms"] > int8["memory_ms"]
+    assert fp32["estimated_ms_threads"]["4"] < fp32["estimated_ms"]  # compute splits
 
 
 def _small_cnn():

@@ -241,7 +241,7 @@ def estimate_models_on(items: list[tuple[object, object]], mode: str, target, *,
                        cache: str | Path = ".cache/emulate", echo=print) -> list[dict]:  # fmt: skip
     """``time_models`` for a board that is not here: each ``(keras_model, calibration)``
     converted alike, then estimated on ``target``'s core (``liteconv.emulate``: qemu
-    instruction counts and llvm-mca cycles at its clock, 1 thread); ``{"p50_ms"}`` holds
+    instruction counts, llvm-mca cycles at its clock and its DRAM term, 1 thread); ``{"p50_ms"}`` holds
     the *estimated* ms. A model whose emulated outputs differ from the host's is an error
     (no estimate would be honest)."""
     from liteconv.emulate.estimate import estimate_models
@@ -261,7 +261,7 @@ def estimate_models_on(items: list[tuple[object, object]], mode: str, target, *,
 def emulated_profile(model, *, calibration: np.ndarray, target, modes=("fp32", "int8"),
                      cache: str | Path = ".cache/emulate", echo=print) -> dict:  # fmt: skip
     """``profile_model`` on ``target``'s emulated core: every block, the whole model and
-    the one-RELU model estimated (not timed; 1 thread, no memory term), summarised alike
+    the one-RELU model estimated (not timed; 1 thread, with the board's DRAM term), summarised alike
     (the per-invoke cost is the one-RELU model's estimate). Each result carries
     ``emulated`` (target, core, clock, runtime)."""
     from liteconv.emulate.estimate import EMULATED_RUNTIME

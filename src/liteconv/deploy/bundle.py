@@ -60,26 +60,29 @@ ai-edge-litert
 
 def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str]:
     """The README section on what this board should show, estimated by emulating its core."""
+    most = max(target.threads)
+    memory = (f", DRAM traffic from its caches' model at {target.dram_mb_s:g} MB/s"
+              if target.dram_mb_s else ", no memory term (no dram_mb_s for this target)")  # fmt: skip
     lines = [
         "## What to expect on this board (estimated, not measured)",
         "",
         f"Emulated on the host before bundling: {target.core} at {target.clock_mhz:g} MHz "
-        f"(qemu -cpu {target.qemu_cpu}, {estimates[0]['runtime']}; instruction counts and "
-        f"llvm-mca cycles, no memory term, scale {target.cycle_scale:g}). One thread; "
-        "`bench.py` measures what the board really does — compare the two.",
+        f"(qemu -cpu {target.qemu_cpu}, {estimates[0]['runtime']}; instruction counts, "
+        f"llvm-mca cycles{memory}, constant {target.cycle_scale:g}: "
+        f"{target.cycle_scale_source}). `bench.py` measures what the board really does — "
+        "compare the two.",
         "",
-        "| model | mode | instructions / invoke | estimated ms (1 thread) |",
-        "| --- | --- | ---: | ---: |",
+        f"| model | mode | instructions / invoke | DRAM traffic / invoke | estimated ms (1 thread) "
+        f"| estimated ms ({most} threads) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for m, e in zip(models, estimates):
-        ms = (
-            "outputs differ: no estimate"
-            if e["estimated_ms"] is None
-            else f"{e['estimated_ms']:.4f}"
-        )
-        lines.append(
-            f"| {m['name']} | {m['mode']} | {e['instructions_per_invoke'] / 1e6:.2f} M | {ms} |"
-        )
+        many = e["estimated_ms_threads"].get(str(most))
+        ms = ("outputs differ: no estimate | " if e["estimated_ms"] is None
+              else f"{e['estimated_ms']:.4f} | {many:.4f}")  # fmt: skip
+        traffic = f"{e['dram_bytes'] / 1e6:.2f} MB" if e.get("memory") else "not modelled"
+        lines.append(f"| {m['name']} | {m['mode']} | {e['instructions_per_invoke'] / 1e6:.2f} M "
+                     f"| {traffic} | {ms} |")  # fmt: skip
     return [*lines, ""]
 
 

@@ -42,7 +42,14 @@ class Target:
     qemu_cpu: str = ""
     clock_mhz: float = field(default=0.0, metadata=check(0))
     l1d_kb: int = field(default=0, metadata=check(0))
-    l2_kb: int = field(default=0, metadata=check(0))
+    l1d_ways: int = field(default=0, metadata=check(0))
+    l2_kb: int = field(default=0, metadata=check(0))  # the last level before DRAM
+    l2_ways: int = field(default=0, metadata=check(0))
+    l1d_policy: Literal["lru", "random"] = "lru"  # replacement, as the core's TRM gives it
+    l2_policy: Literal["lru", "random"] = "lru"
+    l2_policy_source: str = ""
+    dram_mb_s: float = field(default=0.0, metadata=check(0))  # sustained, e.g. STREAM copy
+    dram_source: str = ""
     cycle_scale: float = field(default=1.0, metadata=check(0, exclusive_min=True))
     cycle_scale_source: str = ""
     emulation_notes: str = ""
@@ -63,6 +70,20 @@ def target_from_dict(data, source: str) -> Target:
         raise LiteconvError(f"{source}: cores: expected non-negative integers")
     if not target.xnnpack:
         raise LiteconvError(f"{source}: xnnpack: expected a list of true/false")
+    caches = (target.l1d_kb, target.l1d_ways, target.l2_kb, target.l2_ways)
+    if any(caches) and not all(caches):
+        raise LiteconvError(f"{source}: l1d_kb, l1d_ways, l2_kb, l2_ways: give all four (the "
+                            "emulated cache model) or none")  # fmt: skip
+    for n, kb, ways in (
+        ("l1d", target.l1d_kb, target.l1d_ways),
+        ("l2", target.l2_kb, target.l2_ways),
+    ):
+        if kb and (kb * 1024 // 64) % ways:
+            raise LiteconvError(f"{source}: {n}_kb = {kb} is not a whole number of {ways}-way "
+                                "sets of 64-byte lines")  # fmt: skip
+    if target.dram_mb_s and not all(caches):
+        raise LiteconvError(f"{source}: dram_mb_s needs the cache sizes (l1d_kb, l1d_ways, "
+                            "l2_kb, l2_ways) to count the memory traffic")  # fmt: skip
     return target
 
 

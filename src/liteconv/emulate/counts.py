@@ -30,9 +30,13 @@ from liteconv.emulate.tools import build_plugin, qemu_user
 GUEST = Path(__file__).with_name("guest.py")
 
 
+MEMORY_FIELDS = ("loads", "stores", "l1_misses", "l2_misses", "l2_writebacks")
+
+
 def parse_plugin_output(text: str) -> tuple[dict[int, dict], int | None]:
     """``({region: {"instructions": N, "blocks": [(vaddr, n_insns, runs, bytes)]}}, total)``
-    from the plugin's output file."""
+    from the plugin's output file; with the cache model a region also has ``memory``
+    (``MEMORY_FIELDS``: accesses, L1D misses, last-level misses and dirty write-backs)."""
     regions: dict[int, dict] = {}
     total, current = None, None
     for line in text.splitlines():
@@ -42,6 +46,8 @@ def parse_plugin_output(text: str) -> tuple[dict[int, dict], int | None]:
         if parts[0] == "region":
             current = {"instructions": int(parts[2]), "blocks": []}
             regions[int(parts[1])] = current
+        elif parts[0] == "mem" and current is not None:
+            current["memory"] = dict(zip(MEMORY_FIELDS, map(int, parts[1:])))
         elif parts[0] == "tb" and current is not None:
             code = bytes.fromhex(parts[4]) if len(parts) > 4 else b""
             current["blocks"].append((int(parts[1], 16), int(parts[2]), int(parts[3]), code))
@@ -50,15 +56,26 @@ def parse_plugin_output(text: str) -> tuple[dict[int, dict], int | None]:
     return regions, total
 
 
+def plugin_args(caches: dict | None) -> str:
+    """The plugin's cache-model arguments for ``caches`` (``{"l1d": (KB, WAYS[, POLICY]),
+    "l2": (KB, WAYS[, POLICY])}``, POLICY ``lru`` or ``random``; None: instructions only)."""
+    if not caches:
+        return ""
+    return "".join(
+        f",{level}=" + ":".join(map(str, spec)) for level, spec in sorted(caches.items())
+    )
+
+
 def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None = None,
-                timeout: float = 3600) -> tuple[dict[int, dict], int | None]:  # fmt: skip
+                caches: dict | None = None, timeout: float = 3600) -> tuple[dict[int, dict], int | None]:  # fmt: skip
     """Run an aarch64 program (``argv[0]``, with ``-L root`` for a dynamic one) under the
-    counting plugin; returns ``parse_plugin_output`` of what it counted."""
+    counting plugin (and its cache model when ``caches`` is given, see ``plugin_args``);
+    returns ``parse_plugin_output`` of what it counted."""
     qemu = qemu_user()
     plugin = build_plugin(cache)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "counts.txt"
-        cmd = [qemu, "-cpu", qemu_cpu, "-plugin", f"{plugin},out={out}", *argv]
+        cmd = [qemu, "-cpu", qemu_cpu, "-plugin", f"{plugin},out={out}{plugin_args(caches)}", *argv]
         if shutil.which("setarch"):  # no address randomisation: allocator paths repeat
             cmd = ["setarch", platform.machine(), "-R", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -70,9 +87,11 @@ def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None
 
 
 def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, cache: Path,
-                 arm64_cache: Path, invokes: int = 2, warmup: int = 1) -> list[dict]:  # fmt: skip
-    """Per model: ``instructions_per_invoke``, the executed ``blocks`` (per invoke) and the
-    emulated ``output`` (for the check against the host's)."""
+                 arm64_cache: Path, invokes: int = 2, warmup: int = 1,
+                 caches: dict | None = None) -> list[dict]:  # fmt: skip
+    """Per model: ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
+    emulated ``output`` (for the check against the host's) and, with ``caches``, the
+    ``memory`` counts per invoke (the warm-up invokes fill the caches uncounted)."""
     arm64.preflight(arm64_cache)
     root = arm64.ensure_rootfs(Path(arm64_cache).resolve())
     site = arm64.ensure_wheels(Path(arm64_cache).resolve())
@@ -88,7 +107,7 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
         env.update(PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
         regions, _ = run_counted(
             ["-L", str(root), str(root / arm64.PYTHON), str(GUEST), str(Path(tmp) / "spec.json")],
-            qemu_cpu=qemu_cpu, cache=cache, env=env,
+            qemu_cpu=qemu_cpu, cache=cache, env=env, caches=caches,
         )  # fmt: skip
         outputs = np.load(spec["outputs"])
         results = []
@@ -102,4 +121,6 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
                 "blocks": [(v, n, runs / invokes, code) for v, n, runs, code in region["blocks"]],
                 "output": outputs[f"m{i}"],
             })  # fmt: skip
+            if "memory" in region:
+                results[-1]["memory"] = {k: v / invokes for k, v in region["memory"].items()}
         return results

@@ -2,11 +2,19 @@
 
 For each model: inputs drawn from a fixed seed (the same on the host), instructions per
 invoke counted under ``qemu-aarch64 -cpu <target.qemu_cpu>``, cycles from llvm-mca's
-``<target.core>`` model, milliseconds at ``target.clock_mhz`` times ``target.cycle_scale``.
-An estimate counts only if the emulated outputs match the host's (the bundle check's
-tolerances); otherwise the record says so and carries no estimate. Every figure is an
-estimate: the emulated runtime is ai-edge-litert 2.0.2 (older than the host's), and the
-cycle model has no cache or memory term yet.
+``<target.core>`` model, and, where the target gives its caches, every load and store run
+through a model of its L1D and last-level cache (``count.c``): the lines read from DRAM
+and written back to it per invoke. The time (``time_ms``):
+
+    ms(T threads) = cycle_scale × (cycles / clock / T + DRAM bytes / dram_mb_s)
+
+compute split over T threads (XNNPACK parallelises every operator it runs), memory not
+(the board's DRAM is shared; ``dram_mb_s`` is its sustained bandwidth, with its source in
+the target YAML). The terms add: llvm-mca assumes every load hits L1, so the cycles carry
+no miss time for the traffic term to overlap with. An estimate counts only if the emulated
+outputs match the host's (the bundle check's tolerances); otherwise the record says so and
+carries no estimate. Every figure is an estimate: the emulated runtime is ai-edge-litert
+2.0.2 (older than the host's).
 
 Example:
     >>> records = estimate_models(["fp32.tflite"], load_target("raspberry-pi-4"))
@@ -28,7 +36,33 @@ from liteconv.emulate import counts, cycles, tools
 from liteconv.emulate.tools import PLUGIN_SOURCE
 
 EMULATED_RUNTIME = "ai-edge-litert 2.0.2 (aarch64, under qemu-user 7.2)"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+
+def caches_of(target: Target) -> dict | None:
+    """The plugin's cache model for ``target`` (None when its YAML gives no caches)."""
+    if not (target.l1d_kb and target.l1d_ways and target.l2_kb and target.l2_ways):
+        return None
+    return {
+        "l1d": (target.l1d_kb, target.l1d_ways, target.l1d_policy),
+        "l2": (target.l2_kb, target.l2_ways, target.l2_policy),
+    }
+
+
+def dram_bytes(memory: dict | None) -> float:
+    """Bytes moved between the last-level cache and DRAM per invoke (64-byte lines read
+    and dirty lines written back)."""
+    return 64.0 * (memory["l2_misses"] + memory["l2_writebacks"]) if memory else 0.0
+
+
+def time_ms(target: Target, cycles: float, memory: dict | None, threads: int = 1) -> dict:
+    """``{"compute_ms", "memory_ms", "estimated_ms"}`` on ``target`` at ``threads`` (see the
+    module docstring; ``memory_ms`` is 0 for a target without ``dram_mb_s``)."""
+    compute = cycles / (target.clock_mhz * 1e3)
+    memory_ms = dram_bytes(memory) / (target.dram_mb_s * 1e3) if target.dram_mb_s else 0.0
+    total = target.cycle_scale * (compute / threads + memory_ms)
+    return {"compute_ms": round(compute / threads, 4), "memory_ms": round(memory_ms, 4),
+            "estimated_ms": round(total, 4)}  # fmt: skip
 
 
 def host_reference(path: str | Path, seed: int = 0) -> dict:
@@ -47,9 +81,13 @@ def host_reference(path: str | Path, seed: int = 0) -> dict:
 def _key(path: Path, target: Target) -> str:
     digest = hashlib.sha256(path.read_bytes())
     digest.update(PLUGIN_SOURCE.read_bytes())
-    digest.update(json.dumps([CACHE_VERSION, target.core, target.qemu_cpu,
+    digest.update(json.dumps([CACHE_VERSION, target.core, target.qemu_cpu, caches_of(target),
                               tools.llvm_mca_version()]).encode())  # fmt: skip
     return digest.hexdigest()[:24]
+
+
+# What the cache keeps: the counts, not the times (those follow from the target's YAML).
+STORED = ("instructions_per_invoke", "estimated_cycles", "cycle_model", "memory", "check")
 
 
 def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
@@ -57,16 +95,23 @@ def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
     if counted is not None:
         cyc, detail = cycles.estimate_cycles(counted["blocks"], target.core)
         base = {"instructions_per_invoke": round(counted["instructions_per_invoke"]),
-                "estimated_cycles": round(cyc), "cycle_model": detail}  # fmt: skip
-    ms = base["estimated_cycles"] * target.cycle_scale / (target.clock_mhz * 1e3)
-    return {**base, "estimated_ms": round(ms, 4)}
+                "estimated_cycles": round(cyc), "cycle_model": detail,
+                "memory": counted.get("memory")}  # fmt: skip
+    memory = base.get("memory")
+    one = time_ms(target, base["estimated_cycles"], memory)
+    threads = {str(t): time_ms(target, base["estimated_cycles"], memory, t)["estimated_ms"]
+               for t in sorted(set(target.threads) | {1})}  # fmt: skip
+    return {**base, "dram_bytes": round(dram_bytes(memory)), **one, "estimated_ms_threads": threads}
 
 
 def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".cache/emulate",
                     arm64_cache: str | Path = ".cache/arm64", echo=print) -> list[dict]:  # fmt: skip
     """One record per model: ``target``, ``core``, ``instructions_per_invoke``,
-    ``estimated_cycles``, ``estimated_ms`` (1 thread), ``check`` (emulated vs host outputs);
-    ``estimated_ms`` is ``None`` when the outputs do not match."""
+    ``estimated_cycles``, ``memory`` (per-invoke accesses, misses, write-backs; None without
+    a cache model), ``dram_bytes``, ``compute_ms``, ``memory_ms``, ``estimated_ms`` (1
+    thread), ``estimated_ms_threads`` (``{"T": ms}`` for the target's thread counts) and
+    ``check`` (emulated vs host outputs); the estimates are ``None`` when the outputs do
+    not match."""
     if not target.core or not target.qemu_cpu or not target.clock_mhz:
         raise LiteconvError(
             f"target {target.name}: no core/qemu_cpu/clock_mhz for emulation; add them to its "
@@ -91,7 +136,8 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".
              "for these files: up to a few minutes)")  # fmt: skip
         results = counts.count_models([str(paths[i]) for i in todo], [refs[i]["input"] for i in todo],
                                       qemu_cpu=target.qemu_cpu, cache=cache,
-                                      arm64_cache=Path(arm64_cache))  # fmt: skip
+                                      arm64_cache=Path(arm64_cache),
+                                      caches=caches_of(target))  # fmt: skip
         counted = dict(zip(todo, results))
     records = []
     for i, path in enumerate(paths):
@@ -101,14 +147,15 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".
             check = compare_outputs(emulated, ref["output"], ref["step"])
             entry = _record(target, counted[i], None)
             entry["check"] = {k: check[k] for k in ("passed", "max_abs_diff", "tolerance")}
-            atomic_write_json(cache / f"{keys[i]}.json",
-                              {k: v for k, v in entry.items() if k != "estimated_ms"})  # fmt: skip
+            atomic_write_json(cache / f"{keys[i]}.json", {k: entry[k] for k in STORED})
         else:
             entry = _record(target, None, cached[keys[i]])
         if not entry["check"]["passed"]:
             entry["estimated_ms"] = None  # outputs differ: not a faithful run of the model
+            entry["estimated_ms_threads"] = {t: None for t in entry["estimated_ms_threads"]}
         records.append({"file": str(path), "target": target.name, "core": target.core,
                         "qemu_cpu": target.qemu_cpu, "clock_mhz": target.clock_mhz,
-                        "cycle_scale": target.cycle_scale, "runtime": EMULATED_RUNTIME,
+                        "cycle_scale": target.cycle_scale, "dram_mb_s": target.dram_mb_s,
+                        "runtime": EMULATED_RUNTIME,
                         **entry})  # fmt: skip
     return records
