@@ -483,3 +483,36 @@ def test_bundle_readme_says_what_to_expect_on_the_board(exported_run, tmp_path):
     for rec in estimate_models([str(f) for f in files], load_target("raspberry-pi-5"),
                                cache=tmp_path / "c"):  # fmt: skip
         assert f"| {rec['estimated_ms']:.4f} |" in readme
+
+
+def test_study_fits_one_constant_at_the_published_threads_and_reports_each_residual(monkeypatch):
+    """The validation's arithmetic on made-up estimates: the board's YAML constant is set
+    aside (1), the 4-thread figure is compared, the constant is the geometric mean of
+    published ÷ estimated and every ratio's error is estimated ÷ published − 1."""
+    from pathlib import Path
+
+    from liteconv.bench import emulation
+    from liteconv.device.targets import load_target
+
+    seen = []
+
+    def fake(models, target, **_k):
+        seen.append(target.cycle_scale)
+        ms = {"a": 10.0, "b": 5.0}
+        return [{"file": m, "estimated_ms": 99.0,
+                 "estimated_ms_threads": {"4": ms[Path(m).stem.split("-")[0]]},
+                 "check": {"passed": True}} for m in models]  # fmt: skip
+
+    monkeypatch.setattr(emulation, "estimate_models", fake)
+    monkeypatch.setitem(emulation.PUBLISHED, "raspberry-pi-4", {"fp32": {"a": 40, "b": 10}})
+    files = {("a", "fp32"): Path("a-fp32.tflite"), ("b", "fp32"): Path("b-fp32.tflite")}
+    board = emulation._board_rows("raspberry-pi-4", load_target("raspberry-pi-4"), files,  # noqa: SLF001
+                                  list(files), ".cache/x", print)  # fmt: skip
+    assert seen == [1.0]  # the YAML's fitted constant is not used to fit itself
+    assert board["fitted_constant"] == pytest.approx((40 / 10 * 10 / 5) ** 0.5, rel=1e-4)
+    (ratio,) = board["ratios"]
+    assert ratio["estimated"] == 2.0 and ratio["published"] == 4.0 and ratio["error"] == -0.5
+    errors = [r["absolute_error"] for r in board["rows"]]
+    assert errors[0] == pytest.approx(-errors[1] / (1 + errors[1]), abs=1e-3)  # symmetric fit
+    with pytest.raises(LiteconvError, match="no published figures for raspberry-pi-5"):
+        emulation.emulation_study("/tmp/none", boards=["raspberry-pi-5"])
