@@ -32,29 +32,6 @@ SVC = 0xD4000001
 MARK = [_movn(0, 7420)]  # x0 = -7421, the plugin's marker descriptor
 
 
-def loop_program(n: int) -> bytes:
-    """A static aarch64 ELF: mark start, count x1 = n down (3 instructions a turn), mark
-    stop, exit. The region holds 1 + 3n + 4 instructions; the whole run 3n + 12."""
-    code = [*MARK, _movz(2, 16), _movz(8, 64), SVC,  # write(-7421, _, 16): region 0 starts
-            _movz(1, n),
-            0x91000463,  # add x3, x3, #1
-            0xF1000421,  # subs x1, x1, #1
-            0x54000000 | (((-2) & 0x7FFFF) << 5) | 1,  # b.ne back to the add
-            *MARK, _movz(2, 1), _movz(8, 64), SVC,  # write(-7421, _, 1): region ends
-            _movz(8, 93), _movz(0, 0), SVC]  # exit(0)  # fmt: skip
-    body = b"".join(struct.pack("<I", c) for c in code)
-    base, header = 0x400000, 64 + 56
-    size = header + len(body)
-    elf = (
-        b"\x7fELF"
-        + bytes([2, 1, 1, 0])
-        + bytes(8)
-        + struct.pack("<HHIQQQIHHHHHH", 2, 183, 1, base + header, 64, 0, 0, 64, 56, 1, 64, 0, 0)
-    )
-    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)  # R+X, one LOAD
-    return elf + phdr + body  # fmt: skip
-
-
 def _movz_hi(rd: int, imm: int) -> int:  # movz xd, #imm, lsl #16
     return 0xD2A00000 | (imm << 5) | rd
 
@@ -63,6 +40,8 @@ BUFFER = 0x1000000  # the streaming program's zero-filled buffer (a second, writ
 
 
 def _elf(code: list[int], bss: int = 0) -> bytes:
+    """A static aarch64 ELF running ``code`` (one R+X LOAD), with ``bss`` zero bytes at
+    ``BUFFER`` when given."""
     body = b"".join(struct.pack("<I", c) for c in code)
     base, header = 0x400000, 64 + 56 * (2 if bss else 1)
     size = header + len(body)
@@ -77,6 +56,19 @@ def _elf(code: list[int], bss: int = 0) -> bytes:
     if bss:  # R+W, nothing from the file: bss bytes of zeros at BUFFER
         phdr += struct.pack("<IIQQQQQQ", 1, 6, 0, BUFFER, BUFFER, 0, bss, 0x1000)
     return elf + phdr + body
+
+
+def loop_program(n: int) -> bytes:
+    """A static aarch64 ELF: mark start, count x1 = n down (3 instructions a turn), mark
+    stop, exit. The region holds 1 + 3n + 4 instructions; the whole run 3n + 12."""
+    code = [*MARK, _movz(2, 16), _movz(8, 64), SVC,  # write(-7421, _, 16): region 0 starts
+            _movz(1, n),
+            0x91000463,  # add x3, x3, #1
+            0xF1000421,  # subs x1, x1, #1
+            0x54000000 | (((-2) & 0x7FFFF) << 5) | 1,  # b.ne back to the add
+            *MARK, _movz(2, 1), _movz(8, 64), SVC,  # write(-7421, _, 1): region ends
+            _movz(8, 93), _movz(0, 0), SVC]  # exit(0)  # fmt: skip
+    return _elf(code)
 
 
 def stream_program(lines: int, passes: int, store: bool = False) -> bytes:
@@ -507,7 +499,7 @@ def test_study_fits_one_constant_at_the_published_threads_and_reports_each_resid
     monkeypatch.setitem(emulation.PUBLISHED, "raspberry-pi-4", {"fp32": {"a": 40, "b": 10}})
     files = {("a", "fp32"): Path("a-fp32.tflite"), ("b", "fp32"): Path("b-fp32.tflite")}
     board = emulation._board_rows("raspberry-pi-4", load_target("raspberry-pi-4"), files,  # noqa: SLF001
-                                  list(files), ".cache/x", print)  # fmt: skip
+                                  ".cache/x", print)  # fmt: skip
     assert seen == [1.0]  # the YAML's fitted constant is not used to fit itself
     assert board["fitted_constant"] == pytest.approx((40 / 10 * 10 / 5) ** 0.5, rel=1e-4)
     (ratio,) = board["ratios"]

@@ -90,19 +90,28 @@ def _fit(rows: list[dict]) -> float:
     return math.exp(sum(logs) / len(logs)) if logs else float("nan")
 
 
-def _board_rows(board: str, target, files: dict, keys: list, cache: str, echo) -> dict:
-    """Estimates of ``keys`` on ``target`` (constant 1) at the published thread count, the
-    fitted constant, calibrated residuals and ratios."""
-    threads = str(max(target.threads))
+def _estimated_rows(target, files: dict, published: dict, threads: int, cache: str,
+                    echo) -> list[dict]:  # fmt: skip
+    """One row per ``(model, mode)`` of ``files`` that ``published`` (``{mode: {model: ms}}``)
+    has: estimated on ``target`` with its constant set aside (1), ``estimated_ms`` at
+    ``threads``, beside ``published_ms``."""
+    keys = [k for k in files if k[0] in published.get(k[1], {})]
     raw = dataclasses.replace(target, cycle_scale=1.0)
     estimates = estimate_models([str(files[k]) for k in keys], raw, cache=cache, echo=echo)
-    rows = []
-    for k, e in zip(keys, estimates):
-        rows.append({"board": board, "model": k[0], "mode": k[1],
-                     "published_ms": PUBLISHED[board][k[1]][k[0]], **e,
-                     "estimated_ms_1_thread": e["estimated_ms"],
-                     "estimated_ms": e["estimated_ms_threads"][threads],
-                     "threads": int(threads)})  # fmt: skip
+    return [{"model": k[0], "mode": k[1], "published_ms": published[k[1]][k[0]], **e,
+             "estimated_ms_1_thread": e["estimated_ms"],
+             "estimated_ms": e["estimated_ms_threads"][str(threads)], "threads": threads}
+            for k, e in zip(keys, estimates)]  # fmt: skip
+
+
+def _board_rows(board: str, target, files: dict, cache: str, echo) -> dict:
+    """Estimates on ``target`` at the published thread count, the fitted constant,
+    calibrated residuals, ratios and the worst of each (``summary``)."""
+    threads = max(target.threads)
+    rows = [
+        {"board": board, **r}
+        for r in _estimated_rows(target, files, PUBLISHED[board], threads, cache, echo)
+    ]
     scale = _fit(rows)
     for r in rows:
         r["file"] = Path(r["file"]).name
@@ -111,30 +120,29 @@ def _board_rows(board: str, target, files: dict, keys: list, cache: str, echo) -
         )
         r["absolute_error"] = (None if r["calibrated_ms"] is None
                                else round(r["calibrated_ms"] / r["published_ms"] - 1, 4))  # fmt: skip
-    return {"board": board, "core": target.core, "clock_mhz": target.clock_mhz,
-            "threads": int(threads), "l2_policy": target.l2_policy,
+    result = {"board": board, "core": target.core, "clock_mhz": target.clock_mhz,
+            "threads": threads, "l2_policy": target.l2_policy,
             "dram_mb_s": target.dram_mb_s, "dram_source": target.dram_source,
             "caches": f"L1D {target.l1d_kb} KB {target.l1d_ways}-way {target.l1d_policy}, "
                       f"last level {target.l2_kb} KB {target.l2_ways}-way {target.l2_policy}",
             "fitted_constant": round(scale, 4), "yaml_constant": target.cycle_scale,
             "rows": rows, "ratios": _ratios(rows)}  # fmt: skip
+    return {**result, "summary": _summary(result)}
 
 
 def _single_thread(files: dict, cache: str, echo) -> dict:
     """One-thread model-to-model ratios on the stand-in core against ``SINGLE_THREAD``:
     whether what the 4-thread comparison misses comes from the threads."""
-    target = dataclasses.replace(load_target(SINGLE_THREAD["target"]), cycle_scale=1.0)
-    keys = [k for k in files if k[1] == "fp32" and k[0] in SINGLE_THREAD["fp32"]]
-    estimates = estimate_models([str(files[k]) for k in keys], target, cache=cache, echo=echo)
-    rows = [{"model": k[0], "mode": "fp32", "published_ms": SINGLE_THREAD["fp32"][k[0]],
-             "estimated_ms": e["estimated_ms"]} for k, e in zip(keys, estimates)]  # fmt: skip
+    target = load_target(SINGLE_THREAD["target"])
+    rows = _estimated_rows(target, files, {"fp32": SINGLE_THREAD["fp32"]}, 1, cache, echo)
+    rows = [{k: r[k] for k in ("model", "mode", "published_ms", "estimated_ms")} for r in rows]
     return {"board": SINGLE_THREAD["board"], "target": target.name, "core": target.core,
             "source": SINGLE_THREAD["source"], "rows": rows, "ratios": _ratios(rows)}  # fmt: skip
 
 
 def _summary(board: dict) -> dict:
-    """The worst residual of each kind, for the sensitivity table."""
-    worst = {}
+    """The worst residual of each kind and the fitted constant, for the sensitivity table."""
+    worst = {"fitted_constant": board["fitted_constant"]}
     for kind, items in (("model ÷ model", [x for x in board["ratios"] if x["goal"] == 0.10]),
                         ("fp32 ÷ int8", [x for x in board["ratios"] if x["goal"] == 0.20])):  # fmt: skip
         worst[kind] = max((abs(x["error"]) for x in items), default=None)
@@ -196,16 +204,13 @@ def emulation_study(out: str | Path, *, boards=("raspberry-pi-4", "raspberry-pi-
         files = _convert(Path(tmp), list(models), echo)
         for board in boards:
             target = load_target(board)
-            keys = [k for k in files if k[0] in PUBLISHED[board].get(k[1], {})]
-            result = _board_rows(board, target, files, keys, cache, echo)
-            result["sensitivity"] = {target.l2_policy: _summary(result)}
+            result = _board_rows(board, target, files, cache, echo)
+            result["sensitivity"] = {target.l2_policy: result.pop("summary")}
             if sensitivity and target.l2_kb:
                 other = "lru" if target.l2_policy == "random" else "random"
                 alt = _board_rows(board, dataclasses.replace(target, l2_policy=other), files,
-                                  keys, cache, echo)  # fmt: skip
-                result["sensitivity"][other] = {**_summary(alt),
-                                                "fitted_constant": alt["fitted_constant"]}  # fmt: skip
-            result["sensitivity"][target.l2_policy]["fitted_constant"] = result["fitted_constant"]
+                                  cache, echo)  # fmt: skip
+                result["sensitivity"][other] = alt["summary"]
             results.append(result)
         single = _single_thread(files, cache, echo)
         cnns = cnn_speed_per_target(Path(tmp), cache=cache, echo=echo)
@@ -259,6 +264,13 @@ LIMITS = [
 ]
 
 
+def _ratio_table(ratios: list[dict]) -> str:
+    return format_table(["ratio", "estimated", "published", "error", "goal", "met"],
+                        [[x["kind"], x["estimated"], x["published"], f"{100 * x['error']:+.1f} %",
+                          f"±{100 * x['goal']:.0f} %", abs(x["error"]) <= x["goal"]]
+                         for x in ratios], markdown=True)  # fmt: skip
+
+
 def _markdown(doc: dict) -> str:
     parts = ["# Emulated latency against published board figures", "",
              f"Published: {doc['source']}. Estimated: {doc['runtime']}; instructions counted "
@@ -285,11 +297,7 @@ def _markdown(doc: dict) -> str:
                                  r["estimated_ms"], r["calibrated_ms"], r["published_ms"],
                                  "" if r["absolute_error"] is None else f"{100 * r['absolute_error']:+.1f} %",
                                  r["check"]["passed"]] for r in b["rows"]], markdown=True),
-                  "", format_table(["ratio", "estimated", "published", "error", "goal", "met"],
-                                   [[x["kind"], x["estimated"], x["published"],
-                                     f"{100 * x['error']:+.1f} %", f"±{100 * x['goal']:.0f} %",
-                                     abs(x["error"]) <= x["goal"]] for x in b["ratios"]],
-                                   markdown=True), ""]  # fmt: skip
+                  "", _ratio_table(b["ratios"]), ""]  # fmt: skip
         sens = b.get("sensitivity", {})
         if len(sens) > 1:
             pct = lambda v: "" if v is None else f"{100 * v:.1f} %"  # noqa: E731
@@ -309,11 +317,7 @@ def _markdown(doc: dict) -> str:
                   f"Published: {single['source']}. Ratios only (a stand-in core, no DRAM "
                   "term): if the one-thread ratios hold where the 4-thread ones miss, what "
                   "misses comes from the threads.", "",
-                  format_table(["ratio", "estimated", "published", "error", "goal", "met"],
-                               [[x["kind"], x["estimated"], x["published"],
-                                 f"{100 * x['error']:+.1f} %", f"±{100 * x['goal']:.0f} %",
-                                 abs(x["error"]) <= x["goal"]] for x in single["ratios"]],
-                               markdown=True), ""]  # fmt: skip
+                  _ratio_table(single["ratios"]), ""]  # fmt: skip
     parts += ["## What limits it", "", *[f"- {x}" for x in LIMITS], ""]
     cols = ["host", *CNN_TARGETS]
     parts += ["## The three CNNs (28×28×1) per target: host measured, targets estimated", "",

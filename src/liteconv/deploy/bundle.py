@@ -60,15 +60,15 @@ ai-edge-litert
 
 def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str]:
     """The README section on what this board should show, estimated by emulating its core."""
+    from liteconv.emulate.estimate import describe_memory
+
     most = max(target.threads)
-    memory = (f", DRAM traffic from its caches' model at {target.dram_mb_s:g} MB/s"
-              if target.dram_mb_s else ", no memory term (no dram_mb_s for this target)")  # fmt: skip
     lines = [
         "## What to expect on this board (estimated, not measured)",
         "",
         f"Emulated on the host before bundling: {target.core} at {target.clock_mhz:g} MHz "
         f"(qemu -cpu {target.qemu_cpu}, {estimates[0]['runtime']}; instruction counts, "
-        f"llvm-mca cycles{memory}, constant {target.cycle_scale:g}: "
+        f"llvm-mca cycles, {describe_memory(target)}, constant {target.cycle_scale:g}: "
         f"{target.cycle_scale_source}). `bench.py` measures what the board really does — "
         "compare the two.",
         "",

@@ -22,8 +22,9 @@
  * through a set-associative, write-back, write-allocate L1 data cache and a last-level
  * cache behind it, 64-byte lines, indexed by virtual address. POLICY is the replacement:
  * lru (the default) or random (an empty way first, else a way drawn by a xorshift
- * generator with a fixed seed: the same accesses give the same misses on every host). L2_MISSES are lines read from memory,
- * L2_WRITEBACKS dirty lines written back to it: together the DRAM traffic. MARK_WARM
+ * generator with a fixed seed: the same accesses give the same misses on every host).
+ * L2_MISSES are lines read from memory, L2_WRITEBACKS dirty lines written back to it:
+ * together the DRAM traffic. MARK_WARM
  * turns the model on without counting (a warm-up invoke fills the caches as on a board);
  * MARK_START turns it on too; it stays on until the run ends.
  *

@@ -49,6 +49,14 @@ def caches_of(target: Target) -> dict | None:
     }
 
 
+def describe_memory(target: Target) -> str:
+    """How the memory term of ``target``'s estimates is made, in words (for every table)."""
+    if not target.dram_mb_s:
+        return "no memory term (the target YAML gives no dram_mb_s)"
+    return (f"DRAM traffic from a {target.l1d_kb} KB L1D + {target.l2_kb} KB last-level cache "
+            f"model at {target.dram_mb_s:g} MB/s")  # fmt: skip
+
+
 def dram_bytes(memory: dict | None) -> float:
     """Bytes moved between the last-level cache and DRAM per invoke (64-byte lines read
     and dirty lines written back)."""

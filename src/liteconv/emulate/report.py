@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
-from liteconv.emulate.estimate import EMULATED_RUNTIME, estimate_models, time_ms
+from liteconv.emulate.estimate import (
+    EMULATED_RUNTIME,
+    describe_memory,
+    estimate_models,
+    time_ms,
+)
 
 
 def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
@@ -63,9 +68,7 @@ def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
 
 def estimate_title(target) -> str:
     """One line saying how the estimates for ``target`` were made (above every table)."""
-    memory = (f"DRAM traffic from a {target.l1d_kb} KB L1D + {target.l2_kb} KB last-level cache "
-              f"model at {target.dram_mb_s:g} MB/s" if target.dram_mb_s
-              else "no memory term (the target YAML gives no dram_mb_s)")  # fmt: skip
+    memory = describe_memory(target)
     return (
         f"**Estimated** on {target.name}: {target.core} at {target.clock_mhz:g} MHz (qemu "
         f"-cpu {target.qemu_cpu}, {EMULATED_RUNTIME}; cycles from llvm-mca, {memory}; scale "
