@@ -1,11 +1,13 @@
-"""kill -9 a liteconv command the moment it is writing a file, then look at what is left.
+"""kill -9 a liteconv command inside a chosen write, then look at what is left.
 
-A command is started in its own process group; the folders it writes are polled, and the
-instant the n-th temporary file (``.*.tmp*``, what the atomic writers write before their
-rename) appears, the whole group is killed with SIGKILL. So the kill falls inside a write
-(or, for a small file, at most a rename later) whatever the machine's load, unlike a kill
-after a fixed time. What is left is then described: the temporaries, and every final
-file with whether it is whole.
+The kill is injected, not raced: the command runs with ``LITECONV_CRASH_AT=write:N``
+(``device/files.py``), so its own atomic writer stops inside its N-th write — half of the
+temporary on disk, before the rename — and SIGKILLs the command's process group. The
+kill lands in the same write on every machine and under any load (in the manner of
+SQLite's crash tests). A clean run with ``LITECONV_WRITES_LOG`` names every write of a
+command first, so a test can choose the first, a middle or the last one, and the table
+can go through all of them. What is left is then described: the temporaries, and every
+final file with whether it is whole; then the same command runs again.
 
 Used by ``tests/test_reliability.py`` and, as a script, for the kill -9 table in
 ``docs/results/reliability.md``:
@@ -17,19 +19,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zipfile
 from pathlib import Path
 
+_KILLED = re.compile(r"liteconv crash point: \S+: killed at write \d+: (\S+) -> (.+)$", re.M)
+
 
 def temporaries(*folders: Path) -> list[Path]:
-    """The ``.*.tmp*`` files under ``folders`` (os.walk: a folder removed meanwhile by the
-    command under watch is skipped, not an error)."""
+    """The ``.*.tmp*`` files under ``folders``."""
     found = []
     for folder in folders:
         for root, _, files in os.walk(folder):
@@ -37,33 +41,37 @@ def temporaries(*folders: Path) -> list[Path]:
     return sorted(found)
 
 
-def kill_at_temporary(cmd: list[str], watch: list[Path], *, nth: int = 1, env=None,
-                      cwd=None, timeout: float = 900) -> dict:  # fmt: skip
-    """Run ``cmd``; SIGKILL its process group when the ``nth`` distinct temporary file
-    appears under ``watch``. Returns ``killed``, ``at`` (that file's name), ``mid_write``
-    (whether it was still there after the kill), ``seconds`` and ``returncode``."""
+def writes(cmd: list[str], *, env=None, cwd=None, timeout: float = 1800) -> list[str]:
+    """Run ``cmd`` to the end with ``LITECONV_WRITES_LOG``: the final path of every atomic
+    write it made, in order (raises if the command fails)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "writes.log"
+        run = subprocess.run(cmd, env={**(env or os.environ), "LITECONV_WRITES_LOG": str(log)},
+                             cwd=cwd, capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        if run.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {run.stderr[-2000:]}")
+        lines = log.read_text().splitlines() if log.exists() else []
+    return [line.split(" ", 2)[2] for line in lines if line.startswith("write ")]
+
+
+def kill_inside_write(cmd: list[str], nth: int, *, env=None, cwd=None,
+                      timeout: float = 1800) -> dict:  # fmt: skip
+    """Run ``cmd`` with ``LITECONV_CRASH_AT=write:nth`` (in its own process group). Returns
+    ``killed`` (SIGKILL at that write), ``at`` (the temporary's name), ``final`` (the file
+    it was to become), ``mid_write`` (the temporary still there), ``seconds``,
+    ``returncode`` and the end of ``stderr``."""
     began = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    seen: list[Path] = []
-    killed = None
-    while proc.poll() is None and time.perf_counter() - began < timeout:
-        for path in temporaries(*watch):
-            if path not in seen:
-                seen.append(path)
-        if len(seen) >= nth:
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed = seen[nth - 1]
-            break
-        time.sleep(0.0005)
-    else:
-        if proc.poll() is None:  # timed out without the temporary: stop it anyway
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return {"killed": killed is not None, "at": killed.name if killed else None,
-            "mid_write": bool(killed and killed.exists()),
+    proc = subprocess.run(cmd, env={**(env or os.environ), "LITECONV_CRASH_AT": f"write:{nth}"},
+                          cwd=cwd, start_new_session=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, timeout=timeout)  # fmt: skip
+    stderr = proc.stderr.decode("utf-8", "replace")
+    match = _KILLED.search(stderr)
+    at = Path(match.group(2)).with_name(match.group(1)) if match else None
+    return {"killed": bool(match) and proc.returncode == -9,
+            "at": at.name if at else None, "final": match.group(2) if match else None,
+            "mid_write": bool(at and at.exists()),
             "seconds": round(time.perf_counter() - began, 2), "returncode": proc.returncode,
-            "stderr": proc.stderr.read().decode("utf-8", "replace")[-500:]}  # fmt: skip
+            "stderr": stderr[-500:]}  # fmt: skip
 
 
 def whole(path: Path) -> bool | None:
@@ -110,9 +118,9 @@ def liteconv(*args: str) -> list[str]:
 
 def scenario(name: str, cmd: list[str], watch: list[Path], nth: int, env=None,
              runs: Path | None = None) -> dict:  # fmt: skip
-    """Kill at the ``nth`` temporary, describe what is left, rerun, describe again
+    """Kill inside the ``nth`` write, describe what is left, rerun, describe again
     (``runs``: the --out folder of a train, whose run folders are counted)."""
-    kill = kill_at_temporary(cmd, watch, nth=nth, env=env)
+    kill = kill_inside_write(cmd, nth, env=env)
     left = temporaries(*watch)
     finals = final_files(*watch)
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -132,34 +140,49 @@ def scenario(name: str, cmd: list[str], watch: list[Path], nth: int, env=None,
     }  # fmt: skip
 
 
-def main(run_dir: str, out_json: str, only: str = "export,train,bundle") -> None:
-    """Export, train and bundle kill points on copies of a digits run (``RUN_DIR``)."""
-    import tempfile
+def _export_copy(src: Path, dest: Path) -> Path:
+    run = dest / src.parent.name / src.name
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns("export", "device", "report*"))
+    return run
 
+
+def main(run_dir: str, out_json: str, only: str = "export,train,bundle") -> None:
+    """Every write of export, train and bundle killed in turn, on copies of a digits run
+    (``RUN_DIR``, trained with ``train.deterministic=true`` so that reruns write alike)."""
     base = Path(tempfile.mkdtemp(prefix="killpoints-"))
     src = Path(run_dir)
     rows = []
     config = src / "config.yaml"
-    for nth in range(1, 7) if "export" in only else ():
-        run = base / f"export{nth}" / src.parent.name / src.name
-        shutil.copytree(src, run, ignore=shutil.ignore_patterns("export", "device", "report*"))
-        rows.append(scenario("export fp32,int8,qat_int8",
-                             liteconv("export", str(run), "--mode", "fp32,int8,qat_int8"),
-                             [run], nth))  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
-    for nth in range(1, 6) if "train" in only else ():
-        out = base / f"train{nth}"
-        rows.append(scenario("train (2 epochs)",
-                             liteconv("train", "-c", str(config), "--set", "train.epochs=2",
-                                      "--out", str(out)), [out], nth, runs=out))  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
-    exported = src if (src / "export").is_dir() else base / "export1" / src.parent.name / src.name
-    for nth in (1,) if "bundle" in only else ():
-        dist = base / f"dist{nth}"
-        rows.append(scenario("bundle", liteconv("bundle", str(exported), "-o", str(dist)),
-                             [dist, exported], nth))  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
-    Path(out_json).write_text(json.dumps(rows, indent=2))
+    det = ["--set", "train.deterministic=true", "--set", "train.verbose=0"]
+
+    def export(folder: Path) -> tuple[list[str], list[Path]]:
+        run = _export_copy(src, folder)
+        return liteconv("export", str(run), "--mode", "fp32,int8,qat_int8"), [run]
+
+    def train(folder: Path) -> tuple[list[str], list[Path]]:
+        return liteconv("train", "-c", str(config), "--set", "train.epochs=2", *det,
+                        "--out", str(folder)), [folder]  # fmt: skip
+
+    exported = _export_copy(src, base / "exported")
+    subprocess.run(liteconv("export", str(exported), "--mode", "fp32,int8"), check=True,
+                   capture_output=True)  # fmt: skip
+
+    def bundle(folder: Path) -> tuple[list[str], list[Path]]:
+        return liteconv("bundle", str(exported), "-o", str(folder)), [folder]
+
+    for name, make in (("export fp32,int8,qat_int8", export), ("train (2 epochs)", train),
+                       ("bundle", bundle)):  # fmt: skip
+        if name.split()[0] not in only:
+            continue
+        cmd, _ = make(base / f"{name.split()[0]}-clean")
+        listed = writes(cmd)
+        for nth in range(1, len(listed) + 1):
+            cmd, watch = make(base / f"{name.split()[0]}{nth}")
+            row = scenario(name, cmd, watch, nth, runs=watch[0] if make is train else None)
+            row["expected"] = Path(listed[nth - 1]).name
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    Path(out_json).write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

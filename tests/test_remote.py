@@ -71,7 +71,7 @@ class Board:
         self.log = open(folder / "sshd.log", "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-p", str(self.port), "-f", str(config)],
                                      stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 120  # a ceiling only: sshd answers in well under 1 s
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()

@@ -25,7 +25,7 @@ import liteconv
 from liteconv import device
 from liteconv.device.check import run_samples
 from liteconv.device.errors import LiteconvError
-from liteconv.device.files import remove_stale_temporaries
+from liteconv.device.files import crash_inside_written, remove_stale_temporaries
 from liteconv.device.harness import sidecar_for
 from liteconv.device.targets import load_target
 from liteconv.pipeline import run as runlib
@@ -68,7 +68,7 @@ def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str
         "",
         f"Emulated on the host before bundling: {target.core} at {target.clock_mhz:g} MHz "
         f"(qemu -cpu {target.qemu_cpu}, {estimates[0]['runtime']}; instruction counts, "
-        f"llvm-mca cycles, {describe_memory(target)}, constant {target.cycle_scale:g}: "
+        f"LLVM {target.llvm} llvm-mca cycles, {describe_memory(target)}, constant {target.cycle_scale:g}: "
         f"{target.cycle_scale_source}). `bench.py` measures what the board really does — "
         "compare the two.",
         "",
@@ -272,6 +272,7 @@ def make_bundle(
                     estimates=estimates,
                 ).encode(),
             )
+        crash_inside_written(tmp, final)  # a testing aid; nothing unless LITECONV_CRASH_AT
         tmp.replace(final)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -5,6 +5,22 @@ written strictly: NaN and infinities become ``null`` (bare ``NaN`` is not JSON).
 
 Example:
     >>> atomic_write_json("results.json", {"p50_ms": 0.25})
+
+Testing aid — injected crash points (in the manner of SQLite's crash tests): with
+``LITECONV_CRASH_AT=KIND:N[:BYTES]`` in its environment, a process kills itself with
+SIGKILL at its ``N``-th crash point of ``KIND``, on every machine and under any load:
+
+- ``write:N[:BYTES]``: inside its ``N``-th atomic write, once ``BYTES`` bytes of the
+  temporary are on disk (default: half of the file), before the rename;
+- ``epoch:N``: at the end of training epoch ``N`` (after the epoch's backup and history
+  row), see ``pipeline/train.py``.
+
+The process kills its whole process group when it leads one (``start_new_session``),
+else itself, after one line on stderr naming the point (``liteconv crash point: ...``).
+``LITECONV_WRITES_LOG=FILE`` appends one line per crash point passed (``KIND N PATH``), so
+a test or the kill table can name every write of a command from one clean run. Both
+variables are read once, when this module is imported, and removed from the environment
+so that child processes do not inherit them; unset, each point costs one comparison.
 """
 
 from __future__ import annotations
@@ -13,9 +29,72 @@ import json
 import math
 import os
 import re
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+CRASH_ENV = "LITECONV_CRASH_AT"
+WRITES_LOG_ENV = "LITECONV_WRITES_LOG"
+_CRASH_AT = os.environ.pop(CRASH_ENV, "")
+_WRITES_LOG = os.environ.pop(WRITES_LOG_ENV, "")
+_PASSED: dict[str, int] = {}
+_CRASH_FORM = re.compile(r"(write|epoch):([1-9]\d*)(?::(\d+))?")
+
+
+def _crash_plan() -> tuple[str, int, int | None] | None:
+    """(kind, n, bytes kept) from ``LITECONV_CRASH_AT``; ``None`` when unset."""
+    if not _CRASH_AT:
+        return None
+    match = _CRASH_FORM.fullmatch(_CRASH_AT.strip())
+    if not match:
+        from .errors import LiteconvError
+
+        raise LiteconvError(f"{CRASH_ENV}={_CRASH_AT!r}: expected write:N[:BYTES] or epoch:N "
+                            "(a testing aid; unset it for normal use)")  # fmt: skip
+    kind, nth, keep = match.groups()
+    return kind, int(nth), None if keep is None else int(keep)
+
+
+def crash_point(kind: str, what: str | Path) -> int | None:
+    """Count one crash point of ``kind`` (``write`` or ``epoch``) at ``what`` (the final
+    file's path, or a label). Returns ``None`` unless ``LITECONV_CRASH_AT`` chooses this
+    point; then, for ``write``, how many bytes of the temporary to keep (``-1``: half),
+    and the caller calls :func:`die_inside`; for other kinds the process dies here."""
+    if not _CRASH_AT and not _WRITES_LOG:
+        return None
+    _PASSED[kind] = count = _PASSED.get(kind, 0) + 1
+    if _WRITES_LOG:
+        with open(_WRITES_LOG, "a", encoding="utf-8") as log:
+            log.write(f"{kind} {count} {what}\n")
+    plan = _crash_plan()
+    if plan is None or plan[:2] != (kind, count):
+        return None
+    if kind != "write":
+        die_inside(f"{kind} {count} ({what})")
+    return -1 if plan[2] is None else plan[2]
+
+
+def die_inside(where: str) -> None:
+    """One line on stderr, then SIGKILL: the process group when this process leads it."""
+    sys.stderr.write(f"liteconv crash point: {CRASH_ENV}={_CRASH_AT}: killed at {where}\n")
+    sys.stderr.flush()
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_inside_written(tmp: str | Path, final: str | Path) -> None:
+    """For writers that fill their temporary through a library (``model.save``, tarfile):
+    call between the finished temporary and its rename. At the chosen crash point the
+    temporary is cut to the planned size (default half) and the process dies."""
+    keep = crash_point("write", final)
+    if keep is None:
+        return
+    size = os.path.getsize(tmp)
+    os.truncate(tmp, size // 2 if keep < 0 else min(keep, size))
+    die_inside(f"write {_PASSED['write']}: {Path(tmp).name} -> {final}")
 
 
 def _umask() -> int:
@@ -35,6 +114,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
+            keep = crash_point("write", path)
+            if keep is not None:  # the testing aid: die with part of the file written
+                fh.write(data[: len(data) // 2 if keep < 0 else keep])
+                fh.flush()
+                os.fsync(fh.fileno())
+                die_inside(f"write {_PASSED['write']}: {Path(tmp).name} -> {path}")
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -28,6 +28,7 @@ from liteconv.device.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    crash_inside_written,
     read_json,
 )
 
@@ -45,6 +46,7 @@ def save_model_atomic(model, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
         model.save(tmp)
+        crash_inside_written(tmp, path)  # a testing aid; nothing unless LITECONV_CRASH_AT
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

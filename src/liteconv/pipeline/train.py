@@ -27,6 +27,7 @@ from pathlib import Path
 from liteconv.compat import keras, onednn_note, tf
 from liteconv.config import Config, TrainConfig, dump_config, validate_model
 from liteconv.device.errors import LiteconvError
+from liteconv.device.files import crash_point
 from liteconv.keras_layers import create_model, model_cost
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.data import DataSplits, load_dataset
@@ -215,6 +216,15 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         if value is not None and value > self.best:
             self.best = float(value)
             runlib.save_model_atomic(self.model, self.path)
+
+
+class EpochCrashPoint(keras.callbacks.Callback):
+    """The ``epoch:N`` crash point of ``LITECONV_CRASH_AT`` (a testing aid, see
+    ``device/files.py``): last of the callbacks, so epoch N's backup and history row are
+    written when the process dies. Nothing happens when the variable is unset."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        crash_point("epoch", f"epoch {epoch + 1}")
 
 
 def config_hash(cfg: Config) -> str:
@@ -422,7 +432,11 @@ def train(
             train_ds,
             validation_data=val_ds,
             epochs=cfg.train.epochs,
-            callbacks=_callbacks(run, chosen, cfg, splits.val is not None) + list(callbacks or []),
+            callbacks=[
+                *_callbacks(run, chosen, cfg, splits.val is not None),
+                *(callbacks or []),
+                EpochCrashPoint(),
+            ],
             verbose=cfg.train.verbose,
         )
         losses = history.history.get("loss", [])
