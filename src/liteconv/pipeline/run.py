@@ -169,19 +169,22 @@ class Run:
 
     @staticmethod
     def find_resumable(out: str | Path, experiment: str, config_hash: str) -> Run | None:
-        """An interrupted run of the same experiment and config, if any (newest first)."""
+        """An interrupted run of the same experiment and config, if any (newest first). Every
+        run of the experiment with a manifest loses the temporaries of writers no longer
+        alive on the way (a run killed inside its last write is complete but for that
+        leftover); folders without one are left to ``abandoned``."""
         folder = Path(out) / experiment
         if not folder.is_dir():
             return None
         for path in sorted(folder.iterdir(), reverse=True):
+            if (path / MANIFEST).is_file():
+                Run(path).remove_stale_temporaries()
             try:
                 manifest = json.loads((path / MANIFEST).read_text())
             except (OSError, ValueError, RecursionError):
                 continue
             if manifest.get("status") == "running" and manifest.get("config_hash") == config_hash:
-                run = Run(path)
-                run.remove_stale_temporaries()  # what the interrupted session was writing
-                return run
+                return Run(path)
         return None
 
     # -- files

@@ -320,8 +320,9 @@ def _start_manifest(run: runlib.Run, cfg: Config, devices: Devices, splits: Data
 
 
 def _finish(run: runlib.Run, cfg: Config, history, test, seconds: float, train_size: int):
-    """Drop the backup, dedupe the history, mark the run complete with its metrics."""
-    shutil.rmtree(run.file("backup"), ignore_errors=True)  # only needed to resume
+    """Dedupe the history, mark the run complete with its metrics and artifact hashes in one
+    manifest write (a kill before it leaves a resumable run, after it a complete one), then
+    drop the backup (only needed to resume)."""
     _dedupe_history(run.file(runlib.HISTORY))
     epochs_run = len(history.history.get("loss", []))
     run.update_manifest(
@@ -336,8 +337,9 @@ def _finish(run: runlib.Run, cfg: Config, history, test, seconds: float, train_s
             if epochs_run
             else None,
         },
+        artifacts=run.artifact_hashes(),
     )
-    run.update_manifest(artifacts=run.artifact_hashes())
+    shutil.rmtree(run.file("backup"), ignore_errors=True)
 
 
 def _where(cfg: Config, devices: Devices, out, resume, run_name):
