@@ -118,11 +118,12 @@ bench-budget: install  ## decompose PARENT per layer to meet BUDGET ms (int8, 1 
 bench-emulation: install emulation-tools  ## study: emulated Pi latency vs XNNPACK's published Pi 3/4 figures -> docs/results/emulation.*
 	$(LITECONV) study emulation --out docs/results/emulation $(ARGS)
 
-emulation-tools:  ## install qemu-user (plugin-capable qemu-aarch64), llvm-16 (llvm-mca) and gcc where apt can
+emulation-tools:  ## install qemu-user (plugin-capable qemu-aarch64), llvm-16 and llvm-19 (llvm-mca) and gcc where apt can
 	@missing=""; [ -x /usr/bin/qemu-aarch64 ] || missing="$$missing qemu-user"; \
 	[ -x /usr/lib/llvm-16/bin/llvm-mca ] || missing="$$missing llvm-16"; \
+	[ -x /usr/lib/llvm-19/bin/llvm-mca ] || missing="$$missing llvm-19"; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
-	if [ -z "$$missing" ]; then echo "emulation tools: qemu-aarch64, llvm-mca-16, gcc"; \
+	if [ -z "$$missing" ]; then echo "emulation tools: qemu-aarch64, llvm-mca-16, llvm-mca-19, gcc"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing)) >/dev/null && \

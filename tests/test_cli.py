@@ -41,8 +41,8 @@ def test_help_has_sections_and_every_whole_one_liner():
             continue
         line = one_line(cmd)
         assert line.endswith((".", ")")) and _flat(line) in text, (name, line)
-    # the old study names are hidden but still known
-    assert {"compare", "bench-train", "bench-flatten", "bench-profile"} <= set(cli.commands)
+    # the old study names (0.x aliases) are gone
+    assert not {"compare", "bench-train", "bench-flatten", "bench-profile"} & set(cli.commands)
     study = CliRunner().invoke(cli, ["study", "--help"])
     assert all(name in study.output for name in ("layers", "train", "flatten", "profile"))
 

@@ -229,8 +229,30 @@ def test_cycles_of_a_block_come_from_llvm_mca_and_the_cold_rest_at_the_hot_cpi()
     assert cycles.estimate_cycles(blocks, "cortex-a53")[0] >= cyc * 0.99
 
 
+# 3 loads, 8 FMLA by element, 2 SDOT, 1 subs (llvm-mc -triple=aarch64 -mattr=+dotprod)
+SIMD_BLOCK = bytes.fromhex(
+    "0004c13c2104c13c4204c13c1010814f1110a14f1218814f1318a14f5410814f5510a14f5618814f5718a14f"
+    "1894824e3994824e630400f1"
+)
+
+
+def test_a76_class_cores_have_their_own_pipeline_in_llvm_19():
+    """LLVM 16 schedules every big core like a Cortex-A72; LLVM 19's neoverse-n1 (the
+    A76's twin) issues the block's 10 vector multiply-adds on two 128-bit pipes, so it
+    runs it in a bit more than half the A72's cycles; the in-order A55 is slowest."""
+    blocks = [(0x1000, 14, 100, SIMD_BLOCK)]
+    a72 = cycles.estimate_cycles(blocks, "cortex-a72", 16)[0]
+    assert cycles.estimate_cycles(blocks, "neoverse-n1", 16)[0] == pytest.approx(a72)
+    assert cycles.estimate_cycles(blocks, "cortex-a72", 19)[0] == pytest.approx(a72)
+    n1 = cycles.estimate_cycles(blocks, "neoverse-n1", 19)[0]
+    a55 = cycles.estimate_cycles(blocks, "cortex-a55", 19)[0]
+    assert 8 * 100 <= a72 <= 10 * 100  # 10 multiply-adds on one FP pipe: 8-10 cycles a turn
+    assert 0.45 * a72 <= n1 <= 0.65 * a72, (a72, n1)
+    assert a55 > 1.5 * a72, (a72, a55)
+
+
 def test_emulate_without_the_tools_is_a_one_line_error(tmp_path, monkeypatch, exported_run):
-    monkeypatch.setattr(tools, "LLVM_DIRS", ())
+    monkeypatch.setattr(tools, "LLVM_DIRS", {})
     monkeypatch.setattr(tools.shutil, "which", lambda *_a, **_k: None)
     monkeypatch.setattr(tools.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(tools.Path, "is_file", lambda self: False)
@@ -238,6 +260,10 @@ def test_emulate_without_the_tools_is_a_one_line_error(tmp_path, monkeypatch, ex
         tools.qemu_user()
     with pytest.raises(LiteconvError, match="sudo apt-get install llvm-16"):
         tools.llvm_tool("llvm-mca")
+    with pytest.raises(LiteconvError, match="llvm-mca of LLVM 19 .*'sudo apt-get install llvm-19'"):
+        tools.llvm_tool("llvm-mca", 19)
+    with pytest.raises(LiteconvError, match="llvm: 17 is not a supported LLVM version"):
+        tools.llvm_tool("llvm-mca", 17)
     monkeypatch.undo()
     monkeypatch.setattr(tools, "qemu_user", lambda install=True: (_ for _ in ()).throw(
         LiteconvError("qemu-aarch64 (Debian's qemu-user) not found: run 'sudo apt-get install qemu-user'")))  # fmt: skip
@@ -294,6 +320,11 @@ def test_cores_differ_in_int8_kernels_not_in_fp32_and_counts_repeat(tmp_path):
     fp32_a76, int8_a76 = (r["instructions_per_invoke"] for r in pi5)
     assert abs(fp32_a72 - fp32_a76) <= 1e-3 * fp32_a72  # the same kernels
     assert int8_a76 < 0.7 * int8_a72  # SDOT does 4 multiply-adds per lane
+    # the same fp32 instructions cost fewer cycles on the A76's two ASIMD pipes (LLVM 19's
+    # neoverse-n1) than on the A72's: the cores differ in CPI, not only in counts and clock
+    cpi_a72, cpi_a76 = (r[0]["cycle_model"]["hot_cpi"] for r in (pi4, pi5))
+    assert pi5[0]["cycle_model"]["mca_cpu"] == "neoverse-n1" and pi5[0]["llvm"] == 19
+    assert cpi_a76 < 0.8 * cpi_a72, (cpi_a72, cpi_a76)
     assert fp32_a72 > 4 * 14 * 14 * 9 * 32 * 32 / 4  # at least a 4-lane FMA per 4 MACs
 
     # a cached estimate runs nothing

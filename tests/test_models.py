@@ -10,7 +10,7 @@ from liteconv.export.convert import custom_ops, list_ops, to_tflite
 from liteconv.keras_layers import CNN_STAGES, create_model, list_models, model_kwargs
 
 # Small variants keep the suite fast; the topology is the registered one.
-SMALL = {"mobilenet_v1": {"alpha": 0.25}}
+SMALL = {"mobilenet_v1": {"alpha": 0.25}, "efficientnet_lite": {"variant": 0}}
 SHAPE = (32, 32, 3)
 
 
@@ -115,3 +115,36 @@ def test_mobilenet_v1_matches_keras_applications():
 def test_bad_model_arguments_are_explained(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# tensorflow/tpu models/official/efficientnet/lite/README.md: params (M, one decimal), MACs
+EFFICIENTNET_LITE_PUBLISHED = {0: (4.7, 407e6), 1: (5.4, 631e6), 2: (6.1, 899e6),
+                               3: (8.2, 1.44e9), 4: (13.0, 2.64e9)}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", sorted(EFFICIENTNET_LITE_PUBLISHED))
+def test_efficientnet_lite_has_the_published_parameters_and_macs(variant):
+    """Trainable parameters round to the published figure (0.1 M). The published MACs
+    count the convolutions and the classifier plus about three operations per normalised
+    activation (BatchNorm's scale and shift, ReLU6): the convolution MACs alone come 3-6 %
+    below, and adding 3 per BatchNorm output element lands within 2 %."""
+    from liteconv.keras_layers import model_cost
+    from liteconv.keras_layers.efficientnet_lite import VARIANTS
+
+    size = VARIANTS[variant][2]
+    model = create_model("efficientnet_lite", input_shape=(size, size, 3), num_classes=1000,
+                         variant=variant)  # fmt: skip
+    params, macs = EFFICIENTNET_LITE_PUBLISHED[variant]
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert round(trainable / 1e6, 1) == params, trainable
+    conv_macs = model_cost(model).total_macs
+    assert 0.93 * macs <= conv_macs < macs, conv_macs
+    normalised = sum(int(np.prod(layer.output_shape[1:])) for layer in model.layers
+                     if isinstance(layer, keras.layers.BatchNormalization))  # fmt: skip
+    assert conv_macs + 3 * normalised == pytest.approx(macs, rel=0.02)
+    assert not any(isinstance(layer, keras.layers.Multiply) for layer in model.layers)  # no SE
+
+
+def test_efficientnet_lite_refuses_an_unknown_variant():
+    with pytest.raises(ValueError, match="variant in 0..4.*variant=5"):
+        create_model("efficientnet_lite", input_shape=(64, 64, 3), num_classes=4, variant=5)

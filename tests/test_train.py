@@ -206,12 +206,6 @@ def test_study_train_compares_both_kernel_sets_and_the_old_name_still_runs(tmp_p
     assert "DepthwiseConv2D 3×3" not in data["layer_ms"]["off"]["baseline_cnn"]
     text = out.with_suffix(".md").read_text()
     assert "| separable_cnn" in text and "Where a step goes" in text
-    old = CliRunner().invoke(
-        cli, ["bench-train", "--models", "separable_cnn", "--steps", "1", "--rounds", "1",
-              "--batch-size", "8", "--onednn", "default", "--out", str(tmp_path / "old")],
-    )  # fmt: skip
-    assert old.exit_code == 0, old.output
-    assert "is now 'liteconv study train'" in old.output
 
 
 def test_resume_cli_errors(tmp_path):

@@ -211,7 +211,10 @@ def _parse_yaml(path: Path):
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; see configs/experiments/") from None
+        shipped = sorted(p.stem for p in (packaged_configs() / "experiments").glob("*.yaml"))
+        raise ConfigError(
+            f"{path}: config file not found; shipped experiments (by name): {', '.join(shipped)}"
+        ) from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     if len(raw) > MAX_CONFIG_BYTES:
@@ -253,6 +256,31 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base: expected a file path, got {base!r}")
     return _merge(_read_yaml(_resolve(path.parent / base), (*seen, path)), data)
+
+
+def packaged_configs() -> Path:
+    """The configs shipped inside the package: ``base.yaml``, ``experiments/``, ``targets/``."""
+    from importlib import resources
+
+    return Path(str(resources.files("liteconv"))) / "configs"
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` itself when it exists; else, for ``configs/...`` paths and bare experiment
+    names (``digits_quick``), the copy shipped in the package, so an installed liteconv
+    runs the README's commands from any folder; else ``path`` (reading it says it is
+    missing)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts
+    if parts and parts[0] == "configs":
+        candidate = packaged_configs().joinpath(*parts[1:])
+    elif len(parts) == 1:
+        candidate = packaged_configs() / "experiments" / path.with_suffix(".yaml").name
+    else:
+        return path
+    return candidate if candidate.is_file() else path
 
 
 def _resolve(path: Path) -> Path:
@@ -396,7 +424,7 @@ def load_config(
     Raises:
         ConfigError: one line naming the file, the key and what is allowed.
     """
-    path = Path(path)
+    path = find_config(path)
     data = _apply_overrides(_read_yaml(_resolve(path)), dict(overrides or {}), str(path))
     data.setdefault("experiment", path.stem)
     cfg = config_from_dict(data, str(path))

@@ -11,6 +11,26 @@ from liteconv.cli.root import cli
 from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
 
 
+@cli.command()
+def targets():
+    """The known deployment targets: name, core model, where each was found.
+
+    A name is looked up in ./configs/targets, then the user folder ($LITECONV_HOME/targets,
+    default ~/.config/liteconv/targets), then the targets shipped with liteconv; --target
+    also takes a YAML path."""
+    from liteconv.device.tables import format_table
+    from liteconv.device.targets import find_targets, load_target
+
+    rows = []
+    for name, (source, path) in sorted(find_targets().items()):
+        target = load_target(str(path))
+        core = (
+            f"{target.core} (LLVM {target.llvm}) @ {target.clock_mhz:g} MHz" if target.core else "-"
+        )
+        rows.append([name, target.description, core, source if source != "user" else str(path)])
+    click.echo(format_table(["target", "description", "emulated core", "from"], rows))
+
+
 @cli.group(cls=SectionedGroup)
 def device():
     """A Raspberry Pi over SSH (ssh://USER@HOST[:PORT]) or an Android phone over adb

@@ -45,6 +45,15 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+# A module an optional extra brings -> (the extra, what it is), for one-line errors.
+EXTRA_OF = {
+    "tensorflow": ("train", "TensorFlow"), "tf_keras": ("train", "tf-keras"),
+    "tensorflow_model_optimization": ("train", "tensorflow-model-optimization"),
+    "tensorly": ("train", "tensorly"), "sklearn": ("train", "scikit-learn"),
+    "tensorboard": ("train", "TensorBoard"), "ai_edge_litert": ("device", "the LiteRT runtime"),
+}  # fmt: skip
+
+
 class SectionedGroup(click.Group):
     """A click group whose ``--help`` lists commands under headed sections, each with its
     whole one-line description (click cuts them at 45 characters), and whose errors are
@@ -78,6 +87,13 @@ class SectionedGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as err:  # last resort: one line, the traceback only on request
+            extra = isinstance(err, ModuleNotFoundError) and EXTRA_OF.get(
+                (err.name or "").split(".")[0])  # fmt: skip
+            if extra:  # an optional extra not installed: say which
+                raise UserError(
+                    f"this command needs {extra[1]} (module '{err.name}' is not installed): "
+                    f"pip install 'liteconv[{extra[0]}]'"
+                ) from err
             if _debug():
                 raise
             first = (str(err).strip().splitlines() or [""])[0][:300]
@@ -94,20 +110,6 @@ def one_line(cmd: click.Command) -> str:
     text = " ".join((cmd.help or "").split("\n\n")[0].split())
     end = text.find(". ")
     return text if end < 0 else text[: end + 1]
-
-
-def renamed(command: click.Command, old: str, new: str) -> click.Command:
-    """A hidden copy of ``command`` under its ``old`` name that says, once, on stderr, that
-    it is now ``new`` (old names keep working for now)."""
-
-    def callback(*args, **kwargs):
-        click.echo(
-            f"note: 'liteconv {old}' is now 'liteconv {new}'; the old name will go", err=True
-        )
-        return command.callback(*args, **kwargs)
-
-    return click.Command(old, params=command.params, callback=callback, help=command.help,
-                         hidden=True, context_settings=command.context_settings)  # fmt: skip
 
 
 class _RuntimeChoice(click.Choice):

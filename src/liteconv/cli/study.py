@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from liteconv.cli.common import SectionedGroup, parse_overrides, parse_shape, renamed, set_option
+from liteconv.cli.common import SectionedGroup, parse_overrides, parse_shape, set_option
 from liteconv.cli.root import cli
 from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
 
@@ -270,7 +270,3 @@ def emulation(boards, models, cache, out):
     for path in paths:
         click.echo(f"wrote {path}")
 
-
-for _old, _command in (("compare", compare), ("bench-train", bench_train),
-                       ("bench-flatten", bench_flatten), ("bench-profile", bench_profile)):  # fmt: skip
-    cli.add_command(renamed(_command, _old, f"study {_command.name}"))

@@ -1,4 +1,5 @@
-"""Deployment targets (``configs/targets/*.yaml``): threads, cores to pin, runtime options.
+"""Deployment targets (``liteconv/configs/targets/*.yaml``, a user's own folder or a YAML
+path): threads, cores to pin, runtime options, and the core model for emulation.
 
 On the host a target mimics the device's parallelism; the bundle carries it as
 ``target.json`` so the device runs the same settings. Both load through the same typed
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +41,8 @@ class Target:
     # Emulation (``liteconv bench --emulate``): the core whose scheduling model gives the
     # cycles (llvm-mca -mcpu), qemu's -cpu model with that core's instruction set, clock,
     # caches, and at most one calibration constant with where it came from.
-    core: str = ""
+    core: str = ""  # llvm-mca's -mcpu: the scheduling model (see ``llvm``)
+    llvm: Literal[16, 19] = 16  # which LLVM's llvm-mca models ``core`` (19 has neoverse-n1/a55)
     qemu_cpu: str = ""
     clock_mhz: float = field(default=0.0, metadata=check(0))
     l1d_kb: int = field(default=0, metadata=check(0))
@@ -87,28 +91,52 @@ def target_from_dict(data, source: str) -> Target:
     return target
 
 
-def target_dirs() -> list[Path]:
-    """Where target names are looked up: ./configs/targets, then the source checkout's."""
-    here = Path(__file__).resolve().parents[3] / "configs" / "targets"
-    return [Path("configs/targets"), here]
+USER_HOME_ENV = "LITECONV_HOME"
+
+
+def user_dir() -> Path:
+    """The user's own liteconv folder: ``$LITECONV_HOME``, else ``$XDG_CONFIG_HOME/liteconv``
+    (``~/.config/liteconv``). Targets there (``targets/NAME.yaml``) are found by name."""
+    if os.environ.get(USER_HOME_ENV):
+        return Path(os.environ[USER_HOME_ENV]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "liteconv"
+
+
+def packaged_dir() -> Path:
+    """The targets shipped inside the liteconv package (``liteconv/configs/targets``)."""
+    return Path(str(resources.files("liteconv"))) / "configs" / "targets"
+
+
+def target_dirs() -> list[tuple[str, Path]]:
+    """Where target names are looked up, first match wins: ``(source, folder)`` for this
+    folder's ``configs/targets`` (a project or checkout), the user folder, the package."""
+    here = Path("configs/targets")
+    if here.is_dir() and here.resolve() == packaged_dir().resolve():
+        here = Path("/nonexistent")  # a source checkout: ./configs is the package's folder
+    return [("./configs/targets", here), ("user", user_dir() / "targets"),
+            ("liteconv", packaged_dir())]  # fmt: skip
+
+
+def find_targets() -> dict[str, tuple[str, Path]]:
+    """Every known target name: ``{name: (source, path)}`` (the first folder that has it)."""
+    found: dict[str, tuple[str, Path]] = {}
+    for source, folder in target_dirs():
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
+            found.setdefault(path.stem, (source, path))
+    return found
 
 
 def list_targets() -> list[str]:
     """Names of the known targets."""
-    names = set()
-    for folder in target_dirs():
-        names.update(p.stem for p in folder.glob("*.yaml"))
-    return sorted(names)
+    return sorted(find_targets())
 
 
 def load_target(name_or_path: str) -> Target:
     """Load and check a target by name, YAML path or JSON path; one-line errors."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = next(
-            (d / f"{name_or_path}.yaml" for d in target_dirs() if (d / f"{name_or_path}.yaml").is_file()),
-            path,
-        )  # fmt: skip
+        path = find_targets().get(name_or_path, ("", path))[1]
     if not path.is_file():
         raise LiteconvError(
             f"--target {name_or_path}: unknown target; known: {', '.join(list_targets())} "

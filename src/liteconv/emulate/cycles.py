@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from liteconv.device.errors import LiteconvError
-from liteconv.emulate.tools import llvm_tool
+from liteconv.emulate.tools import DEFAULT_LLVM, llvm_tool
 
 COVERAGE = 0.98  # of the instructions, in the hottest blocks
 MAX_BLOCKS = 600
@@ -30,10 +30,10 @@ ITERATIONS = 100
 MATTR = "+v8.4a,+dotprod,+fullfp16,+fp16fml,+i8mm,+bf16,+crypto,+rcpc,+lse"
 
 
-def disassemble(code: bytes) -> list[str]:
+def disassemble(code: bytes, llvm: int = DEFAULT_LLVM) -> list[str]:
     """The aarch64 instructions of ``code`` as assembly lines (``llvm-mc --disassemble``)."""
     text = " ".join(f"0x{b:02x}" for b in code)
-    proc = subprocess.run([llvm_tool("llvm-mc"), "--disassemble", "-triple=aarch64",
+    proc = subprocess.run([llvm_tool("llvm-mc", llvm), "--disassemble", "-triple=aarch64",
                            f"-mattr={MATTR}"], input=text, capture_output=True, text=True)  # fmt: skip
     lines = [ln.strip() for ln in proc.stdout.splitlines()]
     return [ln for ln in lines if ln and not ln.startswith(".")]
@@ -43,7 +43,7 @@ _REGION = re.compile(r"\[(\d+)\] Code Region - b(\d+).*?Iterations:\s+(\d+).*?To
                      re.S)  # fmt: skip
 
 
-def _mca(asm: dict[int, list[str]], core: str) -> dict[int, float]:
+def _mca(asm: dict[int, list[str]], core: str, llvm: int = DEFAULT_LLVM) -> dict[int, float]:
     """Cycles per execution of each block (one llvm-mca run, one region per block)."""
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "blocks.s"
@@ -51,7 +51,7 @@ def _mca(asm: dict[int, list[str]], core: str) -> dict[int, float]:
             f"# LLVM-MCA-BEGIN b{k}\n" + "\n".join(lines) + f"\n# LLVM-MCA-END b{k}\n"
             for k, lines in asm.items()))  # fmt: skip
         proc = subprocess.run(
-            [llvm_tool("llvm-mca"), "-mtriple=aarch64", f"-mcpu={core}", f"-mattr={MATTR}",
+            [llvm_tool("llvm-mca", llvm), "-mtriple=aarch64", f"-mcpu={core}", f"-mattr={MATTR}",
              f"-iterations={ITERATIONS}", "-summary-view", "-instruction-info=0",
              "-resource-pressure=0", str(source)], capture_output=True, text=True,
         )  # fmt: skip
@@ -60,9 +60,10 @@ def _mca(asm: dict[int, list[str]], core: str) -> dict[int, float]:
     return {int(m[1]): int(m[3]) / int(m[2]) for m in _REGION.findall(proc.stdout)}
 
 
-def estimate_cycles(blocks: list[tuple], core: str) -> tuple[float, dict]:
+def estimate_cycles(blocks: list[tuple], core: str, llvm: int = DEFAULT_LLVM) -> tuple[float, dict]:
     """Estimated cycles of one invoke from its ``blocks`` (``(vaddr, n_insns,
-    executions, code)``), and how they were made (coverage, hot blocks, mean CPI)."""
+    executions, code)``) on LLVM ``llvm``'s scheduling model ``core``, and how they were
+    made (coverage, hot blocks, mean CPI)."""
     if not blocks:
         raise LiteconvError("no executed blocks to estimate cycles from")
     total = sum(n * runs for _, n, runs, _ in blocks)
@@ -74,18 +75,19 @@ def estimate_cycles(blocks: list[tuple], core: str) -> tuple[float, dict]:
         hot.append(block)
         covered += block[1] * block[2]
     with ThreadPoolExecutor(4) as pool:
-        asm = dict(enumerate(pool.map(lambda b: disassemble(b[3]), hot)))
-    per_exec = _mca(asm, core)
+        asm = dict(enumerate(pool.map(lambda b: disassemble(b[3], llvm), hot)))
+    per_exec = _mca(asm, core, llvm)
     if len(per_exec) < len(asm):  # an instruction the model lacks broke the batch: one by one
         with ThreadPoolExecutor(4) as pool:
-            singles = list(pool.map(lambda k: _mca({k: asm[k]}, core), list(asm)))
+            singles = list(pool.map(lambda k: _mca({k: asm[k]}, core, llvm), list(asm)))
         per_exec = {k: v for one in singles for k, v in one.items()}
     known = [(hot[k], c) for k, c in per_exec.items()]
     if not known:
-        raise LiteconvError(f"llvm-mca could not schedule any hot block for {core}")
+        raise LiteconvError(f"llvm-mca {llvm} could not schedule any hot block for {core}")
     known_insns = sum(b[1] * b[2] for b, _ in known)
     hot_cycles = sum(c * b[2] for b, c in known)
     cpi = hot_cycles / known_insns
     cycles = hot_cycles + (total - known_insns) * cpi
     return cycles, {"instructions": total, "hot_blocks": len(known),
-                    "hot_coverage": round(known_insns / total, 4), "hot_cpi": round(cpi, 4)}  # fmt: skip
+                    "hot_coverage": round(known_insns / total, 4), "hot_cpi": round(cpi, 4),
+                    "mca_cpu": core, "llvm": llvm}  # fmt: skip

@@ -90,7 +90,7 @@ def _key(path: Path, target: Target) -> str:
     digest = hashlib.sha256(path.read_bytes())
     digest.update(PLUGIN_SOURCE.read_bytes())
     digest.update(json.dumps([CACHE_VERSION, target.core, target.qemu_cpu, caches_of(target),
-                              tools.llvm_mca_version()]).encode())  # fmt: skip
+                              tools.llvm_mca_version(target.llvm)]).encode())  # fmt: skip
     return digest.hexdigest()[:24]
 
 
@@ -101,7 +101,7 @@ STORED = ("instructions_per_invoke", "estimated_cycles", "cycle_model", "memory"
 def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
     base = cached or {}
     if counted is not None:
-        cyc, detail = cycles.estimate_cycles(counted["blocks"], target.core)
+        cyc, detail = cycles.estimate_cycles(counted["blocks"], target.core, target.llvm)
         base = {"instructions_per_invoke": round(counted["instructions_per_invoke"]),
                 "estimated_cycles": round(cyc), "cycle_model": detail,
                 "memory": counted.get("memory")}  # fmt: skip
@@ -126,8 +126,8 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".
             "YAML (see configs/targets/raspberry-pi-4.yaml)"
         )
     tools.qemu_user()  # the tools first: a missing one is a one-line error before any work
-    tools.llvm_tool("llvm-mca")
-    tools.llvm_tool("llvm-mc")
+    tools.llvm_tool("llvm-mca", target.llvm)
+    tools.llvm_tool("llvm-mc", target.llvm)
     cache = Path(cache)
     paths = [Path(m) for m in models]
     keys = [_key(p, target) for p in paths]
@@ -162,6 +162,7 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".
             entry["estimated_ms"] = None  # outputs differ: not a faithful run of the model
             entry["estimated_ms_threads"] = {t: None for t in entry["estimated_ms_threads"]}
         records.append({"file": str(path), "target": target.name, "core": target.core,
+                        "llvm": target.llvm,
                         "qemu_cpu": target.qemu_cpu, "clock_mhz": target.clock_mhz,
                         "cycle_scale": target.cycle_scale, "dram_mb_s": target.dram_mb_s,
                         "runtime": EMULATED_RUNTIME,

@@ -71,7 +71,7 @@ def estimate_title(target) -> str:
     memory = describe_memory(target)
     return (
         f"**Estimated** on {target.name}: {target.core} at {target.clock_mhz:g} MHz (qemu "
-        f"-cpu {target.qemu_cpu}, {EMULATED_RUNTIME}; cycles from llvm-mca, {memory}; scale "
+        f"-cpu {target.qemu_cpu}, {EMULATED_RUNTIME}; cycles from llvm-mca {target.llvm}, {memory}; scale "
         f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: compute split "
         "over them, the DRAM term shared."
     )

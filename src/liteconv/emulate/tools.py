@@ -1,9 +1,11 @@
-"""The emulation's tools: dynamic qemu-aarch64, LLVM 16's llvm-mc/llvm-mca, the plugin.
+"""The emulation's tools: dynamic qemu-aarch64, LLVM's llvm-mc/llvm-mca, the plugin.
 
 Debian's ``qemu-user`` (not ``qemu-user-static``: a static qemu cannot load plugins),
-``llvm-16`` and the system ``gcc``; each is found on PATH (or LLVM 16's own folder),
-installed with apt-get when this process is root and apt exists, else a one-line error
-naming the package.
+``llvm-16`` / ``llvm-19`` and the system ``gcc``; each is found on PATH (or the LLVM
+version's own folder), installed with apt-get when this process is root and apt exists,
+else a one-line error naming the package. Which LLVM a target's cycles come from is the
+target's ``llvm`` (its scheduling models differ: LLVM 16 schedules a Cortex-A76 as an A72,
+LLVM 19 has the A76's server twin, ``neoverse-n1``, and a ``cortex-a55``).
 
 Example:
     >>> plugin = build_plugin(Path(".cache/emulate"))
@@ -22,7 +24,15 @@ from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_bytes
 
 PLUGIN_SOURCE = Path(__file__).with_name("count.c")
-LLVM_DIRS = ("/usr/lib/llvm-16/bin",)
+LLVM_VERSIONS = (16, 19)
+DEFAULT_LLVM = 16
+
+
+def _llvm_dir(version: int) -> str:
+    return f"/usr/lib/llvm-{version}/bin"
+
+
+LLVM_DIRS = {v: (_llvm_dir(v),) for v in LLVM_VERSIONS}
 
 
 def _apt(package: str, why: str) -> None:
@@ -53,26 +63,32 @@ def qemu_user(install: bool = True) -> str:
     )
 
 
-def llvm_tool(name: str, install: bool = True) -> str:
-    """Path of LLVM 16's ``name`` (``llvm-mca`` or ``llvm-mc``): its scheduling models."""
-    for folder in LLVM_DIRS:
+def llvm_tool(name: str, version: int = DEFAULT_LLVM, install: bool = True) -> str:
+    """Path of LLVM ``version``'s ``name`` (``llvm-mca`` or ``llvm-mc``): its scheduling
+    models. ``version`` is one of ``LLVM_VERSIONS`` (a target's ``llvm``)."""
+    if version not in LLVM_VERSIONS:
+        raise LiteconvError(f"llvm: {version} is not a supported LLVM version; expected one of "
+                            f"{', '.join(map(str, LLVM_VERSIONS))}")  # fmt: skip
+    for folder in LLVM_DIRS.get(version, ()):
         if (Path(folder) / name).is_file():
             return str(Path(folder) / name)
-    found = shutil.which(f"{name}-16")
+    found = shutil.which(f"{name}-{version}")
     if found:
         return found
     if install:
-        _apt("llvm-16", f"{name} of LLVM 16 (the cycle model)")
-        return llvm_tool(name, install=False)
-    raise LiteconvError(f"{name} of LLVM 16 not found: run 'sudo apt-get install llvm-16'")
+        _apt(f"llvm-{version}", f"{name} of LLVM {version} (the cycle model)")
+        return llvm_tool(name, version, install=False)
+    raise LiteconvError(
+        f"{name} of LLVM {version} not found: run 'sudo apt-get install llvm-{version}'"
+    )
 
 
-@functools.lru_cache(maxsize=1)
-def llvm_mca_version() -> str:
+@functools.lru_cache(maxsize=4)
+def llvm_mca_version(version: int = DEFAULT_LLVM) -> str:
     """``llvm-mca --version``'s version line: part of the emulation cache key, since the
     cycles stored there come from this tool's scheduling models."""
-    proc = subprocess.run([llvm_tool("llvm-mca"), "--version"], capture_output=True, text=True,
-                          check=False)  # fmt: skip
+    proc = subprocess.run([llvm_tool("llvm-mca", version), "--version"], capture_output=True,
+                          text=True, check=False)  # fmt: skip
     lines = [x.strip() for x in proc.stdout.splitlines() if "version" in x.lower()]
     return lines[0] if lines else proc.stdout.strip()[:80]
 

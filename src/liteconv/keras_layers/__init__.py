@@ -13,6 +13,10 @@ from liteconv.keras_layers.models import (
 )
 from liteconv.keras_layers.separable import separable_conv
 
+# isort: split
+# registers efficientnet_lite (its module imports the registry above)
+from liteconv.keras_layers import efficientnet_lite as _efficientnet_lite  # noqa: F401
+
 __all__ = [
     "CNN_STAGES",
     "LayerCost",
