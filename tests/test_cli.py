@@ -100,11 +100,50 @@ def test_demo_runs_the_whole_job_with_a_progress_line_per_stage(tmp_path):
         "--dist", str(tmp_path / "dist"),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    for i, stage in enumerate(("train", "export + verify", "benchmark", "bundle"), start=1):
-        assert f"== [{i}/4] {stage} done in" in result.output
+    stages = ("train", "export + verify", "benchmark (this host)",
+              "estimate (the board, emulated)", "bundle")  # fmt: skip
+    for i, stage in enumerate(stages, start=1):
+        assert f"== [{i}/5] {stage} done in" in result.output
     assert "verified qat_int8.tflite" in result.output
-    assert list((tmp_path / "dist").glob("*.tar.gz"))
-    assert "make reproduce" in result.output.strip().splitlines()[-1]
+    # the Pi 4 estimate of both exported models beside this host's measured p50
+    table = result.output.split("== [4/5]")[1]
+    assert "raspberry-pi-4 ms (4 threads, estimated)" in table
+    assert "this host p50 ms (1 thread, measured)" in table
+    for model in ("fp32", "qat_int8"):
+        (row,) = [ln for ln in table.splitlines() if ln.startswith(f"{model} ")]
+        cells = row.split()
+        assert float(cells[1]) > 0 and float(cells[-1]) > 0 and float(cells[-2]) > 0, row
+    assert "estimated, not measured: cortex-a72" in table
+    (bundle,) = (tmp_path / "dist").glob("*.tar.gz")
+    import tarfile
+
+    with tarfile.open(bundle) as tar:
+        readme = next(m for m in tar.getmembers() if m.name.endswith("/README.md"))
+        assert "What to expect on this board (estimated" in tar.extractfile(readme).read().decode()
+    lines = result.output.strip().splitlines()
+    assert "make reproduce" in lines[-1]
+    assert any(ln.startswith("estimate:  raspberry-pi-4 latency above, estimated") for ln in lines)
+
+
+def test_demo_without_the_emulation_tools_still_finishes_and_says_how(monkeypatch, tmp_path):
+    """No qemu (no root, no apt): the estimate stage is one line, the demo goes on."""
+    from liteconv.cli import demo as demo_module
+    from liteconv.device.errors import LiteconvError
+    from liteconv.emulate import estimate
+
+    def no_tools(*_a, **_k):
+        raise LiteconvError("qemu-aarch64 (Debian's qemu-user) not found: run 'sudo apt-get "
+                            "install qemu-user'")  # fmt: skip
+
+    monkeypatch.setattr(estimate, "estimate_models", no_tools)
+    host = tmp_path / "bench.json"
+    host.write_text('{"records": []}')
+    lines = []
+    assert (
+        demo_module.board_estimates(["m.tflite"], "raspberry-pi-4", host, echo=lines.append) is None
+    )
+    assert len(lines) == 1 and lines[0].startswith("board estimate skipped (qemu-aarch64")
+    assert "make emulation-tools" in lines[0] and "--emulate raspberry-pi-4" in lines[0]
 
 
 def test_bench_arm64_without_root_says_so_before_any_download(tmp_path, monkeypatch):

@@ -12,7 +12,57 @@ from liteconv.cli.root import cli
 from liteconv.device.targets import list_targets
 
 DEMO_CONFIG = "configs/experiments/fashion_mnist_demo.yaml"
-STAGES = ("train", "export + verify", "benchmark", "bundle")
+STAGES = (
+    "train",
+    "export + verify",
+    "benchmark (this host)",
+    "estimate (the board, emulated)",
+    "bundle",
+)
+
+
+def board_estimates(
+    models: list[str],
+    target_name: str,
+    host_json: Path,
+    *,
+    cache: str = ".cache/emulate",
+    echo=click.echo,
+) -> str | None:
+    """The target board's **estimated** latency of ``models`` (``bench --emulate``) beside
+    this host's measured p50 (from ``host_json``), as a table; ``None`` with one line saying
+    how to get it when the emulation cannot run here (tools, root, network)."""
+    from liteconv.device.errors import LiteconvError
+    from liteconv.device.files import read_json
+    from liteconv.device.tables import format_table
+    from liteconv.device.targets import load_target
+    from liteconv.emulate.estimate import estimate_models
+
+    target = load_target(target_name)
+    try:
+        estimates = estimate_models(models, target, cache=cache, echo=echo)
+    except (LiteconvError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        echo(f"board estimate skipped ({first}); for it: 'make emulation-tools' as root once, "
+             f"then 'liteconv bench {' '.join(models)} --emulate {target.name}'")  # fmt: skip
+        return None
+    host = {}
+    for r in read_json(host_json, "benchmark result").get("records", []):
+        if r.get("threads") == 1:
+            host.setdefault(r.get("file"), r.get("p50_ms"))
+    most = max(target.threads)
+    rows = [[Path(e["file"]).stem, host.get(e["file"], ""),
+             f"{e['instructions_per_invoke'] / 1e6:.2f} M",
+             "outputs differ" if e["estimated_ms"] is None else e["estimated_ms"],
+             e["estimated_ms_threads"].get(str(most)) or ""] for e in estimates]  # fmt: skip
+    table = format_table(["model", "this host p50 ms (1 thread, measured)",
+                          "instructions / invoke", f"{target.name} ms (1 thread, estimated)",
+                          f"{target.name} ms ({most} threads, estimated)"], rows)  # fmt: skip
+    echo(table)
+    echo(f"estimated, not measured: {target.core} (LLVM {target.llvm}) at "
+         f"{target.clock_mhz:g} MHz under qemu -cpu {target.qemu_cpu}, constant "
+         f"{target.cycle_scale:g} ({target.cycle_scale_source})")  # fmt: skip
+    return table
 
 
 def _clock(seconds: float) -> str:
@@ -57,12 +107,23 @@ def demo(ctx, config_path, sets, target, out, dist):
     models = tuple(sorted(str(p) for p in (run.path / "export").glob("*.tflite")))
     results = run.path / "export" / "bench-host.json"
     stage(3, lambda: ctx.invoke(bench, models=models, target=target, json_path=str(results)))
-    bundle = stage(4, lambda: make_bundle(run.path, out=dist, target=target, echo=click.echo))
+    estimated = stage(4, lambda: board_estimates(list(models), target, results))
+    bundle = stage(5, lambda: make_bundle(run.path, out=dist, target=target,
+                                          emulate=estimated is not None, echo=click.echo))  # fmt: skip
     click.echo(f"== demo finished in {_clock(time.monotonic() - began)}")
     click.echo(f"run:       {run.path}  (model.keras, manifest.json, history.csv)")
     click.echo(f"verified:  {run.path / 'export' / 'verify.md'}  (TFLite vs Keras on the test set)")
-    click.echo(f"benchmark: {results}  (this host's CPU with the {target} profile)")
-    click.echo(f"bundle:    {bundle}  (copy to the board: tar xzf it, python bench.py --check)")
+    click.echo(
+        f"benchmark: {results}  (measured on this host's CPU with the {target} profile: "
+        "its threads, not its core)"
+    )
+    click.echo(f"estimate:  {target} latency above, estimated on its emulated core (not measured)"
+               if estimated else f"estimate:  none ({target}'s emulation could not run here; see "
+               "the line above)")  # fmt: skip
+    click.echo(
+        f"bundle:    {bundle}  (copy to the board: tar xzf it, python bench.py --check: "
+        "measured on the board)"
+    )
     click.echo(f"The full schedule: make train (10 epochs of {cfg.model.name}) && make export-tflite; "
                "the README's three-CNN table: make reproduce")  # fmt: skip
     return Path(bundle)
