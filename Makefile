@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LITECONV := $(VENV)/bin/liteconv
 STAMP := $(VENV)/.installed
-EXTRAS ?= train,dev
+EXTRAS ?= train,dev,mcu
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help

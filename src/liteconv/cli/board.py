@@ -31,6 +31,85 @@ def targets():
     click.echo(format_table(["target", "description", "emulated core", "from"], rows))
 
 
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--board",
+    "boards",
+    default=None,
+    metavar="B[,B]",
+    help="MCU boards (default: all shipped: liteconv/configs/mcu), or YAML paths",
+)
+@click.option(
+    "--emit",
+    "emit_dir",
+    default=None,
+    type=click.Path(),
+    help="write the model as a C array + a minimal TFLM main.cc (one model only)",
+)
+@click.option("--json", "json_path", default=None, type=click.Path(), help="write the records")
+@click.option("--md", "md_path", default=None, type=click.Path(), help="write the table")
+def mcu(sources, boards, emit_dir, json_path, md_path):
+    """Does an int8 model fit a microcontroller and run under TensorFlow Lite Micro?
+
+    SOURCES are .tflite files or run folders (their export/*int8*.tflite). Per model:
+    every operator against TFLM's kernels, the smallest tensor arena TFLM allocates
+    (bisection, with TFLM's allocation report), flash (model + a stated runtime
+    allowance), TFLM's outputs against LiteRT's; per board: fits or not, with margins.
+    A model that does not fit is an answer (exit 0); one TFLM cannot run exits 2."""
+    from liteconv.device.files import atomic_write_json, atomic_write_text
+    from liteconv.device.tables import format_table
+    from liteconv.mcu.boards import list_boards, load_board
+    from liteconv.mcu.emit import write_sources
+    from liteconv.mcu.fit import fit_model
+
+    chosen = [load_board(b.strip()) for b in (boards or ",".join(list_boards())).split(",")
+              if b.strip()]  # fmt: skip
+    models = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            found = sorted((path / "export").glob("*int8*.tflite"))
+            if not found:
+                raise click.UsageError(f"{path}: no export/*int8*.tflite; run 'liteconv export "
+                                       f"{path} --mode int8 --io int8' first")  # fmt: skip
+            models += found
+        else:
+            models.append(path)
+    if emit_dir and len(models) != 1:
+        raise click.UsageError(f"--emit writes one model; got {len(models)}")
+    records = []
+    for model in models:
+        click.echo(f"checking {model} under TFLM", err=True)
+        records.append(fit_model(model, chosen))
+    rows = []
+    for r in records:
+        for b in r["boards"]:
+            rows.append([Path(r["file"]).name, b["board"], f"{r['model_bytes'] / 1024:.1f}",
+                         f"{r['arena_bytes'] / 1024:.1f}", f"{b['flash_bytes'] / 1024:.1f}",
+                         f"{b['flash_margin'] / 1024:+.1f}", f"{b['ram_margin'] / 1024:+.1f}",
+                         "yes" if b["fits"] else "NO",
+                         "ok" if r["parity"]["passed"] else "DIFFERS"])  # fmt: skip
+    table = format_table(["model", "board", "model KB", "arena KB", "flash KB (est.)",
+                          "flash margin KB", "RAM margin KB", "fits", "TFLM vs LiteRT"],
+                         rows, markdown=True)  # fmt: skip
+    click.echo(table)
+    click.echo(
+        "arena: TFLM's smallest allocation on x86-64 (64-bit pointers): an upper bound of "
+        "a 32-bit MCU's; flash: the model plus a stated runtime allowance (not built)"
+    )
+    if emit_dir:
+        r = records[0]
+        for path in write_sources(models[0], emit_dir, arena_bytes=r["arena_bytes"],
+                                  operators=r["operator_kinds"]):  # fmt: skip
+            click.echo(f"wrote {path}")
+        click.echo("not compiled here: build with your board's toolchain and TFLM")
+    if json_path:
+        atomic_write_json(json_path, {"records": records, "boards": [b.name for b in chosen]})
+    if md_path:
+        atomic_write_text(md_path, table + "\n")
+
+
 @cli.group(cls=SectionedGroup)
 def device():
     """A Raspberry Pi over SSH (ssh://USER@HOST[:PORT]) or an Android phone over adb

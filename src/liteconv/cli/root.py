@@ -37,6 +37,6 @@ cli.sections = [
      ["demo", "train", "import", "flatten", "evaluate", "export", "verify", "bench", "bundle",
       "report", "profile"]),
     ("Models and configs", ["models", "summary", "config"]),
-    ("The board: a Raspberry Pi or phone, real or emulated", ["targets", "device", "bench-arm64"]),
+    ("The board: a Raspberry Pi or phone, real or emulated", ["targets", "device", "bench-arm64", "mcu"]),
     ("Studies: the README's tables (written where --out says)", ["study"]),
 ]  # fmt: skip

@@ -270,3 +270,16 @@ def emulation(boards, models, cache, out):
     for path in paths:
         click.echo(f"wrote {path}")
 
+
+@study.command("mcu")
+@click.option("--out", default=f"{STUDIES}/mcu", show_default=True,
+              help="writes OUT.json and OUT.md")  # fmt: skip
+def mcu_table(out):
+    """The three CNNs (int8, per-channel and per-tensor) on every shipped microcontroller
+    board under TFLM: model size, arena, fits, TFLM against LiteRT."""
+    from liteconv.bench.mcu_study import mcu_study
+
+    paths = mcu_study(out, echo=click.echo)
+    click.echo(paths[1].read_text())
+    for path in paths:
+        click.echo(f"wrote {path}")

@@ -1,0 +1,144 @@
+"""Microcontrollers: TFLM operator coverage, the exact arena, parity with LiteRT, C export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from tflite_micro.python.tflite_micro import runtime as tflm  # the mcu extra: make test installs it
+
+from liteconv.cli import cli
+from liteconv.compat import keras, tf
+from liteconv.device.errors import LiteconvError
+from liteconv.export.convert import to_tflite
+from liteconv.mcu import emit, fit
+from liteconv.mcu.boards import list_boards, load_board
+
+
+def _int8(model, shape, io="int8") -> bytes:
+    rng = np.random.default_rng(0)
+    data = rng.uniform(-1, 1, size=(16, *shape)).astype("float32")
+    return to_tflite(model, mode="int8", representative_data=data, num_calibration=16,
+                     io_type=io)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Models not designed here: MobileNet v1 α 0.25 at 96×96 (MLPerf Tiny's visual wake
+    words size class) and a 1-D keyword-spotting CNN on 49×10 MFCCs; full-integer I/O."""
+    folder = tmp_path_factory.mktemp("mcu")
+    keras.utils.set_random_seed(0)
+    vww = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None,
+                                       classes=2, classifier_activation=None)  # fmt: skip
+    inputs = keras.Input((49, 10))
+    x = keras.layers.Conv1D(64, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.SeparableConv1D(64, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling1D(2)(x)
+    x = keras.layers.Conv1D(64, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    kws = keras.Model(inputs, keras.layers.Dense(12, activation="softmax")(x))
+    paths = {}
+    for name, model, shape in (("vww", vww, (96, 96, 3)), ("kws", kws, (49, 10))):
+        paths[name] = folder / f"{name}.tflite"
+        paths[name].write_bytes(_int8(model, shape))
+    return paths
+
+
+@pytest.mark.parametrize("name", ["vww", "kws"])
+def test_the_reported_arena_is_the_smallest_tflm_allocates(models, name):
+    blob = models[name].read_bytes()
+    record = fit.fit_model(models[name], [load_board("nano33-ble-sense")])
+    arena = record["arena_bytes"]
+    tflm.Interpreter.from_bytes(blob, arena_size=arena)  # allocates
+    with pytest.raises(RuntimeError):
+        tflm.Interpreter.from_bytes(blob, arena_size=arena - 1)
+    assert record["io"] == {"input": "int8", "output": "int8"}
+    # the 64-bit report's parts: head (activations) + tail (structs) within the arena
+    assert record["arena_head_bytes"] + record["arena_tail_bytes"] <= arena
+    assert record["arena_head_bytes"] < record["arena_bytes_32bit_lower_bound"] < arena
+    assert record["parity"]["passed"], record["parity"]
+    assert "DEPTHWISE_CONV_2D" in record["operator_kinds"]
+
+
+def test_parity_fails_when_tflm_and_litert_disagree(models, monkeypatch):
+    """The parity check can fail: TFLM's outputs shifted by three output steps."""
+    arena = fit.smallest_arena(models["kws"])
+    real = fit.tflm_outputs
+
+    def shifted(*args):
+        out, report = real(*args)
+        return np.clip(out.astype(int) + 3, -128, 127).astype(np.int8), report
+
+    monkeypatch.setattr(fit, "tflm_outputs", shifted)
+    assert not fit.parity(models["kws"], arena)[0]["passed"]
+
+
+def test_a_model_that_crashes_tflm_is_an_error_not_the_end_of_liteconv(tmp_path):
+    """Random weights make MobileNet's logits ~0 on every calibration image: an int8
+    SOFTMAX with an input scale of ~1e-8, which aborts TFLM's softmax preparation (LiteRT
+    runs it). TFLM runs in a child process: exit 2 naming the signal."""
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None,
+                                         classes=2)  # fmt: skip
+    path = tmp_path / "softmax.tflite"
+    path.write_bytes(_int8(model, (96, 96, 3)))
+    result = CliRunner().invoke(cli, ["mcu", str(path), "--board", "pico-2"])
+    assert result.exit_code == 2, result.output
+    assert "TFLM crashed (SIGABRT)" in result.output.strip().splitlines()[-1]
+
+
+def test_an_operator_tflm_lacks_is_named(tmp_path):
+    inputs = keras.Input((8,))
+    out = keras.layers.Lambda(tf.math.sign)(keras.layers.Dense(8)(inputs))
+    path = tmp_path / "sign.tflite"
+    path.write_bytes(to_tflite(keras.Model(inputs, out), mode="fp32"))
+    with pytest.raises(LiteconvError, match="TFLM has no kernel for SIGN"):
+        fit.fit_model(path, [load_board("pico-2")])
+    result = CliRunner().invoke(cli, ["mcu", str(path), "--board", "pico-2"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+    assert "TFLM has no kernel for SIGN" in result.output
+
+
+def test_a_model_too_big_for_the_board_is_an_answer_not_an_error(tmp_path):
+    """1.2 M int8 weights: more than the Nano 33's 1 MB flash, less than the Nucleo's 2 MB."""
+    inputs = keras.Input((1024,))
+    x = keras.layers.Dense(1200, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    path = tmp_path / "wide.tflite"
+    path.write_bytes(_int8(model, (1024,)))
+    out = tmp_path / "mcu.json"
+    result = CliRunner().invoke(cli, ["mcu", str(path), "--board", "nano33-ble-sense,nucleo-l4r5zi",
+                                      "--json", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import json
+
+    boards = {b["board"]: b for b in json.loads(out.read_text())["records"][0]["boards"]}
+    assert not boards["nano33-ble-sense"]["fits"] and boards["nano33-ble-sense"]["flash_margin"] < 0
+    assert boards["nucleo-l4r5zi"]["fits"]
+    assert "| NO " in result.output and "| yes " in result.output
+
+
+def test_the_emitted_c_array_is_the_model_and_the_resolver_its_operators(models, tmp_path):
+    result = CliRunner().invoke(cli, ["mcu", str(models["kws"]), "--board", "pico-2",
+                                      "--emit", str(tmp_path / "fw")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    source = (tmp_path / "fw" / "model_data.cc").read_text()
+    assert emit.parse_c_array(source) == models["kws"].read_bytes()
+    assert "alignas(16)" in source
+    header = (tmp_path / "fw" / "model_data.h").read_text()
+    assert f"g_model_len = {models['kws'].stat().st_size};" in header
+    record = fit.fit_model(models["kws"], [])
+    assert f"g_model_arena_size = {record['arena_bytes'] + emit.ARENA_HEADROOM};" in header
+    main = (tmp_path / "fw" / "main.cc").read_text()
+    for op in record["operator_kinds"]:
+        assert f"resolver.{emit.resolver_method(op)}();" in main
+    assert f"MicroMutableOpResolver<{len(record['operator_kinds'])}>" in main
+    assert emit.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
+
+
+def test_boards_ship_with_sources_and_unknown_ones_are_one_line_errors():
+    assert {"nucleo-l4r5zi", "nano33-ble-sense", "esp32-s3", "pico-2"} <= set(list_boards())
+    assert all(load_board(b).source and load_board(b).ram_kb > 0 for b in list_boards())
+    with pytest.raises(LiteconvError, match="unknown board; known: esp32-s3"):
+        load_board("arduino-uno")
