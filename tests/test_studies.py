@@ -86,7 +86,7 @@ def test_report_merges_host_and_device_results(exported_run, tmp_path):
 def test_compare_and_report_cli(exported_run, tmp_path):
     runner = CliRunner()
     result = runner.invoke(
-        cli, ["compare", "--sizes", "8", "--channels", "8", "--threads", "1", "--runs", "2",
+        cli, ["study", "layers", "--sizes", "8", "--channels", "8", "--threads", "1", "--runs", "2",
               "--no-models", "--out", str(tmp_path / "layers")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -50,7 +50,7 @@ def targets():
 @click.option("--json", "json_path", default=None, type=click.Path(), help="write the records")
 @click.option("--md", "md_path", default=None, type=click.Path(), help="write the table")
 def mcu(sources, boards, emit_dir, json_path, md_path):
-    """Does an int8 model fit a microcontroller and run under TensorFlow Lite Micro?
+    """Whether an int8 model fits a microcontroller and runs under TensorFlow Lite Micro.
 
     SOURCES are .tflite files or run folders (their export/*int8*.tflite). Per model:
     every operator against TFLM's kernels, the smallest tensor arena TFLM allocates
