@@ -340,7 +340,7 @@ def _export_cmd(digits_run, folder):
 
 
 def _which(position: str, count: int) -> int:
-    return {"first": 1, "middle": (count + 1) // 2, "last": count}[position]
+    return {"first": 1, "second": 2, "middle": (count + 1) // 2, "last": count}[position]
 
 
 @pytest.mark.large
@@ -379,12 +379,14 @@ def train_writes(tmp_path_factory):
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("position", ["first", "middle", "last"])
+@pytest.mark.parametrize("position", ["first", "second", "middle", "last"])
 def test_kill_9_inside_a_train_write_then_train_again_ends_in_one_complete_run(
     train_writes, tmp_path, position
 ):
-    """Killed inside its first write (the config: the run folder holds only that
-    temporary), a middle one (a model save) or the last (the final manifest): training
+    """Killed inside its first write (the manifest: the run folder holds only that
+    temporary), the second (the config: a resumable run; the whole-table sweep found a
+    run left without manifest when the config came first), a middle one (a model save) or
+    the last (the final manifest): training
     again resumes or starts over, ends in exactly one complete run, and leaves no
     temporaries and no folder without a manifest."""
     from kill_points import scenario

@@ -305,8 +305,9 @@ def _callbacks(run: runlib.Run, chosen: runlib.Run, cfg: Config, has_val: bool) 
 
 
 def _start_manifest(run: runlib.Run, cfg: Config, devices: Devices, splits: DataSplits, cost):
-    """Write ``config.yaml`` and the manifest of a run that starts (or resumes)."""
-    run.write_text(runlib.CONFIG, dump_config(cfg))
+    """Write the manifest of a run that starts (or resumes), then ``config.yaml``: with the
+    manifest first, a run killed inside either write is either a folder holding only a dead
+    writer's temporary (``Run.abandoned``) or a resumable run (``find_resumable``)."""
     run.update_manifest(
         experiment=cfg.experiment, status="running", config_hash=config_hash(cfg),
         versions=runlib.versions(), git_commit=runlib.git_commit(), seed=cfg.train.seed,
@@ -317,6 +318,7 @@ def _start_manifest(run: runlib.Run, cfg: Config, devices: Devices, splits: Data
         model={"name": cfg.model.name, "kwargs": cfg.model.kwargs,
                "params": cost.total_params, "macs": cost.total_macs},
     )  # fmt: skip
+    run.write_text(runlib.CONFIG, dump_config(cfg))
 
 
 def _finish(run: runlib.Run, cfg: Config, history, test, seconds: float, train_size: int):
