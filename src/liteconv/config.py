@@ -24,7 +24,7 @@ import yaml
 
 from liteconv.device.errors import ConfigError
 from liteconv.device.schema import build, check
-from liteconv.device.targets import RUNTIME_NAMES
+from liteconv.device.targets import RUNTIME_NAMES, packaged_configs
 
 # Conversion modes of ``export.convert.to_tflite`` and, with ``qat_int8`` (QAT, then int8),
 # of ``liteconv export``; the converter and the config check the same tuples.
@@ -256,13 +256,6 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base: expected a file path, got {base!r}")
     return _merge(_read_yaml(_resolve(path.parent / base), (*seen, path)), data)
-
-
-def packaged_configs() -> Path:
-    """The configs shipped inside the package: ``base.yaml``, ``experiments/``, ``targets/``."""
-    from importlib import resources
-
-    return Path(str(resources.files("liteconv"))) / "configs"
 
 
 def find_config(path: str | Path) -> Path:

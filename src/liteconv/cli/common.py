@@ -11,9 +11,9 @@ import os
 import click
 import yaml
 
-from liteconv.device import files as _files  # noqa: F401 - takes the crash-point testing
-
-# variables out of the environment before any command starts a child process
+# imported for its side effect: it takes the crash-point testing variables out of the
+# environment before any command starts a child process
+from liteconv.device import files as _files  # noqa: F401
 from liteconv.device.errors import LiteconvError
 
 

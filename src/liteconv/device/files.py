@@ -94,6 +94,10 @@ def crash_inside_written(tmp: str | Path, final: str | Path) -> None:
         return
     size = os.path.getsize(tmp)
     os.truncate(tmp, size // 2 if keep < 0 else min(keep, size))
+    _die_inside_write(tmp, final)
+
+
+def _die_inside_write(tmp: str | Path, final: str | Path) -> None:
     die_inside(f"write {_PASSED['write']}: {Path(tmp).name} -> {final}")
 
 
@@ -119,7 +123,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
                 fh.write(data[: len(data) // 2 if keep < 0 else keep])
                 fh.flush()
                 os.fsync(fh.fileno())
-                die_inside(f"write {_PASSED['write']}: {Path(tmp).name} -> {path}")
+                _die_inside_write(tmp, path)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -103,9 +103,15 @@ def user_dir() -> Path:
     return Path(base) / "liteconv"
 
 
+def packaged_configs() -> Path:
+    """The configs shipped inside the package (``liteconv/configs``): ``base.yaml``,
+    ``experiments/``, ``targets/``, ``mcu/``."""
+    return Path(str(resources.files("liteconv"))) / "configs"
+
+
 def packaged_dir() -> Path:
     """The targets shipped inside the liteconv package (``liteconv/configs/targets``)."""
-    return Path(str(resources.files("liteconv"))) / "configs" / "targets"
+    return packaged_configs() / "targets"
 
 
 def target_dirs() -> list[tuple[str, Path]]:

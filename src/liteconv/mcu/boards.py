@@ -14,11 +14,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from liteconv.device.errors import LiteconvError
 from liteconv.device.schema import build, check
+from liteconv.device.targets import packaged_configs
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Board:
 
 def board_dir() -> Path:
     """The boards shipped with liteconv."""
-    return Path(str(resources.files("liteconv"))) / "configs" / "mcu"
+    return packaged_configs() / "mcu"
 
 
 def list_boards() -> list[str]:
