@@ -7,6 +7,7 @@ import dataclasses
 import os
 import shutil
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -165,26 +166,34 @@ def test_random_replacement_is_deterministic_and_keeps_part_of_a_stream_too_big_
     assert runs[0]["l1_misses"] == 32768  # the L1 stays LRU: the stream misses it all
 
 
-def test_time_model_splits_compute_over_threads_and_not_the_memory_term():
+def test_thread_model_arithmetic_on_made_up_counts():
+    """ms(T) = scale × ((serial + parallel / T) / clock + dispatches × sync × (T − 1) / clock
+    + DRAM bytes / bandwidth): the serial part and the memory term do not split over the
+    threads, each dispatch costs its sync cycles per extra thread, none at one thread."""
     from liteconv.device.targets import Target
-    from liteconv.emulate.estimate import caches_of, dram_bytes, time_ms
+    from liteconv.emulate.estimate import caches_of, dram_bytes, thread_split, time_ms
 
-    board = Target(name="b", core="cortex-a72", qemu_cpu="cortex-a72", clock_mhz=1800,
+    board = Target(name="b", core="cortex-a72", qemu_cpu="cortex-a72", clock_mhz=1000,
                    l1d_kb=32, l1d_ways=2, l2_kb=1024, l2_ways=16, dram_mb_s=6400,
                    threads=[1, 4])  # fmt: skip
     memory = {"l2_misses": 75_000, "l2_writebacks": 25_000}  # 6.4 MB: 1 ms at 6400 MB/s
     assert dram_bytes(memory) == 6_400_000
-    assert time_ms(board, 1.8e6, memory) == {
-        "compute_ms": 1.0,
-        "memory_ms": 1.0,
-        "estimated_ms": 2.0,
-    }
-    assert time_ms(board, 1.8e6, memory, threads=4)["estimated_ms"] == 1.25
-    assert (
-        time_ms(dataclasses.replace(board, cycle_scale=2.0), 1.8e6, memory)["estimated_ms"] == 4.0
-    )
+    counted = {"estimated_cycles": 5e6, "dispatches": 10, "memory": memory,
+               "cycle_model": {"parts": {"serial": {"cycles": 1e6},
+                                         "parallel": {"cycles": 4e6}}}}  # fmt: skip
+    assert thread_split(counted) == (1e6, 4e6, 10)
+    one = time_ms(board, counted, 1, sync_cycles=50_000)
+    assert one == {"compute_ms": 5.0, "sync_ms": 0.0, "memory_ms": 1.0, "estimated_ms": 6.0}
+    four = time_ms(board, counted, 4, sync_cycles=50_000)
+    # 1 + 4/4 ms of compute, 10 dispatches × 50 000 cycles × 3 extra threads = 1.5 ms, 1 ms DRAM
+    assert four == {"compute_ms": 2.0, "sync_ms": 1.5, "memory_ms": 1.0, "estimated_ms": 4.5}
+    assert time_ms(dataclasses.replace(board, cycle_scale=2.0), counted, 4,
+                   sync_cycles=50_000)["estimated_ms"] == 9.0  # fmt: skip
     no_dram = dataclasses.replace(board, dram_mb_s=0)
-    assert time_ms(no_dram, 1.8e6, memory)["estimated_ms"] == 1.0  # no bandwidth: no term
+    assert time_ms(no_dram, counted, 1)["estimated_ms"] == 5.0  # no bandwidth: no term
+    # a record counted before the split: all parallel, no dispatches
+    old = {"estimated_cycles": 5e6, "memory": None, "cycle_model": {}}
+    assert time_ms(no_dram, old, 4, sync_cycles=50_000)["estimated_ms"] == 1.25
     assert caches_of(board) == {"l1d": (32, 2, "lru"), "l2": (1024, 16, "lru")}
     assert caches_of(Target(name="x")) is None
 
@@ -227,6 +236,17 @@ def test_cycles_of_a_block_come_from_llvm_mca_and_the_cold_rest_at_the_hot_cpi()
     assert cyc == pytest.approx(1000 * per_turn + 1 * per_turn / 3, rel=1e-9)
     # an in-order core is not faster on the same block
     assert cycles.estimate_cycles(blocks, "cortex-a53")[0] >= cyc * 0.99
+    # blocks disassembled in one llvm-mc run split back exactly as one by one
+    assert cycles.disassemble_many([loop, cold, loop]) == [
+        cycles.disassemble(loop),
+        cycles.disassemble(cold),
+        cycles.disassemble(loop),
+    ]
+    assert len(cycles.disassemble(loop)) == 3
+    # labelled blocks: each label's instructions and cycles, adding up to the whole
+    cyc2, labelled = cycles.estimate_cycles(blocks, "cortex-a72", kinds=["parallel", "serial"])
+    assert cyc2 == cyc and labelled["parts"]["parallel"]["instructions"] == 3000
+    assert labelled["parts"]["serial"]["cycles"] == round(per_turn / 3)
 
 
 # 3 loads, 8 FMLA by element, 2 SDOT, 1 subs (llvm-mc -triple=aarch64 -mattr=+dotprod)
@@ -316,6 +336,19 @@ def test_cores_differ_in_int8_kernels_not_in_fp32_and_counts_repeat(tmp_path):
         r["instructions_per_invoke"] for r in again
     ]
     assert [r["estimated_cycles"] for r in pi4] == [r["estimated_cycles"] for r in again]
+    # the runtime's symbols split each invoke: XNNPACK's tasks and micro-kernels (parallel)
+    # hold nearly all of a conv stack's instructions; each of the 4 convolutions dispatches
+    # to the thread pool at least once; the parts add up to the whole
+    for r in pi4:
+        parts = r["cycle_model"]["parts"]
+        total = parts["serial"]["instructions"] + parts["parallel"]["instructions"]
+        assert total == pytest.approx(r["instructions_per_invoke"], rel=1e-6)
+        assert parts["parallel"]["instructions"] > 0.9 * total, parts
+        assert parts["serial"]["cycles"] + parts["parallel"]["cycles"] == pytest.approx(
+            r["estimated_cycles"], rel=1e-3
+        )
+        assert 4 <= r["dispatches"] <= 40, r["dispatches"]
+    assert [r["dispatches"] for r in pi4] == [r["dispatches"] for r in again]
     fp32_a72, int8_a72 = (r["instructions_per_invoke"] for r in pi4)
     fp32_a76, int8_a76 = (r["instructions_per_invoke"] for r in pi5)
     assert abs(fp32_a72 - fp32_a76) <= 1e-3 * fp32_a72  # the same kernels
@@ -508,34 +541,96 @@ def test_bundle_readme_says_what_to_expect_on_the_board(exported_run, tmp_path):
         assert f"| {rec['estimated_ms']:.4f} |" in readme
 
 
-def test_study_fits_one_constant_at_the_published_threads_and_reports_each_residual(monkeypatch):
-    """The validation's arithmetic on made-up estimates: the board's YAML constant is set
-    aside (1), the 4-thread figure is compared, the constant is the geometric mean of
-    published ÷ estimated and every ratio's error is estimated ÷ published − 1."""
-    from pathlib import Path
+def test_held_out_scores_never_let_a_row_into_its_own_constant():
+    """Leave-one-out on made-up figures: a row that alone is off gets its whole error (its
+    constant comes from the others), the rest stay exact; Spearman and the shares follow."""
+    from liteconv.bench.emulation import geometric_fit, judge_table, leave_one_out, spearman
 
+    assert geometric_fit([(1.0, 2.0), (2.0, 8.0)]) == pytest.approx((2 * 4) ** 0.5)  # 2× and 4×
+    predicted, published = [1.0, 2.0, 4.0, 8.0], [3.0, 6.0, 12.0, 36.0]  # the last is 1.5× off
+    loo = leave_one_out(predicted, published)
+    assert loo[3] == pytest.approx(8 * 3 / 36 - 1)  # constant 3 from the other three rows
+    assert all(abs(e) > 0 for e in loo[:3])  # …whose constants include the odd row
+    assert spearman(predicted, published) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2], [1, 2]) is None
+    rows = [{"mode": "fp32", "published_ms": p, "estimate": q, "macs": q * q, "host": q}
+            for q, p in zip(predicted, published)]  # fmt: skip
+    scores = judge_table(rows)["fp32"]
+    assert scores["estimate"]["n"] == 4 and scores["host"] == scores["estimate"]
+    assert scores["macs"]["spearman"] == pytest.approx(1.0)
+    assert scores["macs"]["median"] > scores["estimate"]["median"]  # squares: wrong spread
+    assert rows[3]["estimate_loo_error"] == pytest.approx(loo[3])
+
+
+def test_thread_count_is_fitted_on_pairs_alone_and_recovered():
+    """Made-up counts whose 2-thread ÷ 1-thread ratios follow a known sync count: the fit
+    finds it; the board constant cancels in the ratio."""
+    from liteconv.bench.emulation import fit_sync
+    from liteconv.device.targets import Target
+    from liteconv.emulate.estimate import time_ms
+
+    board = Target(name="b", clock_mhz=2000, cycle_scale=3.0)
+    models = [{"estimated_cycles": c, "dispatches": d, "memory": None,
+               "cycle_model": {"parts": {"serial": {"cycles": c * 0.01},
+                                         "parallel": {"cycles": c * 0.99}}}}
+              for c, d in ((1e8, 30), (3e7, 110), (6e7, 70))]  # fmt: skip
+    truth = 12_000
+    pairs = [(m, time_ms(board, m, 2, sync_cycles=truth)["estimated_ms"]
+              / time_ms(board, m, 1, sync_cycles=truth)["estimated_ms"]) for m in models]  # fmt: skip
+    fitted, rows = fit_sync(pairs, board)
+    assert fitted == pytest.approx(truth, abs=500)
+    assert all(r["estimated_ratio"] == pytest.approx(r["published_ratio"], rel=1e-3) for r in rows)
+
+
+def test_published_tables_name_their_source_and_fit_tables_exist():
+    """The shipped CSV groups into tables with a target each; every board constant's table
+    and the thread-model pairs are among them; an unknown board is a one-line error."""
     from liteconv.bench import emulation
-    from liteconv.device.targets import load_target
 
-    seen = []
+    tables, skipped = emulation.load_tables()
+    keys = {(t.board, t.threads) for t in tables}
+    for prefix, board, threads in emulation.FIT_TABLES.values():
+        assert emulation._find(tables, prefix, board, threads), (prefix, board)  # noqa: SLF001
+    assert emulation._find(tables, *emulation.SYNC_TABLE, 1)  # noqa: SLF001
+    assert emulation._find(tables, *emulation.SYNC_TABLE, 2)  # noqa: SLF001
+    assert ("Raspberry Pi 4", 4) in keys and ("Pixel 4", 4) in keys
+    assert all(t.rows and all(r["published_ms"] > 0 for r in t.rows) for t in tables)
+    assert any("Raspberry Pi 2" in s for s in skipped)  # no Cortex-A7 target
+    with pytest.raises(LiteconvError, match="no published figures for Nokia 3310"):
+        emulation.emulation_study("/tmp/none", boards=["Nokia 3310"])
 
-    def fake(models, target, **_k):
-        seen.append(target.cycle_scale)
-        ms = {"a": 10.0, "b": 5.0}
-        return [{"file": m, "estimated_ms": 99.0,
-                 "estimated_ms_threads": {"4": ms[Path(m).stem.split("-")[0]]},
-                 "check": {"passed": True}} for m in models]  # fmt: skip
 
-    monkeypatch.setattr(emulation, "estimate_models", fake)
-    monkeypatch.setitem(emulation.PUBLISHED, "raspberry-pi-4", {"fp32": {"a": 40, "b": 10}})
-    files = {("a", "fp32"): Path("a-fp32.tflite"), ("b", "fp32"): Path("b-fp32.tflite")}
-    board = emulation._board_rows("raspberry-pi-4", load_target("raspberry-pi-4"), files,  # noqa: SLF001
-                                  ".cache/x", print)  # fmt: skip
-    assert seen == [1.0]  # the YAML's fitted constant is not used to fit itself
-    assert board["fitted_constant"] == pytest.approx((40 / 10 * 10 / 5) ** 0.5, rel=1e-4)
-    (ratio,) = board["ratios"]
-    assert ratio["estimated"] == 2.0 and ratio["published"] == 4.0 and ratio["error"] == -0.5
-    errors = [r["absolute_error"] for r in board["rows"]]
-    assert errors[0] == pytest.approx(-errors[1] / (1 + errors[1]), abs=1e-3)  # symmetric fit
-    with pytest.raises(LiteconvError, match="no published figures for raspberry-pi-5"):
-        emulation.emulation_study("/tmp/none", boards=["raspberry-pi-5"])
+def test_symbols_split_blocks_by_function_and_count_dispatches():
+    """Blocks inside XNNPACK's tasks and micro-kernels are parallel, the rest serial; a
+    dispatch is an entry to pthreadpool's parallelize functions; ELF segments and the
+    guest's memory map give the load bias."""
+    from liteconv.emulate import symbols
+
+    class Names:  # the Symbolizer's interface on a made-up library
+        table = {0x100: "xnn_f32_gemm_minmax_ukernel_4x8", 0x200: "xnn_compute_gemm",
+                 0x300: "pthreadpool_parallelize_2d_tile_2d_private_impl",
+                 0x400: "_ZN6tflite8Subgraph6InvokeEv"}  # fmt: skip
+
+        def name(self, address):
+            return self.table.get(address & ~0xFF)
+
+        def starts_function(self, address):
+            return address in self.table
+
+    blocks = [(0x100, 10, 50.0, b""), (0x210, 5, 50.0, b""), (0x300, 4, 7.0, b""),
+              (0x310, 6, 7.0, b""), (0x400, 20, 1.0, b"")]  # fmt: skip
+    split = symbols.split_blocks(blocks, Names())
+    assert split["kinds"] == ["parallel", "parallel", "serial", "serial", "serial"]
+    assert split["parallel"]["instructions"] == 750 and split["serial"]["instructions"] == 90
+    assert split["dispatches"] == 7
+    maps = ("7f0000000000-7f0000100000 r-xp 00000000 08:01 12 /usr/lib/libx.so\n"
+            "7f0000200000-7f0000201000 rw-p 00100000 08:01 12 /usr/lib/libx.so\n"
+            "7fff00000000-7fff00021000 rw-p 00000000 00:00 0 [stack]\n")  # fmt: skip
+    assert symbols.parse_maps(maps) == [(0x7F0000000000, 0x7F0000100000, 0, "/usr/lib/libx.so"),
+                                        (0x7F0000200000, 0x7F0000201000, 0x100000,
+                                         "/usr/lib/libx.so")]  # fmt: skip
+    segments = symbols.load_segments(sys.executable)  # any 64-bit ELF has PT_LOAD segments
+    assert segments and all(size >= 0 for _, _, size in segments)
+    with pytest.raises(LiteconvError, match="not a 64-bit ELF"):
+        symbols.load_segments(__file__)

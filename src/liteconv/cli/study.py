@@ -238,18 +238,14 @@ def bench_profile(out, runs, threads):
 
 
 @study.command("emulation")
-@click.option(
-    "--boards",
-    default="raspberry-pi-4,raspberry-pi-3",
-    show_default=True,
-    help="targets with a published column (raspberry-pi-4, raspberry-pi-3)",
-)
-@click.option(
-    "--models",
-    default="mobilenet_v1,mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small",
-    show_default=True,
-    help="keras.applications architectures (random weights, 224×224)",
-)
+@click.option("--boards", default="", help="published boards to judge, comma-separated "
+              "(e.g. 'Raspberry Pi 4,Pixel 4'; default: every board a target models)")  # fmt: skip
+@click.option("--published", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="a CSV of published latencies in the shipped one's columns "
+                   "(default: the shipped bench/published_latency.csv)")  # fmt: skip
+@click.option("--max-macs", default=3e9, show_default=True, type=click.FloatRange(0),
+              help="leave out architectures with more MACs (their emulation takes too long)")  # fmt: skip
+@click.option("--no-host", is_flag=True, help="skip the host-time baseline")
 @click.option(
     "--cache",
     default=".cache/emulate",
@@ -258,14 +254,16 @@ def bench_profile(out, runs, threads):
 )
 @click.option("--out", default=f"{STUDIES}/emulation", show_default=True,
               help="writes OUT.json and OUT.md")  # fmt: skip
-def emulation(boards, models, cache, out):
-    """Emulated board latency against XNNPACK's published Raspberry Pi figures: model-to-
-    model ratios, fp32 ÷ int8 and the absolute error after one constant per board."""
-    from liteconv.bench.emulation import emulation_study
+def emulation(boards, published, max_macs, no_host, cache, out):
+    """Emulated latency against published board figures, each constant fitted on one
+    named table and every goal judged on rows held out from it, beside two baselines
+    (MACs × constant, this host's time × constant)."""
+    from liteconv.bench.emulation import PUBLISHED_CSV, emulation_study
 
-    paths = emulation_study(out, boards=[b.strip() for b in boards.split(",") if b.strip()],
-                            models=[m.strip() for m in models.split(",") if m.strip()],
-                            cache=cache, echo=click.echo)  # fmt: skip
+    paths = emulation_study(out, published=published or PUBLISHED_CSV,
+                            boards=[b.strip() for b in boards.split(",") if b.strip()] or None,
+                            max_macs=max_macs, host=not no_host, cache=cache,
+                            echo=click.echo)  # fmt: skip
     click.echo(paths[1].read_text())
     for path in paths:
         click.echo(f"wrote {path}")

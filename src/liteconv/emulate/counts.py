@@ -90,7 +90,9 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
                  arm64_cache: Path, invokes: int = 2, warmup: int = 1,
                  caches: dict | None = None) -> list[dict]:  # fmt: skip
     """Per model: ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
-    emulated ``output`` (for the check against the host's) and, with ``caches``, the
+    emulated ``output`` (for the check against the host's), the guest's memory ``maps``
+    (text of ``/proc/self/maps``) and arm64 ``root`` (to name blocks, ``symbols``) and,
+    with ``caches``, the
     ``memory`` counts per invoke (the warm-up invokes fill the caches uncounted)."""
     arm64.preflight(arm64_cache)
     root = arm64.ensure_rootfs(Path(arm64_cache).resolve())
@@ -101,7 +103,8 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
             paths.append(str(Path(tmp) / f"in{i}.npy"))
             np.save(paths[-1], array)
         spec = {"models": [str(Path(m).resolve()) for m in models], "inputs": paths,
-                "warmup": warmup, "invokes": invokes, "outputs": str(Path(tmp) / "out.npz")}  # fmt: skip
+                "warmup": warmup, "invokes": invokes, "outputs": str(Path(tmp) / "out.npz"),
+                "maps": str(Path(tmp) / "maps.txt")}  # fmt: skip
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
         env.update(PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
@@ -110,6 +113,7 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
             qemu_cpu=qemu_cpu, cache=cache, env=env, caches=caches,
         )  # fmt: skip
         outputs = np.load(spec["outputs"])
+        maps = Path(spec["maps"]).read_text() if Path(spec["maps"]).is_file() else ""
         results = []
         for i, model in enumerate(models):
             if i not in regions:
@@ -120,6 +124,7 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
                 "instructions_per_invoke": region["instructions"] / invokes,
                 "blocks": [(v, n, runs / invokes, code) for v, n, runs, code in region["blocks"]],
                 "output": outputs[f"m{i}"],
+                "maps": maps, "root": str(root),
             })  # fmt: skip
             if "memory" in region:
                 results[-1]["memory"] = {k: v / invokes for k, v in region["memory"].items()}

@@ -39,6 +39,21 @@ def disassemble(code: bytes, llvm: int = DEFAULT_LLVM) -> list[str]:
     return [ln for ln in lines if ln and not ln.startswith(".")]
 
 
+def disassemble_many(codes: list[bytes], llvm: int = DEFAULT_LLVM) -> list[list[str]]:
+    """``disassemble`` of each block, in one ``llvm-mc`` run (AArch64 instructions are 4
+    bytes each: the listing splits back by length); block by block where a byte string
+    does not decode to one line per 4 bytes."""
+    lines = disassemble(b"".join(codes), llvm)
+    if len(lines) == sum(len(c) // 4 for c in codes) and all(len(c) % 4 == 0 for c in codes):
+        out, at = [], 0
+        for code in codes:
+            out.append(lines[at : at + len(code) // 4])
+            at += len(code) // 4
+        return out
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda c: disassemble(c, llvm), codes))
+
+
 _REGION = re.compile(r"\[(\d+)\] Code Region - b(\d+).*?Iterations:\s+(\d+).*?Total Cycles:\s+(\d+)",
                      re.S)  # fmt: skip
 
@@ -60,13 +75,18 @@ def _mca(asm: dict[int, list[str]], core: str, llvm: int = DEFAULT_LLVM) -> dict
     return {int(m[1]): int(m[3]) / int(m[2]) for m in _REGION.findall(proc.stdout)}
 
 
-def estimate_cycles(blocks: list[tuple], core: str, llvm: int = DEFAULT_LLVM) -> tuple[float, dict]:
+def estimate_cycles(blocks: list[tuple], core: str, llvm: int = DEFAULT_LLVM,
+                    kinds: list[str] | None = None) -> tuple[float, dict]:  # fmt: skip
     """Estimated cycles of one invoke from its ``blocks`` (``(vaddr, n_insns,
     executions, code)``) on LLVM ``llvm``'s scheduling model ``core``, and how they were
-    made (coverage, hot blocks, mean CPI)."""
+    made (coverage, hot blocks, mean CPI). With ``kinds`` (one label per block, e.g.
+    ``symbols.split_blocks``' serial / parallel) the detail also has ``parts``: the
+    instructions and cycles of each label (cold blocks at the mean CPI)."""
     if not blocks:
         raise LiteconvError("no executed blocks to estimate cycles from")
     total = sum(n * runs for _, n, runs, _ in blocks)
+    labels = kinds if kinds is not None else ["all"] * len(blocks)
+    label_of = {id(b): k for b, k in zip(blocks, labels)}
     ranked = sorted(blocks, key=lambda b: b[1] * b[2], reverse=True)
     hot, covered = [], 0.0
     for block in ranked:
@@ -74,8 +94,7 @@ def estimate_cycles(blocks: list[tuple], core: str, llvm: int = DEFAULT_LLVM) ->
             break
         hot.append(block)
         covered += block[1] * block[2]
-    with ThreadPoolExecutor(4) as pool:
-        asm = dict(enumerate(pool.map(lambda b: disassemble(b[3], llvm), hot)))
+    asm = dict(enumerate(disassemble_many([b[3] for b in hot], llvm)))
     per_exec = _mca(asm, core, llvm)
     if len(per_exec) < len(asm):  # an instruction the model lacks broke the batch: one by one
         with ThreadPoolExecutor(4) as pool:
@@ -88,6 +107,15 @@ def estimate_cycles(blocks: list[tuple], core: str, llvm: int = DEFAULT_LLVM) ->
     hot_cycles = sum(c * b[2] for b, c in known)
     cpi = hot_cycles / known_insns
     cycles = hot_cycles + (total - known_insns) * cpi
-    return cycles, {"instructions": total, "hot_blocks": len(known),
-                    "hot_coverage": round(known_insns / total, 4), "hot_cpi": round(cpi, 4),
-                    "mca_cpu": core, "llvm": llvm}  # fmt: skip
+    parts = {k: {"instructions": 0.0, "cycles": 0.0} for k in dict.fromkeys(labels)}
+    timed = {id(b): c * b[2] for b, c in known}
+    for block in blocks:
+        part = parts[label_of[id(block)]]
+        part["instructions"] += block[1] * block[2]
+        part["cycles"] += timed.get(id(block), block[1] * block[2] * cpi)
+    detail = {"instructions": total, "hot_blocks": len(known),
+              "hot_coverage": round(known_insns / total, 4), "hot_cpi": round(cpi, 4),
+              "mca_cpu": core, "llvm": llvm}  # fmt: skip
+    if kinds is not None:
+        detail["parts"] = {k: {n: round(v) for n, v in p.items()} for k, p in parts.items()}
+    return cycles, detail

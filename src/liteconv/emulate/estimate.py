@@ -4,17 +4,23 @@ For each model: inputs drawn from a fixed seed (the same on the host), instructi
 invoke counted under ``qemu-aarch64 -cpu <target.qemu_cpu>``, cycles from llvm-mca's
 ``<target.core>`` model, and, where the target gives its caches, every load and store run
 through a model of its L1D and last-level cache (``count.c``): the lines read from DRAM
-and written back to it per invoke. The time (``time_ms``):
+and written back to it per invoke. The runtime's symbols split the counted blocks
+(``symbols``): what XNNPACK's tasks run on every thread (parallel), what runs on the
+calling thread only (serial: interpreter, operator setup, dispatch), and how many times an
+invoke dispatches to the thread pool. The time (``time_ms``):
 
-    ms(T threads) = cycle_scale × (cycles / clock / T + DRAM bytes / dram_mb_s)
+    ms(T threads) = cycle_scale × ((serial + parallel / T) / clock
+                                   + dispatches × SYNC_CYCLES × (T − 1) / clock
+                                   + DRAM bytes / dram_mb_s)
 
-compute split over T threads (XNNPACK parallelises every operator it runs), memory not
-(the board's DRAM is shared; ``dram_mb_s`` is its sustained bandwidth, with its source in
-the target YAML). The terms add: llvm-mca assumes every load hits L1, so the cycles carry
-no miss time for the traffic term to overlap with. An estimate counts only if the emulated
-outputs match the host's (the bundle check's tolerances); otherwise the record says so and
-carries no estimate. Every figure is an estimate: the emulated runtime is ai-edge-litert
-2.0.2 (older than the host's).
+Each dispatch at T > 1 costs ``SYNC_CYCLES`` per extra thread (waking the pool and waiting
+for its slowest thread: one count for every core, fitted on published 1- vs 2-thread
+pairs); memory is not split (the board's DRAM is shared; ``dram_mb_s`` is its sustained
+bandwidth, with its source in the target YAML). The terms add: llvm-mca assumes every load
+hits L1, so the cycles carry no miss time for the traffic term to overlap with. An
+estimate counts only if the emulated outputs match the host's (the bundle check's
+tolerances); otherwise the record says so and carries no estimate. Every figure is an
+estimate: the emulated runtime is ai-edge-litert 2.0.2 (older than the host's).
 
 Example:
     >>> records = estimate_models(["fp32.tflite"], load_target("raspberry-pi-4"))
@@ -32,11 +38,11 @@ from liteconv.device.files import atomic_write_json, read_json
 from liteconv.device.runtime import invoke, load_interpreter
 from liteconv.device.targets import Target
 from liteconv.device.tensors import dequantize, output_step, random_inputs
-from liteconv.emulate import counts, cycles, tools
+from liteconv.emulate import counts, cycles, symbols, tools
 from liteconv.emulate.tools import PLUGIN_SOURCE
 
 EMULATED_RUNTIME = "ai-edge-litert 2.0.2 (aarch64, under qemu-user 7.2)"
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: serial / parallel cycles and dispatches
 
 
 def caches_of(target: Target) -> dict | None:
@@ -63,14 +69,44 @@ def dram_bytes(memory: dict | None) -> float:
     return 64.0 * (memory["l2_misses"] + memory["l2_writebacks"]) if memory else 0.0
 
 
-def time_ms(target: Target, cycles: float, memory: dict | None, threads: int = 1) -> dict:
-    """``{"compute_ms", "memory_ms", "estimated_ms"}`` on ``target`` at ``threads`` (see the
-    module docstring; ``memory_ms`` is 0 for a target without ``dram_mb_s``)."""
-    compute = cycles / (target.clock_mhz * 1e3)
+# Cycles each pthreadpool dispatch costs per extra thread (waking the workers, waiting for
+# the slowest): fitted once, on XNNPACK's Pixel 3a 1- vs 2-thread pairs (google/XNNPACK
+# README, March 2020), by ``liteconv study emulation``; a count of cycles, so it applies to
+# every core at its clock and scale. Not a per-board constant.
+SYNC_CYCLES = 8500
+
+
+def thread_split(counted: dict) -> tuple[float, float, int]:
+    """``(serial cycles, parallel cycles, dispatches)`` per invoke of an estimate record:
+    what runs on the calling thread only, what XNNPACK splits over the threads, and how
+    many times it dispatches to them (``symbols.split_blocks``). A record counted before
+    the split (no ``parts``) is all parallel, with no dispatches."""
+    parts = (counted.get("cycle_model") or {}).get("parts")
+    if not parts:
+        return 0.0, float(counted["estimated_cycles"]), 0
+    return (float(parts.get("serial", {}).get("cycles", 0)),
+            float(parts.get("parallel", {}).get("cycles", 0)),
+            int(counted.get("dispatches") or 0))  # fmt: skip
+
+
+def time_ms(
+    target: Target, counted: dict, threads: int = 1, sync_cycles: float | None = None
+) -> dict:
+    """``{"compute_ms", "sync_ms", "memory_ms", "estimated_ms"}`` on ``target`` at
+    ``threads`` for the counts of one model (``estimated_cycles``, ``cycle_model``'s
+    serial / parallel ``parts``, ``dispatches``, ``memory``; see the module docstring).
+    ``memory_ms`` is 0 for a target without ``dram_mb_s``; ``sync_cycles``: the cycles per
+    dispatch and extra thread (default ``SYNC_CYCLES``)."""
+    serial, parallel, dispatches = thread_split(counted)
+    sync_cycles = SYNC_CYCLES if sync_cycles is None else sync_cycles
+    khz = target.clock_mhz * 1e3
+    compute = (serial + parallel / threads) / khz
+    sync = dispatches * sync_cycles * (threads - 1) / khz
+    memory = counted.get("memory")
     memory_ms = dram_bytes(memory) / (target.dram_mb_s * 1e3) if target.dram_mb_s else 0.0
-    total = target.cycle_scale * (compute / threads + memory_ms)
-    return {"compute_ms": round(compute / threads, 4), "memory_ms": round(memory_ms, 4),
-            "estimated_ms": round(total, 4)}  # fmt: skip
+    total = target.cycle_scale * (compute + sync + memory_ms)
+    return {"compute_ms": round(compute, 4), "sync_ms": round(sync, 4),
+            "memory_ms": round(memory_ms, 4), "estimated_ms": round(total, 4)}  # fmt: skip
 
 
 def host_reference(path: str | Path, seed: int = 0) -> dict:
@@ -95,21 +131,30 @@ def _key(path: Path, target: Target) -> str:
 
 
 # What the cache keeps: the counts, not the times (those follow from the target's YAML).
-STORED = ("instructions_per_invoke", "estimated_cycles", "cycle_model", "memory", "check")
+STORED = (
+    "instructions_per_invoke",
+    "estimated_cycles",
+    "cycle_model",
+    "dispatches",
+    "memory",
+    "check",
+)
 
 
 def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
     base = cached or {}
     if counted is not None:
-        cyc, detail = cycles.estimate_cycles(counted["blocks"], target.core, target.llvm)
+        split = symbols.split_blocks(counted["blocks"], counted["symbolizer"])
+        cyc, detail = cycles.estimate_cycles(counted["blocks"], target.core, target.llvm,
+                                             kinds=split["kinds"])  # fmt: skip
         base = {"instructions_per_invoke": round(counted["instructions_per_invoke"]),
                 "estimated_cycles": round(cyc), "cycle_model": detail,
-                "memory": counted.get("memory")}  # fmt: skip
-    memory = base.get("memory")
-    one = time_ms(target, base["estimated_cycles"], memory)
-    threads = {str(t): time_ms(target, base["estimated_cycles"], memory, t)["estimated_ms"]
+                "dispatches": split["dispatches"], "memory": counted.get("memory")}  # fmt: skip
+    one = time_ms(target, base)
+    threads = {str(t): time_ms(target, base, t)["estimated_ms"]
                for t in sorted(set(target.threads) | {1})}  # fmt: skip
-    return {**base, "dram_bytes": round(dram_bytes(memory)), **one, "estimated_ms_threads": threads}
+    return {**base, "dram_bytes": round(dram_bytes(base.get("memory"))), **one,
+            "estimated_ms_threads": threads}  # fmt: skip
 
 
 def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".cache/emulate",
@@ -128,6 +173,7 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".
     tools.qemu_user()  # the tools first: a missing one is a one-line error before any work
     tools.llvm_tool("llvm-mca", target.llvm)
     tools.llvm_tool("llvm-mc", target.llvm)
+    tools.llvm_tool("llvm-nm", target.llvm)
     cache = Path(cache)
     paths = [Path(m) for m in models]
     keys = [_key(p, target) for p in paths]
@@ -147,6 +193,9 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".
                                       arm64_cache=Path(arm64_cache),
                                       caches=caches_of(target))  # fmt: skip
         counted = dict(zip(todo, results))
+        names = symbols.Symbolizer(results[0]["maps"], root=results[0]["root"], llvm=target.llvm)
+        for one in results:
+            one["symbolizer"] = names
     records = []
     for i, path in enumerate(paths):
         ref = refs[i]

@@ -2,9 +2,10 @@
 timed invokes between the counting plugin's markers, outputs saved for the check.
 
 Usage (by ``counts.py``): ``python guest.py SPEC.json``; SPEC holds ``models`` (paths),
-``inputs`` (``.npy`` paths, already in each model's input dtype), ``warmup``, ``invokes``
-and ``outputs`` (an ``.npz`` path). The markers are write(2) calls on a descriptor no
-process has, so they fail with EBADF and change nothing else.
+``inputs`` (``.npy`` paths, already in each model's input dtype), ``warmup``, ``invokes``,
+``outputs`` (an ``.npz`` path) and ``maps`` (where to copy the guest's memory map). The
+markers are write(2) calls on a descriptor no process has, so they fail with EBADF and
+change nothing else.
 """
 
 import json
@@ -44,6 +45,9 @@ def main() -> None:
         _mark(MARK_STOP)
         outputs[f"m{i}"] = interp.get_tensor(out["index"])
     np.savez(spec["outputs"], **outputs)
+    if spec.get("maps"):  # where the runtime's library sits, to name the counted blocks
+        with open("/proc/self/maps") as src, open(spec["maps"], "w") as dst:
+            dst.write(src.read())
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Each host record (a model at some thread count) gets, per target, ``estimates``: the core,
 instructions per invoke, estimated cycles, DRAM traffic and milliseconds for one thread and
-for the record's thread count (``estimate.time_ms``: compute split over the threads, the
-DRAM term shared).
+for the record's thread count (``estimate.time_ms``: the parallel part split over the
+threads, the serial part and the DRAM term not, a cost per dispatch to the threads).
 
 Example:
     >>> tables = add_estimates(records, ["fp32.tflite"], ["raspberry-pi-4"])
@@ -34,13 +34,7 @@ def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
             if est is None:
                 continue
             ms_1 = est["estimated_ms"]
-            scaled = (
-                None
-                if ms_1 is None
-                else time_ms(target, est["estimated_cycles"], est["memory"], r["threads"])[
-                    "estimated_ms"
-                ]
-            )
+            scaled = None if ms_1 is None else time_ms(target, est, r["threads"])["estimated_ms"]
             entry = {k: est[k] for k in ("target", "core", "qemu_cpu", "clock_mhz", "runtime",
                                          "instructions_per_invoke", "estimated_cycles",
                                          "memory", "dram_bytes", "compute_ms", "memory_ms",
@@ -72,6 +66,7 @@ def estimate_title(target) -> str:
     return (
         f"**Estimated** on {target.name}: {target.core} at {target.clock_mhz:g} MHz (qemu "
         f"-cpu {target.qemu_cpu}, {EMULATED_RUNTIME}; cycles from llvm-mca {target.llvm}, {memory}; scale "
-        f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: compute split "
-        "over them, the DRAM term shared."
+        f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: XNNPACK's "
+        "parallel part split over them, the serial part and the DRAM term not, each "
+        "dispatch to the threads a counted cost."
     )
