@@ -583,7 +583,7 @@ def test_thread_count_is_fitted_on_pairs_alone_and_recovered():
     assert all(r["estimated_ratio"] == pytest.approx(r["published_ratio"], rel=1e-3) for r in rows)
 
 
-def test_published_tables_name_their_source_and_fit_tables_exist():
+def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     """The shipped CSV groups into tables with a target each; every board constant's table
     and the thread-model pairs are among them; an unknown board is a one-line error."""
     from liteconv.bench import emulation
@@ -599,6 +599,10 @@ def test_published_tables_name_their_source_and_fit_tables_exist():
     assert any("Raspberry Pi 2" in s for s in skipped)  # no Cortex-A7 target
     with pytest.raises(LiteconvError, match="no published figures for Nokia 3310"):
         emulation.emulation_study("/tmp/none", boards=["Nokia 3310"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("board,model,ms\nPixel 4,mobilenet_v1,14\n")
+    with pytest.raises(LiteconvError, match="bad.csv: no column source, threads"):
+        emulation.load_tables(bad)
 
 
 def test_symbols_split_blocks_by_function_and_count_dispatches():

@@ -79,6 +79,7 @@ class Table:
     rows: list[dict]
     target: str = ""
     stand_in: str = ""
+    fit_table: bool = False  # a board's constant is fitted on this table
 
     @property
     def key(self) -> str:
@@ -89,14 +90,22 @@ def _mode(precision: str) -> str:
     return "fp32" if precision.startswith("fp32") else "int8"
 
 
+COLUMNS = ("source", "board", "threads", "model", "alpha", "resolution", "precision", "ms")
+
+
 def load_tables(path: str | Path = PUBLISHED_CSV) -> tuple[list[Table], list[str]]:
     """The published rows grouped into tables, and the rows left out (with why)."""
     tables: dict[tuple, Table] = {}
     skipped = []
     with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LiteconvError(f"{path}: no column {', '.join(missing)}; expected the columns "
+                                f"of {PUBLISHED_CSV.name}: {', '.join(COLUMNS)}")  # fmt: skip
+        for row in reader:
             board = row["board"].strip()
-            name = _model_name(row)
+            name = row["model"].strip()
             if board not in BOARDS:
                 skipped.append(f"{board} {name}: no target models this board's core "
                                "(Cortex-A7, 32-bit only)")  # fmt: skip
@@ -114,10 +123,6 @@ def load_tables(path: str | Path = PUBLISHED_CSV) -> tuple[list[Table], list[str
                                "resolution": int(row["resolution"]), "mode": _mode(row["precision"]),
                                "precision": row["precision"], "published_ms": float(row["ms"])})  # fmt: skip
     return list(tables.values()), skipped
-
-
-def _model_name(row: dict) -> str:
-    return row["model"].strip()
 
 
 BUILDABLE = {
@@ -378,6 +383,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             raise LiteconvError(f"--boards: no published figures for {', '.join(unknown)}; "
                                 f"choose from {', '.join(sorted({t.board for t in tables}))}")  # fmt: skip
         tables = [t for t in tables if t.board in boards]
+        skipped = [x for x in skipped if any(x.startswith(f"{b} ") for b in boards)]
     folder = Path(models_dir)
     rows = [r for t in tables for r in t.rows]
     macs = convert_rows(rows, folder, max_macs, echo)
@@ -510,7 +516,7 @@ def _pct(v, signed=False) -> str:
 def _summary_rows(doc: dict) -> list[list]:
     out = []
     for t in doc["tables"]:
-        held = not t["fit_table"] and not all(r["role"] != "held out" for r in t["rows"])
+        held = not t["fit_table"] and any(r["role"] == "held out" for r in t["rows"])
         for mode, per in t["scores"].items():
             est = per["estimate"]
             if not est.get("n"):
