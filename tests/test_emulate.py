@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -603,6 +604,61 @@ def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     bad.write_text("board,model,ms\nPixel 4,mobilenet_v1,14\n")
     with pytest.raises(LiteconvError, match="bad.csv: no column source, threads"):
         emulation.load_tables(bad)
+
+
+def test_board_constant_never_sees_a_held_out_row(tmp_path, monkeypatch):
+    """The whole study on made-up counts: the Pi 4 constant comes from its named table
+    alone (changing a held-out figure leaves it as it is), held-out rows are marked so and
+    judged with it; the study writes its JSON and Markdown."""
+    import json
+
+    from liteconv.bench import emulation
+
+    source22 = "google/XNNPACK README.md, revision of 2022-02: test"
+    rows = [(source22, "mobilenet_v1", 80), (source22, "mobilenet_v2", 40),
+            ("held-out source", "mobilenet_v1", 75), ("held-out source", "mobilenet_v2", 44)]  # fmt: skip
+    header = (
+        "source,board,soc,cores_used,threads,runtime,model,alpha,resolution,precision,ms,note\n"
+    )
+
+    def write(held_v2):
+        text = header + "".join(
+            f'"{src}",Raspberry Pi 4,x,4,4,x,{m},1.0,224,fp32,{held_v2 if src != source22 and m.endswith("2") else ms},\n'
+            for src, m, ms in rows)  # fmt: skip
+        (tmp_path / "p.csv").write_text(text)
+
+    def convert(rows, folder, max_macs=0, echo=None):
+        for r in rows:
+            emulation.model_file(folder, r).parent.mkdir(parents=True, exist_ok=True)
+            emulation.model_file(folder, r).write_bytes(b"x")
+        return {emulation.model_file(folder, r): 1000 for r in rows}
+
+    cycles = {"mobilenet_v1": 4e8, "mobilenet_v2": 2e8}
+
+    def estimate(files, target, **_k):
+        assert target.cycle_scale == 1.0  # the YAML's constant is set aside
+        return [{"file": f, "estimated_cycles": cycles[Path(f).name.split("-")[0]],
+                 "dispatches": 0, "memory": None, "cycle_model": {}, "check": {"passed": True}}
+                for f in files]  # fmt: skip
+
+    monkeypatch.setattr(emulation, "convert_rows", convert)
+    monkeypatch.setattr(emulation, "estimate_models", estimate)
+    found = []
+    for held_v2 in (44, 88):
+        write(held_v2)
+        out = tmp_path / f"study{held_v2}"
+        emulation.emulation_study(out, published=tmp_path / "p.csv", models_dir=str(tmp_path / "m"),
+                                  host=False, cnns=False, echo=lambda *_: None)  # fmt: skip
+        doc = json.loads(out.with_suffix(".json").read_text())
+        found.append(doc["constants"]["raspberry-pi-4"]["constant"])
+        held = next(
+            t for t in doc["tables"] if t["table"].startswith("Raspberry Pi 4, 4 threads — held")
+        )
+        assert {r["role"] for r in held["rows"]} == {"held out"}
+        assert all(r["absolute_error"] is not None for r in held["rows"])
+        assert "held out" in out.with_suffix(".md").read_text()
+    # 4e8 cycles at 1.8 GHz / 4 threads = 55.6 ms, 2e8: 27.8 ms; published 80 and 40
+    assert found[0] == found[1] == pytest.approx((80 / 55.5556 * 40 / 27.7778) ** 0.5, rel=1e-3)
 
 
 def test_symbols_split_blocks_by_function_and_count_dispatches():
