@@ -167,8 +167,11 @@ def model_blocks(model) -> list[Block]:
 
 def block_model(block: Block):
     """``block`` alone as a Keras model (batch 1): copies of its layers with their weights
-    (the original layers are not called again, so the model stays as it was)."""
-    inputs = [keras.Input(t.shape[1:], batch_size=1) for t in block.inputs]
+    (the original layers are not called again, so the model stays as it was). Every name
+    is fixed (the copies keep theirs, the inputs are named after the block), so the same
+    block converts to the same bytes each time and its cached estimate is found again."""
+    inputs = [keras.Input(t.shape[1:], batch_size=1, name=f"{block.name}__in{j}")
+              for j, t in enumerate(block.inputs)]  # fmt: skip
     x = inputs if len(inputs) > 1 else inputs[0]
     for layer in block.layers:
         copy = type(layer).from_config(layer.get_config())
@@ -191,8 +194,9 @@ def block_activations(model, blocks: list[Block], images: np.ndarray) -> list[li
 
 def _call_model():
     """The smallest model the converter keeps: one RELU on one number."""
-    inputs = keras.Input((1,), batch_size=1)
-    return keras.Model(inputs, L.ReLU()(inputs), name="invoke_overhead")
+    inputs = keras.Input((1,), batch_size=1, name="invoke_overhead_in")  # fixed names:
+    relu = L.ReLU(name="invoke_overhead_relu")  # the same bytes (and cache key) every time
+    return keras.Model(inputs, relu(inputs), name="invoke_overhead")
 
 
 def _convert(model, mode: str, data: list[np.ndarray] | None) -> bytes:
