@@ -58,14 +58,18 @@ sshd:  ## install Debian's openssh-server (the tests start their own sshd on 127
 # kernels run, and they refuse what oneDNN accepts (unequal strides). So the suite runs on
 # the portable kernels every machine has, and the layer tests run again with oneDNN on.
 PORTABLE := TF_ENABLE_ONEDNN_OPTS=0
+# Two pytest-xdist workers, a test file each at a time (its module fixtures built once);
+# TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 LAYER_TESTS := tests/test_flattened.py tests/test_decompose.py tests/test_portable.py tests/test_flatten.py
 
 test: install data sshd emulation-tools  ## the whole suite on TF's portable kernels (oneDNN off), then the layer tests with oneDNN on (what CI runs)
-	$(PORTABLE) $(PY) -m pytest
-	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest $(LAYER_TESTS)
+	$(PORTABLE) $(PY) -m pytest $(XDIST)
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest $(XDIST) $(LAYER_TESTS)
 
 test-fast: install  ## unit tests only (skips the `large` end-to-end cases), oneDNN off
-	$(PORTABLE) $(PY) -m pytest -m "not large"
+	$(PORTABLE) $(PY) -m pytest $(XDIST) -m "not large"
 
 lint: install  ## ruff check + format check
 	$(PY) -m ruff check src tests

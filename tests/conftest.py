@@ -1,11 +1,14 @@
 """Shared fixtures: a clean Keras session per test, one trained digits run for the whole
-session (copied for tests that change it), and numpy reference convolutions.
+session (copied for tests that change it; built once and shared by pytest-xdist's
+workers), and numpy reference convolutions.
 
 Paths are built from this file, so ``pytest`` runs from any folder.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from pathlib import Path
 
@@ -48,6 +51,26 @@ def _clear_keras_session():
     yield
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)``'s path, built once per test session: under pytest-xdist the first
+    worker to ask builds it in the session's folder (above every worker's) while the others
+    wait on a lock, then all read the same one."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent
+    done = shared / f"{name}.path"
+    with open(shared / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        if done.is_file():
+            return Path(done.read_text())
+        folder = shared / name
+        shutil.rmtree(folder, ignore_errors=True)  # a worker that failed building it
+        folder.mkdir()
+        path = build(folder)
+        done.write_text(str(path))
+        return path
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     """A 2-epoch digits_quick run, trained once per session. Read it, never change it:
@@ -55,8 +78,11 @@ def digits_run(tmp_path_factory) -> Path:
     from liteconv.config import load_config
     from liteconv.pipeline.train import train
 
-    cfg = load_config(DIGITS, {"train.epochs": 2, "train.verbose": 0})
-    return train(cfg, out=tmp_path_factory.mktemp("runs"), echo=quiet).path
+    def build(folder: Path) -> Path:
+        cfg = load_config(DIGITS, {"train.epochs": 2, "train.verbose": 0})
+        return train(cfg, out=folder, echo=quiet).path
+
+    return built_once(tmp_path_factory, "runs", build)
 
 
 def copy_run(run_dir: Path, dest: Path) -> Path:
@@ -77,9 +103,12 @@ def exported_run(digits_run, tmp_path_factory) -> Path:
     """A copy of the digits run with fp32 and int8 exports (read-only for tests)."""
     from liteconv.export.run_export import export_run
 
-    run = copy_run(digits_run, tmp_path_factory.mktemp("exported"))
-    export_run(run, modes=["fp32", "int8"], echo=quiet)
-    return run
+    def build(folder: Path) -> Path:
+        run = copy_run(digits_run, folder)
+        export_run(run, modes=["fp32", "int8"], echo=quiet)
+        return run
+
+    return built_once(tmp_path_factory, "exported", build)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:

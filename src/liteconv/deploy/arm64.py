@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shlex
 import shutil
@@ -84,10 +86,27 @@ def ensure_qemu(install: bool = True) -> str:
     return exe
 
 
+@contextlib.contextmanager
+def _building(cache: Path):
+    """Held while a part of ``cache`` is built: a second process (another command, another
+    test worker) waits, then finds it built, instead of deleting the first one's work."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".build.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_rootfs(cache: Path, install: bool = True) -> Path:
     """An unpacked Debian arm64 user space with Python 3.11 under ``cache/root``."""
     root = cache / "root"
     if (root / PYTHON).is_file():
+        return root
+    with _building(cache):
+        return _build_rootfs(cache, root, install)
+
+
+def _build_rootfs(cache: Path, root: Path, install: bool) -> Path:
+    if (root / PYTHON).is_file():  # built while this process waited
         return root
     if shutil.which("debootstrap") is None:
         if not install:
@@ -119,6 +138,13 @@ def ensure_wheels(cache: Path) -> Path:
     site = cache / "site"
     if (site / "ai_edge_litert").is_dir() and (site / "numpy").is_dir():
         return site
+    with _building(cache):
+        return _build_site(cache, site)
+
+
+def _build_site(cache: Path, site: Path) -> Path:
+    if (site / "ai_edge_litert").is_dir() and (site / "numpy").is_dir():
+        return site  # built while this process waited
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     _run(
