@@ -34,12 +34,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")
 with quiet_native_logs():
     import tensorflow as tf  # noqa: E402
     import tf_keras as keras  # noqa: E402
+    from tf_keras.src.utils import data_utils as keras_data_utils  # noqa: E402  (get_file)
 
     GPUS = tf.config.list_physical_devices("GPU")
 if not verbose():
     tf.get_logger().setLevel("ERROR")
 
-__all__ = ["GPUS", "keras", "onednn_note", "tf", "tfmot"]
+__all__ = ["GPUS", "keras", "keras_data_utils", "onednn_note", "tf", "tfmot"]
 
 
 def onednn_note() -> str:

@@ -92,6 +92,20 @@ class DistillConfig:
 
 
 @dataclass
+class FineTuneConfig:
+    """``train.fine_tune:`` — the two phases of a ``pretrained`` backbone model (other models
+    ignore it): phase 1 trains the new head on the frozen backbone for ``head_epochs``,
+    phase 2 the head and the backbone's top ``unfreeze`` blocks for the rest of
+    ``train.epochs`` at ``learning_rate``; BatchNorm stays frozen (inference mode) in both."""
+
+    head_epochs: int | None = field(default=None, metadata=check(1))  # null: half the epochs
+    unfreeze: int | None = field(default=None, metadata=check(0))  # null: the backbone's default
+    learning_rate: float | None = field(  # null: train.learning_rate / 10
+        default=None, metadata=check(0, exclusive_min=True)
+    )
+
+
+@dataclass
 class TrainConfig:
     """``train:`` — the fit schedule and the devices it runs on."""
 
@@ -113,6 +127,7 @@ class TrainConfig:
     early_stopping_patience: int | None = field(default=None, metadata=check(1))
     verbose: int = field(default=1, metadata=check(0, 2))
     distill: DistillConfig = field(default_factory=DistillConfig)
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
 
 @dataclass
@@ -366,6 +381,7 @@ def _validate(cfg: Config, source: str) -> None:
 def validate_model(cfg: Config) -> None:
     """Check ``model.name`` and ``model.kwargs`` against the registry (imports TensorFlow)."""
     from liteconv.keras_layers import list_models, model_kwargs
+    from liteconv.keras_layers.models import nullable_kwargs
 
     if cfg.model.init_from:  # the architecture comes from the file, not the registry
         return
@@ -381,8 +397,11 @@ def validate_model(cfg: Config) -> None:
             f"{cfg.source}: unknown key 'model.kwargs.{unknown[0]}' for {cfg.model.name}; "
             f"allowed: {', '.join(allowed)}"
         )
+    nullable = nullable_kwargs(cfg.model.name)
     for key, value in cfg.model.kwargs.items():
         default = allowed[key]
+        if value is None and key in nullable:
+            continue
         expected = bool if isinstance(default, bool) else (
             (int, float) if isinstance(default, (int, float)) else type(default))  # fmt: skip
         if default is not None and (

@@ -67,6 +67,14 @@ def quantization_aware(
             pqat.Default8BitPrunePreserveQuantizeScheme(),
         )
     else:
+        from liteconv.keras_layers.backbones import QAT_REFUSED, backbone_of
+
+        backbone = backbone_of(model)
+        if backbone in QAT_REFUSED:
+            raise LiteconvError(
+                f"quantization-aware training: tfmot cannot quantize the {backbone} backbone "
+                f"({QAT_REFUSED[backbone]}); use post-training int8 (--mode int8)"
+            )
         try:
             qat = q.quantize_model(model)
         except (RuntimeError, ValueError) as err:  # a layer or layout tfmot cannot quantize

@@ -1,5 +1,6 @@
 """Pure Keras building blocks: flattened and depthwise-separable convolutions, the model
-registry and analytic cost accounting. No file I/O, no tf.data, no tfmot."""
+registry (with pretrained ``keras.applications`` backbones) and analytic cost accounting.
+No tf.data, no tfmot; the only files read are a backbone's pretrained weights."""
 
 from liteconv.keras_layers.cost import LayerCost, ModelCost, model_cost
 from liteconv.keras_layers.flattened import flattened_conv
@@ -15,6 +16,7 @@ from liteconv.keras_layers.separable import separable_conv
 
 # isort: split
 # registers efficientnet_lite (its module imports the registry above)
+from liteconv.keras_layers import backbones as _backbones  # noqa: F401  (registers pretrained)
 from liteconv.keras_layers import efficientnet_lite as _efficientnet_lite  # noqa: F401
 
 __all__ = [

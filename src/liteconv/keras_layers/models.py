@@ -102,6 +102,12 @@ def model_kwargs(name: str) -> dict[str, object]:
     }
 
 
+def nullable_kwargs(name: str) -> set[str]:
+    """Keyword arguments of ``name`` that also take ``None`` (``null`` in YAML)."""
+    return {p.name for p in inspect.signature(_get(name)).parameters.values()
+            if "None" in str(p.annotation)}  # fmt: skip
+
+
 def _get(name: str) -> Callable[..., keras.Model]:
     if name not in _REGISTRY:
         raise ValueError(f"Unknown model {name!r}; available models: {', '.join(list_models())}")

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -172,12 +173,11 @@ def build_model(cfg: Config, splits: DataSplits, mixed_precision: bool, base: Pa
                 f"does not fit the data ({splits.input_shape})"
             )
     else:
-        model = create_model(
-            cfg.model.name,
-            input_shape=splits.input_shape,
-            num_classes=splits.num_classes,
-            **cfg.model.kwargs,
-        )
+        try:
+            model = create_model(cfg.model.name, input_shape=splits.input_shape,
+                                 num_classes=splits.num_classes, **cfg.model.kwargs)  # fmt: skip
+        except ValueError as err:  # a bad argument, a backbone's missing weights file
+            raise LiteconvError(f"model {cfg.model.name}: {err}") from None
     if mixed_precision:  # softmax in float16 loses probability mass: keep the output float32
         out = keras.layers.Activation("linear", dtype="float32", name="float32_output")(
             model.output
@@ -216,6 +216,38 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         if value is not None and value > self.best:
             self.best = float(value)
             runlib.save_model_atomic(self.model, self.path)
+
+
+class PhaseTag(keras.callbacks.Callback):
+    """Adds ``phase`` (1: head, 2: top blocks) to each epoch's logs (``history.csv``)."""
+
+    def __init__(self, phase: int):
+        super().__init__()
+        self.phase = phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["phase"] = self.phase
+
+
+def fine_tune_phases(cfg: Config, model) -> list[dict] | None:
+    """The two-phase plan of a ``pretrained`` backbone model: ``[{"phase", "first",
+    "last", "train"}]`` (epochs ``first+1..last``, ``train`` the TrainConfig its optimizer
+    and schedule follow); ``None`` for any other model (and for ``model.init_from``)."""
+    from liteconv.keras_layers.backbones import backbone_of
+
+    if cfg.model.init_from or backbone_of(model) is None:
+        return None
+    ft, epochs = cfg.train.fine_tune, cfg.train.epochs
+    head = min(ft.head_epochs or max(1, epochs // 2), epochs)
+    plan = [{"phase": 1, "first": 0, "last": head,
+             "train": dataclasses.replace(cfg.train, epochs=head)}]  # fmt: skip
+    if head < epochs:
+        lr = ft.learning_rate or cfg.train.learning_rate / 10
+        plan.append({"phase": 2, "first": head, "last": epochs,
+                     "train": dataclasses.replace(cfg.train, epochs=epochs - head,
+                                                  learning_rate=lr, warmup_epochs=0)})  # fmt: skip
+    return plan
 
 
 class EpochCrashPoint(keras.callbacks.Callback):
@@ -283,10 +315,15 @@ def _resolve_run(cfg: Config, out, resume, run_name) -> tuple[runlib.Run, bool]:
     return runlib.Run.create(out, cfg.experiment), False
 
 
-def _callbacks(run: runlib.Run, chosen: runlib.Run, cfg: Config, has_val: bool) -> list:
-    """Backup (to resume), CSV history, TensorBoard, best checkpoint, early stopping."""
+def _callbacks(run: runlib.Run, chosen: runlib.Run, cfg: Config, has_val: bool,
+               phase: int | None = None) -> list:  # fmt: skip
+    """Backup (to resume), CSV history, TensorBoard, best checkpoint, early stopping. A
+    fine-tune phase backs up apart (``backup/`` phase 1, kept until the run completes so a
+    kill early in phase 2 resumes from its end; ``backup/phase2``) and tags its epochs."""
+    backup = chosen.file("backup") if phase in (None, 1) else chosen.file("backup") / "phase2"
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(chosen.file("backup")), delete_checkpoint=True),
+        *([PhaseTag(phase)] if phase is not None else []),
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=phase != 1),
         keras.callbacks.CSVLogger(str(run.file(runlib.HISTORY)), append=True),
         keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False,
                                     profile_batch=0),
@@ -342,6 +379,28 @@ def _finish(run: runlib.Run, cfg: Config, history, test, seconds: float, train_s
         artifacts=run.artifact_hashes(),
     )
     shutil.rmtree(run.file("backup"), ignore_errors=True)
+
+
+def _start_phase(model, step: dict, cfg: Config, devices: Devices, splits, run, echo) -> None:
+    """Freeze for ``step``'s phase, compile its optimizer, say so and record it."""
+    from liteconv.keras_layers.backbones import backbone_of, set_phase
+
+    with devices.strategy.scope():
+        info = set_phase(model, step["phase"], cfg.train.fine_tune.unfreeze)
+        compile_model(model, step["train"], splits.steps_per_epoch, splits.num_classes)
+    what = ("the head on the frozen backbone" if step["phase"] == 1 else
+            f"the head and the top {info['unfrozen']} of {info['blocks']} blocks")  # fmt: skip
+    echo(f"phase {step['phase']}: epochs {step['first'] + 1}-{step['last']}: {what} "
+         f"({info['trainable_params']:,} trainable parameters, BatchNorm frozen), "
+         f"learning rate {step['train'].learning_rate:g}")  # fmt: skip
+    if devices.is_chief:
+        done = dict(run.manifest().get("fine_tune") or {})
+        done["backbone"] = backbone_of(model)
+        done["weights"] = cfg.model.kwargs.get("weights", "imagenet")
+        done[f"phase{step['phase']}"] = {
+            "epochs": [step["first"] + 1, step["last"]], "learning_rate":
+            step["train"].learning_rate, **info}  # fmt: skip
+        run.update_manifest(fine_tune=done)
 
 
 def _where(cfg: Config, devices: Devices, out, resume, run_name):
@@ -403,6 +462,7 @@ def train(
         model = build_model(cfg, splits, devices.mixed_precision, Path(resume or "."))
         compile_model(model, cfg.train, splits.steps_per_epoch, splits.num_classes)
     cost = model_cost(model)
+    phases = fine_tune_phases(cfg, model)
     # The run folder is made only now that the data and the model are built.
     run, chosen, resumed = _where(cfg, devices, out, resume, run_name)
     echo(
@@ -415,6 +475,9 @@ def train(
     if cfg.data.name == "image_folder":
         echo(splits.counts_table())
     what = f"{cfg.model.init_from} ({model.name})" if cfg.model.init_from else cfg.model.name
+    if phases is not None:
+        weights = cfg.model.kwargs.get("weights", "imagenet")
+        what = f"{model.name.removesuffix('_pretrained')} backbone ({weights or 'random'} weights) + new head"
     echo(f"model: {what}: {cost.total_params:,} parameters, {cost.total_macs:,} MACs")
     if teacher is not None:
         d = cfg.train.distill
@@ -432,23 +495,35 @@ def train(
 
             train_ds = with_teacher(train_ds, teacher)
             val_ds = with_teacher(val_ds, teacher) if val_ds is not None else None
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.train.epochs,
-            callbacks=[
-                *_callbacks(run, chosen, cfg, splits.val is not None),
-                *(callbacks or []),
-                EpochCrashPoint(),
-            ],
-            verbose=cfg.train.verbose,
-        )
-        losses = history.history.get("loss", [])
-        if losses and not math.isfinite(losses[-1]):
-            raise LiteconvError(
-                f"training diverged: the loss became {losses[-1]} in epoch {len(losses)}; lower "
-                f"train.learning_rate (now {cfg.train.learning_rate}) and train again"
+        history = keras.callbacks.History()
+        history.history = {}
+        plan = phases or [{"phase": None, "first": 0, "last": cfg.train.epochs}]
+        for step in plan:
+            if step["phase"] is not None:
+                _start_phase(model, step, cfg, devices, splits, run, echo)
+            part = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=step["first"],
+                epochs=step["last"],
+                callbacks=[
+                    *_callbacks(run, chosen, cfg, splits.val is not None, step["phase"]),
+                    *(callbacks or []),
+                    EpochCrashPoint(),
+                ],
+                verbose=cfg.train.verbose,
             )
+            for key, values in part.history.items():
+                history.history.setdefault(key, []).extend(values)
+            losses = part.history.get("loss", [])
+            if losses and not math.isfinite(losses[-1]):
+                lr = step["train"].learning_rate if step["phase"] else cfg.train.learning_rate
+                raise LiteconvError(
+                    f"training diverged: the loss became {losses[-1]} in epoch "
+                    f"{step['first'] + len(losses)}; lower the learning rate (now {lr:g}: "
+                    "train.learning_rate, or train.fine_tune.learning_rate in phase 2) and "
+                    "train again"
+                )
     except LiteconvError as err:
         if devices.is_chief:
             run.update_manifest(status="failed", error=str(err))
