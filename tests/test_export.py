@@ -107,9 +107,9 @@ def test_qat_tflite_matches_its_fake_quant_keras_model():
 @pytest.mark.large
 @pytest.mark.parametrize("name", list_models())
 def test_qat_works_for_every_registered_model(name):
-    kwargs = {"mobilenet_v1": {"alpha": 0.25}, "efficientnet_lite": {"variant": 0}}.get(
-        name, {"width": 0.25}
-    )
+    kwargs = {"mobilenet_v1": {"alpha": 0.25}, "efficientnet_lite": {"variant": 0},
+              "pretrained": {"backbone": "mobilenet_v2", "alpha": 0.35, "weights": None}}.get(
+        name, {"width": 0.25})  # fmt: skip
     assert set(kwargs) <= set(model_kwargs(name))
     cfg = DataConfig(name="synthetic", synthetic_shape=[32, 32, 3], synthetic_samples=64,
                      synthetic_classes=4)  # fmt: skip

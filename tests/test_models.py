@@ -10,7 +10,8 @@ from liteconv.export.convert import custom_ops, list_ops, to_tflite
 from liteconv.keras_layers import CNN_STAGES, create_model, list_models, model_kwargs
 
 # Small variants keep the suite fast; the topology is the registered one.
-SMALL = {"mobilenet_v1": {"alpha": 0.25}, "efficientnet_lite": {"variant": 0}}
+SMALL = {"mobilenet_v1": {"alpha": 0.25}, "efficientnet_lite": {"variant": 0},
+         "pretrained": {"backbone": "mobilenet", "alpha": 0.25, "weights": None}}  # fmt: skip
 SHAPE = (32, 32, 3)
 
 
