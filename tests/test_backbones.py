@@ -253,3 +253,23 @@ def test_a_pretrained_run_killed_in_phase_2_resumes_there(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [(r["epoch"], r["phase"]) for r in rows] == [("0", "1"), ("1", "2"), ("2", "2")]
     assert not (run / "backup").exists()
+
+
+def test_weights_from_a_keras_model_or_a_weights_file_load_into_the_backbone(tmp_path):
+    source = bb._application("mobilenet", SHAPE, 0.25, None)
+    rng = np.random.default_rng(3)
+    for w in source.weights:
+        w.assign(w.numpy() + rng.normal(0, 0.01, size=w.shape).astype("float32"))
+    source.save(tmp_path / "backbone.keras")
+    source.save_weights(str(tmp_path / "backbone.h5"))
+    expected = [x for x in source.layers if x.weights]
+    for path in (tmp_path / "backbone.keras", tmp_path / "backbone.h5"):
+        model = create_model("pretrained", input_shape=SHAPE, num_classes=3, backbone="mobilenet",
+                             alpha=0.25, weights=str(path))  # fmt: skip
+        for mine, theirs in zip(_backbone_layers(model), expected, strict=True):
+            for a, b in zip(mine.get_weights(), theirs.get_weights()):
+                np.testing.assert_array_equal(a, b, err_msg=f"{path.name}: {mine.name}")
+    (tmp_path / "other.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="other.h5: does not load into mobilenet"):
+        create_model("pretrained", input_shape=SHAPE, num_classes=3, backbone="mobilenet",
+                     alpha=0.25, weights=str(tmp_path / "other.h5"))  # fmt: skip

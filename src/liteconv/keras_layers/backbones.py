@@ -248,10 +248,12 @@ def pretrained(
         path = Path(weights)
         if not path.is_file():
             raise ValueError(f"weights {weights}: no such file (a weights file or a .keras model)")
-        if path.suffix == ".keras":
-            from liteconv.pipeline.model_file import load_keras_model
-
-            source, by_name = load_keras_model(path), True
+        if path.suffix == ".keras":  # stock layers only (keras.applications): safe mode
+            try:
+                source = keras.models.load_model(path, compile=False, safe_mode=True)
+            except Exception as err:  # not a Keras v3 zip, or layers it does not know
+                raise ValueError(f"{what}: not a loadable .keras model ({err})") from None
+            by_name = True
         else:
             source = _application(backbone, (h, w, 3), alpha, None)
             try:
