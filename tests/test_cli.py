@@ -168,9 +168,13 @@ def _make_targets() -> set[str]:
     return set(re.findall(r"^([a-zA-Z0-9_-]+):", text, flags=re.M))
 
 
+DOC_PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
 def test_readme_commands_all_exist():
-    """Every `liteconv X [Y]` and `make T` the README shows is a real command / target."""
-    text = (REPO / "README.md").read_text()
+    """Every `liteconv X [Y]` and `make T` the README and the docs pages show is a real
+    command / target."""
+    text = "\n".join(page.read_text() for page in DOC_PAGES)
     fenced = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
     inline = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
     readme = "\n".join(fenced + inline)  # commands are in code, not in prose
@@ -185,3 +189,31 @@ def test_readme_commands_all_exist():
         assert not cmd.hidden, f"README uses the old name 'liteconv {name}'"
         if isinstance(cmd, click.Group) and sub and not sub.startswith("-"):
             assert sub in cmd.commands, f"README names 'liteconv {name} {sub}'"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_of_the_readme_and_docs_pages_resolves():
+    """A relative link names a file (or folder) that exists, and its #anchor a heading of
+    that page: the README is a front door to docs/, and moving a section must not leave a
+    dead link behind."""
+    pages = [*DOC_PAGES, *sorted((REPO / "docs" / "results").glob("*.md"))]
+    checked = 0
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            assert file.exists(), f"{page.relative_to(REPO)}: dead link {target}"
+            if anchor and file.suffix == ".md":
+                heads = re.findall(r"^#{1,6} (.*)$", file.read_text(), flags=re.M)
+                assert anchor in {_anchor(h) for h in heads}, (
+                    f"{page.relative_to(REPO)}: {target}: no such heading"
+                )
+            checked += 1
+    assert checked > 10

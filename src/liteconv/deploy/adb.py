@@ -187,7 +187,7 @@ def run_on_phone(
     if present.endswith("missing"):
         raise LiteconvError(
             f"adb: no {binary} on the phone: download TFLite's benchmark_model for "
-            f"{abi or 'android_aarch64'} (see README 'Android'), then 'adb push benchmark_model "
+            f"{abi or 'android_aarch64'} (see docs/benchmarking.md, 'Android'), then 'adb push benchmark_model "
             f"{binary} && adb shell chmod +x {binary}'"
         )
     echo(f"phone: {name or '?'} ({abi or '?'}); pushing {len(models)} model(s)")
