@@ -149,14 +149,14 @@ def test_demo_without_the_emulation_tools_still_finishes_and_says_how(monkeypatc
 def test_bench_arm64_without_root_says_so_before_any_download(tmp_path, monkeypatch):
     import os
 
-    from liteconv.deploy import arm64
+    from liteconv.emulate import userspace
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
 
     def no_download(*_a, **_k):
         raise AssertionError("downloaded before telling the user to be root")
 
-    monkeypatch.setattr(arm64.subprocess, "run", no_download)
+    monkeypatch.setattr(userspace.subprocess, "run", no_download)
     result = CliRunner().invoke(cli, ["bench-arm64", "x.tar.gz", "--cache", str(tmp_path)])
     assert result.exit_code == 2
     assert "run this first time as root" in result.output

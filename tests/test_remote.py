@@ -277,7 +277,7 @@ def test_wheelhouse_venv_with_tflite_runtime_214_offline(board, exported_run, tm
 
 @pytest.mark.large
 def test_device_run_on_the_emulated_arm64_python(board, exported_run, tmp_path):
-    from liteconv.deploy.arm64 import python_wrapper
+    from liteconv.emulate.userspace import python_wrapper
 
     wrapper = python_wrapper(REPO / ".cache" / "arm64")
     run = copy_run(exported_run, tmp_path / "run")

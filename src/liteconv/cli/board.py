@@ -257,11 +257,11 @@ def bench_arm64(bundle_path, cache, runs, python_wrapper):
     qemu-user-static and debootstrap where missing), Debian's package mirror and PyPI
     (numpy and ai-edge-litert aarch64 wheels), about 700 MB of disk and a few minutes;
     later runs use the cache and need neither root nor the network."""
-    from liteconv.deploy import arm64
     from liteconv.deploy.arm64 import newest_bundle, run_bundle_arm64
+    from liteconv.emulate import userspace
 
-    arm64.preflight(cache)  # not root before the first build: say so before downloading
+    userspace.preflight(cache)  # not root before the first build: say so before downloading
     if python_wrapper:
-        click.echo(arm64.python_wrapper(cache))
+        click.echo(userspace.python_wrapper(cache))
         return
     run_bundle_arm64(bundle_path or newest_bundle("dist"), cache=cache, runs=runs, echo=click.echo)

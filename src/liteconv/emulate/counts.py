@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liteconv.deploy import arm64
 from liteconv.device.errors import LiteconvError
+from liteconv.emulate import userspace
 from liteconv.emulate.tools import build_plugin, qemu_user
 
 GUEST = Path(__file__).with_name("guest.py")
@@ -94,9 +94,9 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
     (text of ``/proc/self/maps``) and arm64 ``root`` (to name blocks, ``symbols``) and,
     with ``caches``, the
     ``memory`` counts per invoke (the warm-up invokes fill the caches uncounted)."""
-    arm64.preflight(arm64_cache)
-    root = arm64.ensure_rootfs(Path(arm64_cache).resolve())
-    site = arm64.ensure_wheels(Path(arm64_cache).resolve())
+    userspace.preflight(arm64_cache)
+    root = userspace.ensure_rootfs(Path(arm64_cache).resolve())
+    site = userspace.ensure_wheels(Path(arm64_cache).resolve())
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i, array in enumerate(inputs):
@@ -109,7 +109,7 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
         env.update(PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
         regions, _ = run_counted(
-            ["-L", str(root), str(root / arm64.PYTHON), str(GUEST), str(Path(tmp) / "spec.json")],
+            ["-L", str(root), str(root / userspace.PYTHON), str(GUEST), str(Path(tmp) / "spec.json")],
             qemu_cpu=qemu_cpu, cache=cache, env=env, caches=caches,
         )  # fmt: skip
         outputs = np.load(spec["outputs"])

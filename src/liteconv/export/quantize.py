@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import gzip
 
-import numpy as np
-
 from liteconv.compat import tfmot
 from liteconv.config import TrainConfig
 from liteconv.device.errors import LiteconvError
@@ -151,20 +149,3 @@ def sparsity_report(model) -> dict[str, float]:
 def gzip_size(blob: bytes) -> int:
     """Size of ``blob`` after gzip (level 9): what sparsity buys in a download."""
     return len(gzip.compress(blob, compresslevel=9))
-
-
-def float32_clone(model):
-    """A float32 copy of a mixed-precision model (the same model if it is float32 already).
-
-    Models trained under ``mixed_float16`` compute in float16; TFLite conversion and QAT
-    want float32 layers. The copy is rebuilt from the model's config with every layer's
-    dtype set to float32, and given the weights cast to float32.
-    """
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
-        return model
-    config = model.get_config()
-    for layer in config["layers"]:
-        layer["config"]["dtype"] = "float32"
-    clone = model.__class__.from_config(config)
-    clone.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
-    return clone

@@ -52,8 +52,6 @@ def load_run_model(run: runlib.Run):
 
 def float32_run_model(run: runlib.Run):
     """The run's model in float32 (a mixed-precision model converted), for export and verify."""
-    from liteconv.export.quantize import float32_clone
-
     return float32_clone(load_run_model(run))
 
 
@@ -75,3 +73,20 @@ def evaluate_run(run_dir: str | Path) -> dict:
     result = classification_metrics(probs, y, splits.class_names)
     result["run"] = str(run.path)
     return result
+
+
+def float32_clone(model):
+    """A float32 copy of a mixed-precision model (the same model if it is float32 already).
+
+    Models trained under ``mixed_float16`` compute in float16; TFLite conversion and QAT
+    want float32 layers. The copy is rebuilt from the model's config with every layer's
+    dtype set to float32, and given the weights cast to float32.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    config = model.get_config()
+    for layer in config["layers"]:
+        layer["config"]["dtype"] = "float32"
+    clone = model.__class__.from_config(config)
+    clone.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    return clone
