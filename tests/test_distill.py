@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import DIGITS, quiet
+from liteconv.bench import flatten_run as fr
 from liteconv.config import load_config
-from liteconv.pipeline import flatten_run as fr
 from liteconv.pipeline.distill import DistillationLoss
 from liteconv.pipeline.train import train
 

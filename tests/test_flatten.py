@@ -118,7 +118,7 @@ def test_no_data_aware_keeps_the_kernel_fit_and_reports_its_output_error(baselin
 
 
 def test_default_schedule_is_gentle_only_for_a_close_start_with_room_to_work():
-    from liteconv.pipeline.flatten_run import default_schedule
+    from liteconv.bench.flatten_run import default_schedule
 
     assert default_schedule("cp", True, 1266) == (0.01, 1)  # Fashion-MNIST, 3 epochs
     assert default_schedule("cp", True, 102) == (0.1, 0)  # the ResNet's 3 short epochs

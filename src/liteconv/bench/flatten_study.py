@@ -17,6 +17,7 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
+from liteconv.bench.flatten_run import flatten_run
 from liteconv.compat import keras
 from liteconv.config import DistillConfig
 from liteconv.device.errors import LiteconvError
@@ -27,7 +28,6 @@ from liteconv.device.tables import format_table
 from liteconv.export.convert import to_tflite
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.evaluate import load_run_model, run_data
-from liteconv.pipeline.flatten_run import flatten_run
 from liteconv.pipeline.train import train
 
 LEVERS = {

@@ -164,7 +164,7 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
             distill_weight, data_aware, fit_images, warmup_epochs):  # fmt: skip
     """Decompose RUN_DIR's trained convolutions (flattened LVH or CP), fine-tune, new run.
     With --budget-ms the method is chosen per layer to meet a latency on this CPU."""
-    from liteconv.pipeline.flatten_run import flatten_run
+    from liteconv.bench.flatten_run import flatten_run
 
     if (run_dir is None) == (model_path is None):
         raise LiteconvError("give a RUN_DIR or --model MODEL.keras -c CONFIG (one of them)")
