@@ -71,8 +71,8 @@ def test_an_interrupted_distilled_fine_tune_resumes_with_its_teacher(tmp_path, m
 
 
 def test_study_variants_name_their_levers():
-    from liteconv.bench.flatten_study import parse_variant
     from liteconv.device.errors import LiteconvError
+    from liteconv.studies.flatten_study import parse_variant
 
     assert parse_variant("cp0.5") == {"method": "cp", "rank_ratio": 0.5, "distill": False,
                                       "data_aware": False, "warmup_epochs": 0}  # fmt: skip

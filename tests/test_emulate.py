@@ -545,7 +545,7 @@ def test_bundle_readme_says_what_to_expect_on_the_board(exported_run, tmp_path):
 def test_held_out_scores_never_let_a_row_into_its_own_constant():
     """Leave-one-out on made-up figures: a row that alone is off gets its whole error (its
     constant comes from the others), the rest stay exact; Spearman and the shares follow."""
-    from liteconv.bench.emulation import geometric_fit, judge_table, leave_one_out, spearman
+    from liteconv.studies.emulation import geometric_fit, judge_table, leave_one_out, spearman
 
     assert geometric_fit([(1.0, 2.0), (2.0, 8.0)]) == pytest.approx((2 * 4) ** 0.5)  # 2× and 4×
     predicted, published = [1.0, 2.0, 4.0, 8.0], [3.0, 6.0, 12.0, 36.0]  # the last is 1.5× off
@@ -567,9 +567,9 @@ def test_held_out_scores_never_let_a_row_into_its_own_constant():
 def test_thread_count_is_fitted_on_pairs_alone_and_recovered():
     """Made-up counts whose 2-thread ÷ 1-thread ratios follow a known sync count: the fit
     finds it; the board constant cancels in the ratio."""
-    from liteconv.bench.emulation import fit_sync
     from liteconv.device.targets import Target
     from liteconv.emulate.estimate import time_ms
+    from liteconv.studies.emulation import fit_sync
 
     board = Target(name="b", clock_mhz=2000, cycle_scale=3.0)
     models = [{"estimated_cycles": c, "dispatches": d, "memory": None,
@@ -587,7 +587,7 @@ def test_thread_count_is_fitted_on_pairs_alone_and_recovered():
 def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     """The shipped CSV groups into tables with a target each; every board constant's table
     and the thread-model pairs are among them; an unknown board is a one-line error."""
-    from liteconv.bench import emulation
+    from liteconv.studies import emulation
 
     tables, skipped = emulation.load_tables()
     keys = {(t.board, t.threads) for t in tables}
@@ -612,7 +612,7 @@ def test_board_constant_never_sees_a_held_out_row(tmp_path, monkeypatch):
     judged with it; the study writes its JSON and Markdown."""
     import json
 
-    from liteconv.bench import emulation
+    from liteconv.studies import emulation
 
     source22 = "google/XNNPACK README.md, revision of 2022-02: test"
     rows = [(source22, "mobilenet_v1", 80), (source22, "mobilenet_v2", 40),

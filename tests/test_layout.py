@@ -93,3 +93,13 @@ def test_no_import_cycle_between_packages():
         graph.setdefault(mine, set()).update(_package(d) for d in deps if _package(d) != mine)
     assert {"device", "pipeline", "export", "bench", "emulate", "deploy"} <= set(graph)
     assert _cycles(graph) == []
+
+
+def test_the_product_never_imports_the_studies():
+    """``liteconv.studies`` (the result tables) sits above the product: only the
+    ``study`` command and the studies themselves import it."""
+    graph = _imports(_modules())
+    users = sorted(m for m, deps in graph.items()
+                   if any(_package(d) == "studies" for d in deps)
+                   and _package(m) != "studies")  # fmt: skip
+    assert users == ["liteconv.cli.study"]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from liteconv.bench.layers import compare_layers, layer_model
 from liteconv.bench.report import pareto_front, report_rows, write_compare, write_report
 from liteconv.cli import cli
 from liteconv.device.machine import machine_info
 from liteconv.keras_layers import model_cost
+from liteconv.studies.layers import compare_layers, layer_model
 
 
 def _png_is_a_real_plot(path, min_size=(200, 200)) -> None:

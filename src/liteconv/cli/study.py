@@ -44,11 +44,11 @@ def study():
 def bench_train(models, input_shape, batch_size, steps, rounds, onednn, out):
     """Training throughput (images/s) of several models, measured side by side, with
     TensorFlow's oneDNN kernels off and on, and where a training step's time goes."""
-    from liteconv.bench.training import ONEDNN, throughput_by_onednn, training_throughput
     from liteconv.device.errors import LiteconvError
     from liteconv.device.machine import machine_info
     from liteconv.device.tables import format_table
     from liteconv.pipeline.run import atomic_write_json, atomic_write_text
+    from liteconv.studies.training import ONEDNN, throughput_by_onednn, training_throughput
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     settings = [s.strip() for s in onednn.split(",") if s.strip()]
@@ -112,9 +112,9 @@ def bench_train(models, input_shape, batch_size, steps, rounds, onednn, out):
               help="writes OUT.csv/.json/.md and OUT_latency.png, OUT_speedup.png")  # fmt: skip
 def compare(sizes, channels, threads, runs, no_models, out):
     """Standard vs flattened vs separable convolution latency (the papers' speed tables)."""
-    from liteconv.bench.layers import compare_layers, compare_models
     from liteconv.bench.report import write_compare
     from liteconv.device.machine import machine_info
+    from liteconv.studies.layers import compare_layers, compare_models
 
     thread_list = int_list(threads, "--threads")
     rows = compare_layers(
@@ -162,7 +162,7 @@ def bench_flatten(parent_dir, variants, epochs, no_scratch, scratch_for, runs, r
     """Decompose-then-fine-tune variants of PARENT_DIR against training from scratch.
     Levers per variant: +da data-aware fit, +kd distillation, +wu warm-up, +slow a tenth
     of the parent's learning rate (a lever not named is off)."""
-    from liteconv.bench.flatten_study import flatten_study, study_table, write_study
+    from liteconv.studies.flatten_study import flatten_study, study_table, write_study
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
     scratch = _scratch_choice(names, no_scratch, scratch_for)
@@ -193,8 +193,8 @@ def bench_flatten(parent_dir, variants, epochs, no_scratch, scratch_for, runs, r
 def bench_resnet(config_path, sets, per_class, variants, epochs, scratch_for, runs, runs_dir, out):
     """A second parent: a plain-Keras CIFAR ResNet (strided convs, skips) trained on a
     generated image folder, then flattened like study flatten."""
-    from liteconv.bench.flatten_study import flatten_study, study_table, write_study
-    from liteconv.bench.resnet_parent import train_resnet_parent
+    from liteconv.studies.flatten_study import flatten_study, study_table, write_study
+    from liteconv.studies.resnet_parent import train_resnet_parent
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
     scratch = _scratch_choice(names, False, scratch_for)
@@ -209,7 +209,7 @@ def bench_resnet(config_path, sets, per_class, variants, epochs, scratch_for, ru
                          runs=runs, echo=click.echo)  # fmt: skip
     preface = (
         "Second parent: He et al.'s CIFAR ResNet in plain Keras "
-        "(`liteconv.bench.resnet_parent.small_resnet`: a 3×3 stem, one basic block per "
+        "(`liteconv.studies.resnet_parent.small_resnet`: a 3×3 stem, one basic block per "
         "stage at 32/64/128 channels, stride-2 3×3 convolutions and 1×1 projection "
         f"shortcuts), trained by `liteconv train` from `{config_path}` on the generated "
         "image folder (10 classes of drawn figures, 32×32 RGB PNGs, written by "
@@ -242,7 +242,7 @@ def bench_profile(out, runs, threads):
               "(e.g. 'Raspberry Pi 4,Pixel 4'; default: every board a target models)")  # fmt: skip
 @click.option("--published", default=None, type=click.Path(exists=True, dir_okay=False),
               help="a CSV of published latencies in the shipped one's columns "
-                   "(default: the shipped bench/published_latency.csv)")  # fmt: skip
+                   "(default: the shipped studies/published_latency.csv)")  # fmt: skip
 @click.option("--max-macs", default=3e9, show_default=True, type=click.FloatRange(0),
               help="leave out architectures with more MACs (their emulation takes too long)")  # fmt: skip
 @click.option("--no-host", is_flag=True, help="skip the host-time baseline")
@@ -258,7 +258,7 @@ def emulation(boards, published, max_macs, no_host, cache, out):
     """Emulated latency against published board figures, each constant fitted on one
     named table and every goal judged on rows held out from it, beside two baselines
     (MACs × constant, this host's time × constant)."""
-    from liteconv.bench.emulation import PUBLISHED_CSV, emulation_study
+    from liteconv.studies.emulation import PUBLISHED_CSV, emulation_study
 
     paths = emulation_study(out, published=published or PUBLISHED_CSV,
                             boards=[b.strip() for b in boards.split(",") if b.strip()] or None,
@@ -275,7 +275,7 @@ def emulation(boards, published, max_macs, no_host, cache, out):
 def mcu_table(out):
     """The three CNNs (int8, per-channel and per-tensor) on every shipped microcontroller
     board under TFLM: model size, arena, fits, TFLM against LiteRT."""
-    from liteconv.bench.mcu_study import mcu_study
+    from liteconv.studies.mcu_study import mcu_study
 
     paths = mcu_study(out, echo=click.echo)
     click.echo(paths[1].read_text())

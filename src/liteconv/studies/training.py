@@ -173,7 +173,7 @@ class _Child:
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=ONEDNN[setting])
         self.setting = setting
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liteconv.bench.training", json.dumps(spec)], env=env,
+            [sys.executable, "-m", "liteconv.studies.training", json.dumps(spec)], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         self.read()

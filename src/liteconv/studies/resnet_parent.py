@@ -173,10 +173,10 @@ def train_resnet_parent(config: str | Path = CONFIG, *, per_class: int = 600,
     """The trained parent: the folder written if needed, ``small_resnet`` saved as the
     initial weights and trained by ``liteconv train`` (a finished run of the same config
     is reused); returns the run."""
-    from liteconv.bench.flatten_study import _finished
     from liteconv.config import load_config
     from liteconv.pipeline import run as runlib
     from liteconv.pipeline.train import train
+    from liteconv.studies.flatten_study import _finished
 
     cfg = load_config(config, overrides or {}, check_model=False)
     if cfg.data.name != "image_folder" or not cfg.data.path:
