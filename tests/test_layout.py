@@ -103,3 +103,21 @@ def test_the_product_never_imports_the_studies():
                    if any(_package(d) == "studies" for d in deps)
                    and _package(m) != "studies")  # fmt: skip
     assert users == ["liteconv.cli.study"]
+
+
+def test_every_cache_default_comes_from_one_root_that_liteconv_cache_moves():
+    """One place names the cache folders; ``LITECONV_CACHE`` moves them all (here: the
+    ``bench --emulate-cache`` default a user sees in ``--help``)."""
+    import os
+    import subprocess
+    import sys
+
+    literal = [str(p.relative_to(SRC)) for p in ROOT.rglob("*.py")
+               if p.name != "caches.py" and '".cache' in "\n".join(
+                   line for line in p.read_text().splitlines() if ">>>" not in line)]  # fmt: skip
+    assert literal == []
+    code = "from liteconv.cli import cli; cli(['bench', '--help'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "LITECONV_CACHE": "/lc"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[default: /lc/emulate]" in " ".join(out.stdout.split())

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.bench import profile as prof
+from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 from liteconv.device.tables import format_table
 from liteconv.keras_layers.cost import layer_macs
@@ -126,7 +127,7 @@ def plan_for_budget(
     warmup: int = 10,
     cores: list[int] | None = None,
     target: str = "host",
-    cache: str | Path | None = ".cache/latency",
+    cache: str | Path | None = str(caches.LATENCY),
     emulate=None,
     echo=print,
 ) -> Plan:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.compat import keras
+from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, read_json
 from liteconv.device.harness import benchmark, pin_cores
@@ -242,7 +243,7 @@ def time_models(
 
 
 def estimate_models_on(items: list[tuple[object, object]], mode: str, target, *,
-                       cache: str | Path = ".cache/emulate", echo=print) -> list[dict]:  # fmt: skip
+                       cache: str | Path = str(caches.EMULATE), echo=print) -> list[dict]:  # fmt: skip
     """``time_models`` for a board that is not here: each ``(keras_model, calibration)``
     converted alike, then estimated on ``target``'s core (``liteconv.emulate``: qemu
     instruction counts, llvm-mca cycles at its clock and its DRAM term, 1 thread); ``{"p50_ms"}`` holds
@@ -263,7 +264,7 @@ def estimate_models_on(items: list[tuple[object, object]], mode: str, target, *,
 
 
 def emulated_profile(model, *, calibration: np.ndarray, target, modes=("fp32", "int8"),
-                     cache: str | Path = ".cache/emulate", echo=print) -> dict:  # fmt: skip
+                     cache: str | Path = str(caches.EMULATE), echo=print) -> dict:  # fmt: skip
     """``profile_model`` on ``target``'s emulated core: every block, the whole model and
     the one-RELU model estimated (not timed; 1 thread, with the board's DRAM term), summarised alike
     (the per-invoke cost is the one-RELU model's estimate). Each result carries
@@ -337,7 +338,7 @@ def profile_model(
     warmup: int = 10,
     cores: list[int] | None = None,
     target: str = "host",
-    cache: str | Path | None = ".cache/latency",
+    cache: str | Path | None = str(caches.LATENCY),
     refresh: bool = False,
     progress=None,
     echo=print,

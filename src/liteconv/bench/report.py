@@ -12,6 +12,7 @@ import csv
 import io
 from pathlib import Path
 
+from liteconv.device import caches
 from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from liteconv.device.tables import format_table
 
@@ -209,7 +210,7 @@ def device_documents(run) -> list[Path]:
 
 
 def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50,
-                emulate=(), emulate_cache: str | Path = ".cache/emulate",
+                emulate=(), emulate_cache: str | Path = str(caches.EMULATE),
                 echo=print) -> list[dict]:  # fmt: skip
     """One row per exported model: accuracy (verify.json), size, MACs, host latency, and
     the latency of the given benchmark documents (e.g. from a Raspberry Pi) and of those

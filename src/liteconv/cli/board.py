@@ -8,6 +8,7 @@ import click
 
 from liteconv.cli.common import SectionedGroup, run_dir_or_newest, runtime_choice
 from liteconv.cli.root import cli
+from liteconv.device import caches
 from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
 
 
@@ -242,7 +243,7 @@ def device_run(address, identity, known_hosts, accept_new_host_key, python, sour
 
 @cli.command("bench-arm64")
 @click.argument("bundle_path", required=False, type=click.Path())
-@click.option("--cache", default=".cache/arm64", show_default=True,
+@click.option("--cache", default=str(caches.ARM64), show_default=True,
               help="where the arm64 user space and wheels are kept")  # fmt: skip
 @click.option("--runs", default=20, show_default=True, type=click.IntRange(1),
               help="timed runs per model (emulated: correctness, not speed)")  # fmt: skip

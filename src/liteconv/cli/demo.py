@@ -9,6 +9,7 @@ import click
 
 from liteconv.cli.common import config_option, load_config_from, set_option
 from liteconv.cli.root import cli
+from liteconv.device import caches
 from liteconv.device.targets import list_targets
 
 DEMO_CONFIG = "configs/experiments/fashion_mnist_demo.yaml"
@@ -26,7 +27,7 @@ def board_estimates(
     target_name: str,
     host_json: Path,
     *,
-    cache: str = ".cache/emulate",
+    cache: str = str(caches.EMULATE),
     echo=click.echo,
 ) -> str | None:
     """The target board's **estimated** latency of ``models`` (``bench --emulate``) beside

@@ -13,6 +13,7 @@ from liteconv.cli.common import (
     runtime_choice,
 )
 from liteconv.cli.root import cli
+from liteconv.device import caches
 from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
 from liteconv.device.targets import list_targets
 
@@ -101,7 +102,7 @@ def _bench_config(models: tuple[str, ...], config_path: str | None, overrides: d
                    "raspberry-pi-4,raspberry-pi-5")  # fmt: skip
 @click.option(
     "--emulate-cache",
-    default=".cache/emulate",
+    default=str(caches.EMULATE),
     show_default=True,
     help="with --emulate: where estimates and the counting plugin are kept",
 )
@@ -185,7 +186,7 @@ def _crosscheck(records: list[dict], runs: int, warmup: int) -> None:
 @click.option("--emulate", is_flag=True,
               help="estimate every model on the target's emulated core first; the bundle's "
                    "README then says what to expect on the board")  # fmt: skip
-@click.option("--emulate-cache", default=".cache/emulate", show_default=True,
+@click.option("--emulate-cache", default=str(caches.EMULATE), show_default=True,
               help="with --emulate: the estimates by model hash")  # fmt: skip
 def bundle(run_dir, out, target, samples, profile, profile_modes, emulate, emulate_cache):
     """Pack RUN_DIR's .tflite models (default: the newest run) into a device bundle
@@ -219,7 +220,7 @@ def bundle(run_dir, out, target, samples, profile, profile_modes, emulate, emula
 @click.option("--emulate", "emulate_targets", default=None, metavar="T1,T2",
               help="also each model's latency estimated on these targets' emulated cores "
                    "(e.g. raspberry-pi-4,raspberry-pi-5)")  # fmt: skip
-@click.option("--emulate-cache", default=".cache/emulate", show_default=True,
+@click.option("--emulate-cache", default=str(caches.EMULATE), show_default=True,
               help="with --emulate: the estimates by model hash")  # fmt: skip
 def report(run_dirs, bench_files, threads, runs, out, emulate_targets, emulate_cache):
     """Accuracy vs latency vs size of every exported model of RUN_DIRS (Pareto front marked).
@@ -285,7 +286,7 @@ def report(run_dirs, bench_files, threads, runs, out, emulate_targets, emulate_c
 @click.option("--plot", "plot_path", default=None, type=click.Path(), help="also this PNG")
 @click.option(
     "--cache",
-    default=".cache/latency",
+    default=str(caches.LATENCY),
     show_default=True,
     help="the latency table (one JSON per machine, runtime and target)",
 )
@@ -293,7 +294,7 @@ def report(run_dirs, bench_files, threads, runs, out, emulate_targets, emulate_c
 @click.option("--emulate", "emulate_target", default=None, metavar="TARGET",
               help="estimate every block on TARGET's emulated core instead of timing it here "
                    "(1 thread; e.g. raspberry-pi-4)")  # fmt: skip
-@click.option("--emulate-cache", default=".cache/emulate", show_default=True,
+@click.option("--emulate-cache", default=str(caches.EMULATE), show_default=True,
               help="with --emulate: the estimates by model hash")  # fmt: skip
 def profile(source, modes, target, threads, runs, warmup, samples, out, json_path, md_path,
             plot_path, cache, refresh, emulate_target, emulate_cache):  # fmt: skip

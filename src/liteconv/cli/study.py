@@ -6,6 +6,7 @@ import click
 
 from liteconv.cli.common import SectionedGroup, parse_overrides, parse_shape, set_option
 from liteconv.cli.root import cli
+from liteconv.device import caches
 from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
 
 # Studies write their tables where --out says; the defaults stay under runs/ (not tracked),
@@ -248,7 +249,7 @@ def bench_profile(out, runs, threads):
 @click.option("--no-host", is_flag=True, help="skip the host-time baseline")
 @click.option(
     "--cache",
-    default=".cache/emulate",
+    default=str(caches.EMULATE),
     show_default=True,
     help="the emulation cache (estimates by model hash and target)",
 )

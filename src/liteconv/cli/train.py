@@ -13,6 +13,7 @@ from liteconv.cli.common import (
     set_option,
 )
 from liteconv.cli.root import cli
+from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 
 
@@ -150,7 +151,7 @@ def import_cmd(model_path, config_path, sets, name, out, custom_objects):
     type=click.IntRange(1),
     help="with --budget-ms: interpreter threads",
 )
-@click.option("--cache", default=".cache/latency", show_default=True,
+@click.option("--cache", default=str(caches.LATENCY), show_default=True,
               help="with --budget-ms: the latency table")  # fmt: skip
 @click.option("--emulate", is_flag=True,
               help="with --budget-ms --target T: plan on T's emulated core (estimated "

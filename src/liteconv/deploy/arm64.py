@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, read_json
 from liteconv.emulate.userspace import python_wrapper
@@ -63,7 +64,7 @@ def _emulated(python: list[str], args: list[str], folder: Path, env: dict, what:
 
 
 def run_bundle_arm64(
-    bundle: str | Path, *, cache: str | Path = ".cache/arm64", runs: int = 20, echo=print
+    bundle: str | Path, *, cache: str | Path = str(caches.ARM64), runs: int = 20, echo=print
 ) -> dict:
     """Unpack ``bundle``, run ``bench.py --check`` and a short benchmark on emulated aarch64."""
     bundle = Path(bundle)

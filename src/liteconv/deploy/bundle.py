@@ -23,6 +23,7 @@ import numpy as np
 
 import liteconv
 from liteconv import device
+from liteconv.device import caches
 from liteconv.device.check import run_samples
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import crash_inside_written, remove_stale_temporaries
@@ -196,7 +197,7 @@ def make_bundle(
     profile_modes: list[str] = ("fp32", "int8"),
     profile_samples: int = 128,
     emulate: bool = False,
-    emulate_cache: str | Path = ".cache/emulate",
+    emulate_cache: str | Path = str(caches.EMULATE),
     echo=None,
 ) -> Path:
     """Build ``out/<experiment>-<run>-<target>.tar.gz`` from a run's exported models.

@@ -32,6 +32,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from liteconv.device import caches
 from liteconv.device.check import compare_outputs
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, read_json
@@ -157,8 +158,8 @@ def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
             "estimated_ms_threads": threads}  # fmt: skip
 
 
-def estimate_models(models: list[str], target: Target, *, cache: str | Path = ".cache/emulate",
-                    arm64_cache: str | Path = ".cache/arm64", echo=print) -> list[dict]:  # fmt: skip
+def estimate_models(models: list[str], target: Target, *, cache: str | Path = str(caches.EMULATE),
+                    arm64_cache: str | Path = str(caches.ARM64), echo=print) -> list[dict]:  # fmt: skip
     """One record per model: ``target``, ``core``, ``instructions_per_invoke``,
     ``estimated_cycles``, ``memory`` (per-invoke accesses, misses, write-backs; None without
     a cache model), ``dram_bytes``, ``compute_ms``, ``memory_ms``, ``estimated_ms`` (1

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from liteconv.device import caches
 from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
 from liteconv.emulate.estimate import (
@@ -22,7 +23,7 @@ from liteconv.emulate.estimate import (
 
 
 def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
-                  cache: str = ".cache/emulate", echo=print) -> list[str]:  # fmt: skip
+                  cache: str = str(caches.EMULATE), echo=print) -> list[str]:  # fmt: skip
     """Add ``estimates`` to every record in place; returns one Markdown table per target."""
     tables = []
     for name in [t.strip() for t in targets if t.strip()]:

@@ -22,6 +22,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 
 DEBIAN_SUITE = "bookworm"  # python3.11, the same minor as the aarch64 wheels below
@@ -165,7 +166,7 @@ def _build_site(cache: Path, site: Path) -> Path:
     return site
 
 
-def python_wrapper(cache: str | Path = ".cache/arm64", install: bool = True) -> Path:
+def python_wrapper(cache: str | Path = str(caches.ARM64), install: bool = True) -> Path:
     """An executable ``cache/python`` that runs the emulated aarch64 Python 3.11 with numpy
     and ai-edge-litert: what ``liteconv device run --python`` takes to exercise the whole
     SSH path with aarch64 code. It marks results as emulated (``LITECONV_EMULATION``)."""

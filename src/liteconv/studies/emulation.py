@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.compat import keras
+from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from liteconv.device.machine import machine_info
@@ -370,8 +371,8 @@ def _host_times(files_threads: set[tuple[Path, int]], echo) -> dict[tuple[Path, 
 
 
 def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
-                    boards: list[str] | None = None, cache: str = ".cache/emulate",
-                    models_dir: str = ".cache/published-models", max_macs: float = 3e9,
+                    boards: list[str] | None = None, cache: str = str(caches.EMULATE),
+                    models_dir: str = str(caches.PUBLISHED_MODELS), max_macs: float = 3e9,
                     host: bool = True, cnns: bool = True, echo=print) -> list[Path]:  # fmt: skip
     """Estimate every published row (``boards``: only those boards), fit what is fitted on
     its named table, judge the rest held out against the MACs and host-time baselines;
