@@ -66,29 +66,14 @@ class Backbone:
 # "tf" style 2x - 1 (MobileNet v1/v2/v3, the latter with its own Rescaling turned off),
 # EfficientNet's in-model Rescaling + Normalization fed [0, 255], ResNet50's "caffe" style
 # (BGR, ImageNet mean subtracted, no scaling).
+_TF_STYLE = (2.0, (-1.0,) * 3)  # "tf" mode from [0, 1]: 2x - 1 on each channel
+_V3 = {"block": r"^(expanded_conv(?:_\d+)?)/", "alpha": True,
+       "extra": (("include_preprocessing", False),)}  # fmt: skip
 BACKBONES: dict[str, Backbone] = {
-    "mobilenet": Backbone(
-        "MobileNet", 2.0, (-1.0,) * 3, r"^conv_(?:dw|pw|pad)_(\d+)", 4, alpha=True
-    ),  # fmt: skip
-    "mobilenet_v2": Backbone("MobileNetV2", 2.0, (-1.0,) * 3, r"^block_(\d+)_", 5, alpha=True),
-    "mobilenet_v3_small": Backbone(
-        "MobileNetV3Small",
-        2.0,
-        (-1.0,) * 3,
-        r"^(expanded_conv(?:_\d+)?)/",
-        3,
-        alpha=True,
-        extra=(("include_preprocessing", False),),
-    ),  # fmt: skip
-    "mobilenet_v3_large": Backbone(
-        "MobileNetV3Large",
-        2.0,
-        (-1.0,) * 3,
-        r"^(expanded_conv(?:_\d+)?)/",
-        5,
-        alpha=True,
-        extra=(("include_preprocessing", False),),
-    ),  # fmt: skip
+    "mobilenet": Backbone("MobileNet", *_TF_STYLE, r"^conv_(?:dw|pw|pad)_(\d+)", 4, alpha=True),
+    "mobilenet_v2": Backbone("MobileNetV2", *_TF_STYLE, r"^block_(\d+)_", 5, alpha=True),
+    "mobilenet_v3_small": Backbone("MobileNetV3Small", *_TF_STYLE, unfreeze=3, **_V3),
+    "mobilenet_v3_large": Backbone("MobileNetV3Large", *_TF_STYLE, unfreeze=5, **_V3),
     "efficientnet_b0": Backbone("EfficientNetB0", 255.0, (0.0,) * 3, r"^block(\d[a-z])_", 4),
     "resnet50": Backbone(
         "ResNet50", 255.0, (-103.939, -116.779, -123.68), r"^conv(\d_block\d+)_", 3, bgr=True
@@ -98,11 +83,10 @@ BACKBONES: dict[str, Backbone] = {
 
 # Backbones tfmot 0.8's quantize_model refuses (measured: liteconv 2026-12-04, tf-keras 2.21);
 # post-training int8 converts all six.
+_HARD_SWISH = "its hard-swish is built from TFOpLambda ops (x + 3, x * 1/6) tfmot cannot wrap"
 QAT_REFUSED = {
-    "mobilenet_v3_small": "its hard-swish is built from TFOpLambda ops (x + 3, x * 1/6) that "
-    "tfmot cannot wrap",
-    "mobilenet_v3_large": "its hard-swish is built from TFOpLambda ops (x + 3, x * 1/6) that "
-    "tfmot cannot wrap",
+    "mobilenet_v3_small": _HARD_SWISH,
+    "mobilenet_v3_large": _HARD_SWISH,
     "efficientnet_b0": "its in-model Rescaling and Normalization layers have no tfmot "
     "QuantizeConfig",
 }
