@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from liteconv.bench import budget as bud
+from liteconv.bench.latency import HostTimed
 from liteconv.cli import cli
 from liteconv.compat import keras
 from liteconv.device.errors import LiteconvError
@@ -52,8 +53,8 @@ def test_plan_keeps_everything_for_a_loose_budget_and_names_the_fastest(tmp_path
     keras.utils.set_random_seed(0)
     model = create_model("baseline_cnn", input_shape=(12, 12, 1), num_classes=3, width=0.25)
     images = np.random.default_rng(0).uniform(size=(16, 12, 12, 1)).astype("float32")
-    kw = dict(calibration=images, mode="fp32", runs=3, warmup=0, cache=tmp_path,
-              echo=lambda *_: None)  # fmt: skip
+    kw = dict(calibration=images, mode="fp32", echo=lambda *_: None,
+              source=HostTimed(runs=3, warmup=0, cache=tmp_path))  # fmt: skip
     loose = bud.plan_for_budget(model, 1e3, **kw)
     assert set(loose.choices.values()) == {"keep"} and loose.predicted_ms == pytest.approx(
         loose.baseline_ms)  # fmt: skip

@@ -456,6 +456,7 @@ def test_budget_plan_on_the_emulated_board(tmp_path):
     predicted latency is its emulated profile's; a budget at the fastest reachable plan
     decomposes, one above the parent keeps every layer."""
     from liteconv.bench.budget import plan_for_budget
+    from liteconv.bench.latency import Emulated
     from liteconv.bench.profile import emulated_profile
     from liteconv.device.targets import load_target
 
@@ -463,14 +464,14 @@ def test_budget_plan_on_the_emulated_board(tmp_path):
     model = _small_cnn()
     images = np.random.default_rng(0).uniform(size=(32, 16, 16, 1)).astype("float32")
     board = load_target("raspberry-pi-4")
-    loose = plan_for_budget(model, 1e3, calibration=images, mode="int8", emulate=board,
+    loose = plan_for_budget(model, 1e3, calibration=images, mode="int8", source=Emulated(board),
                             echo=lambda *_: None)  # fmt: skip
     whole = emulated_profile(model, calibration=images, target=board, modes=["int8"],
                              cache=".cache/emulate")["int8"]  # fmt: skip
     assert loose.baseline_ms == pytest.approx(whole["predicted_ms"], rel=1e-6)
     assert set(loose.choices.values()) == {"keep"}
     tight = plan_for_budget(model, loose.fastest_ms * 1.0001, calibration=images, mode="int8",
-                            emulate=board, echo=lambda *_: None)  # fmt: skip
+                            source=Emulated(board), echo=lambda *_: None)  # fmt: skip
     assert tight.predicted_ms <= loose.fastest_ms * 1.0001 < loose.baseline_ms
     assert any(c != "keep" for c in tight.choices.values())
 

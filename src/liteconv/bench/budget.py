@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.bench import profile as prof
-from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 from liteconv.device.tables import format_table
 from liteconv.keras_layers.cost import layer_macs
@@ -122,34 +121,25 @@ def plan_for_budget(
     calibration: np.ndarray,
     fit_images: np.ndarray | None = None,
     mode: str = "int8",
-    threads: int = 1,
-    runs: int = 100,
-    warmup: int = 10,
-    cores: list[int] | None = None,
-    target: str = "host",
-    cache: str | Path | None = str(caches.LATENCY),
-    emulate=None,
+    source=None,
     echo=print,
 ) -> Plan:
     """The plan meeting ``budget_ms`` (predicted) with the least summed error: of the
-    kernels, or with ``fit_images`` of the blocks' outputs after a data-aware fit.
-    ``emulate`` (a ``Target``): every latency is estimated on its emulated core
-    (``profile.emulated_profile``; 1 thread) instead of timed on this CPU.
+    kernels, or with ``fit_images`` of the blocks' outputs after a data-aware fit. Every
+    latency comes from ``source`` (``latency.HostTimed``, the default: timed on this CPU;
+    ``latency.Emulated``: estimated on a board's emulated core).
 
     Raises:
         LiteconvError: no eligible convolution, or a budget below the fastest plan (the
             message names the fastest reachable latency).
     """
+    from liteconv.bench.latency import HostTimed
+
+    source = source or HostTimed()
+    threads = source.threads
     if budget_ms <= 0:
         raise LiteconvError(f"--budget-ms {budget_ms}: expected a positive number of ms")
-    if emulate is not None:
-        whole = prof.emulated_profile(model, calibration=calibration, target=emulate,
-                                      modes=[mode], echo=echo)[mode]  # fmt: skip
-        cache = None  # the estimates are cached by model hash instead
-    else:
-        whole = prof.profile_model(model, calibration=calibration, modes=[mode],
-                                   threads=threads, runs=runs, warmup=warmup, cores=cores,
-                                   target=target, cache=cache, echo=echo)[mode]  # fmt: skip
+    whole = source.profile(model, calibration=calibration, mode=mode, echo=echo)
     blocks = prof.model_blocks(model)
     targets = [(i, b) for i, b in enumerate(blocks) if eligible(b.layers[0])]
     if not targets:
@@ -157,7 +147,6 @@ def plan_for_budget(
     acts = prof.block_activations(model, [b for _, b in targets], calibration)
     fit_acts = (prof.block_activations(model, [b for _, b in targets], fit_images)
                 if fit_images is not None else [None] * len(targets))  # fmt: skip
-    table = prof.LatencyTable(cache, target) if cache else None
     rows, todo = [], []
     echo(f"decomposing {len(targets)} convolution(s) every candidate way")
     for (i, block), act, fit_act in zip(targets, acts, fit_acts):
@@ -179,35 +168,24 @@ def plan_for_budget(
                     report = fit_to_outputs(base, cand, fit_act[0], report)
                     err = float(report[0]["output_error"])
                 said.append(f"{choice} {err:.3f}")
-            key = prof.LatencyTable.key({"candidate": prof.layer_signature(cand.layers),
-                                         "input": list(block.inputs[0].shape[1:])},
-                                        mode, threads)  # fmt: skip
-            row = {"layer": layer.name, "block": i, "choice": choice, "error": err, "key": key,
+            signature = {"candidate": prof.layer_signature(cand.layers),
+                         "input": list(block.inputs[0].shape[1:])}  # fmt: skip
+            row = {"layer": layer.name, "block": i, "choice": choice, "error": err,
                    "macs": sum(layer_macs(x) for x in cand.layers), "chosen": False}  # fmt: skip
             rows.append(row)
             if choice == "keep":
                 row["ms"] = whole["blocks"][i]["p50_ms"]  # measured with the whole profile
-            elif table is not None and key in table.entries:
-                row["ms"] = table.entries[key]["p50_ms"]
             else:
-                todo.append((row, cand, act[0]))
+                todo.append((row, cand, act[0], signature))
         kind = "output error (data-aware fit)" if fit_act is not None else "kernel error"
         echo(f"  {layer.name}: relative {kind} {', '.join(said)}")
     if todo:
-        how = f"estimating on {emulate.core}" if emulate is not None else "timing"
-        echo(f"{how} {len(todo)} candidate block(s) ({mode}, {threads} thread(s))")
-        items = [(cand, data) for _, cand, data in todo]
-        if emulate is not None:
-            timings = prof.estimate_models_on(items, mode, emulate, echo=echo)
-        else:
-            timings = prof.time_models(items, mode, threads=threads, runs=runs, warmup=warmup,
-                                       cores=cores)  # fmt: skip
-        for (row, _, _), timing in zip(todo, timings):
+        echo(f"{source.doing}: {len(todo)} candidate block(s) ({mode}, {threads} thread(s); "
+             "a latency already known is not taken again)")  # fmt: skip
+        timings = source.times([(cand, data) for _, cand, data, _ in todo], mode,
+                               signatures=[sig for *_, sig in todo], echo=echo)  # fmt: skip
+        for (row, *_), timing in zip(todo, timings):
             row["ms"] = timing["p50_ms"]
-            if table is not None:
-                table.entries[row["key"]] = timing
-        if table is not None:
-            table.save()
     by_layer: dict[str, list[dict]] = {}
     for row in rows:
         by_layer.setdefault(row["layer"], []).append(row)

@@ -180,9 +180,7 @@ def flatten_run(
         calibration, _ = splits.arrays("train", limit=max(128, fit_images if data_aware else 0))
         plan = plan_for_budget(model, budget["ms"], calibration=calibration[:128],
                                fit_images=calibration[:512] if data_aware else None,
-                               mode=budget["mode"], threads=budget["threads"],
-                               cores=budget.get("cores"), target=budget.get("target", "host"),
-                               cache=budget.get("cache"), emulate=budget.get("emulate"),
+                               mode=budget["mode"], source=_source(budget),
                                echo=echo)  # fmt: skip
         echo(f"plan for {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): "
              f"predicted {plan.predicted_ms:.4f} ms (as it is {plan.baseline_ms:.4f} ms, "
@@ -284,28 +282,30 @@ def flatten_run(
     return run
 
 
+def _source(budget: dict):
+    """Where a budget's latencies come from: the board's emulated core (``--emulate``) or
+    this CPU with its threads and cores; the one place that asks."""
+    from liteconv.bench.latency import Emulated, HostTimed
+
+    if budget.get("emulate") is not None:
+        return Emulated(budget["emulate"])
+    return HostTimed(threads=budget["threads"], cores=budget.get("cores"),
+                     target=budget.get("target", "host"), cache=budget.get("cache"))  # fmt: skip
+
+
 def _measure_budget(run: runlib.Run, parent_model, budget: dict, plan, echo) -> None:
-    """Time the new model against the parent as converted for the budget's mode, side by
-    side, and record whether the budget was met."""
-    from liteconv.bench.profile import time_models
+    """Time (or estimate) the new model against the parent as converted for the budget's
+    mode, side by side, and record whether the budget was met."""
     from liteconv.pipeline.evaluate import load_run_model, run_data
 
     images, _ = run_data(run).arrays("train", limit=128)
     child = load_run_model(run)
-    board = budget.get("emulate")
-    if board is not None:  # the board is not here: both estimated on its emulated core
-        from liteconv.bench.profile import estimate_models_on
-
-        timings = estimate_models_on([(child, images), (parent_model, images)], plan.mode, board,
-                                     echo=echo)  # fmt: skip
-    else:
-        timings = time_models([(child, images), (parent_model, images)], plan.mode,
-                              threads=budget["threads"], runs=200, warmup=20,
-                              cores=budget.get("cores"))  # fmt: skip
+    source = _source(budget)
+    timings = source.times([(child, images), (parent_model, images)], plan.mode, runs=200,
+                           warmup=20, echo=echo)  # fmt: skip
     measured, parent_ms = timings[0]["p50_ms"], timings[1]["p50_ms"]
     met = measured <= budget["ms"]
-    verb = f"estimated on {board.name}" if board is not None else "measured"
-    echo(f"budget {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): {verb} "
+    echo(f"budget {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): {source.done} "
          f"{measured:.4f} ms (parent {parent_ms:.4f} ms, predicted {plan.predicted_ms:.4f} ms): "
          f"{'met' if met else 'NOT met'}")  # fmt: skip
     record = dict((run.manifest().get("flatten") or {}).get("budget") or {})
@@ -313,6 +313,6 @@ def _measure_budget(run: runlib.Run, parent_model, budget: dict, plan, echo) -> 
         measured_ms=measured,
         parent_measured_ms=parent_ms,
         met=met,
-        estimated_on=board.name if board is not None else None,
+        estimated_on=source.board.name if source.board is not None else None,
     )
     run.update_manifest(flatten={"budget": record})
