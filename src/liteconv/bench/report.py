@@ -15,6 +15,7 @@ from pathlib import Path
 from liteconv.device import caches
 from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from liteconv.device.tables import format_table
+from liteconv.pipeline.run import DEVICE, EXPORT, VERIFY_JSON
 
 
 def _plt():
@@ -203,7 +204,7 @@ def load_bench_documents(paths) -> list[dict]:
 
 def device_documents(run) -> list[Path]:
     """The device results fetched into a run (``RUN_DIR/device/*.json``), oldest first."""
-    folder = run.path / "device"
+    folder = run.file(DEVICE)
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
@@ -226,15 +227,15 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50,
     merges = [(doc, None) for doc in bench_docs]
     for run_dir in run_dirs:
         run = Run.open(run_dir)
-        verify = run.file("export") / "verify.json"
+        verify = run.file(VERIFY_JSON)
         if not verify.is_file():
             raise LiteconvError(f"{run.path}: no export/verify.json; run 'liteconv export' first")
         experiment = run.manifest().get("experiment", run.path.parent.name)
         for name, v in read_verify(verify).items():
-            path = run.file("export") / f"{name}.tflite"
+            path = run.file(EXPORT) / f"{name}.tflite"
             if not path.is_file():
                 continue
-            run.verify_artifact(f"export/{name}.tflite")
+            run.verify_artifact(f"{EXPORT}/{name}.tflite")
             side = sidecar_for(path)
             rows.append({"experiment": experiment, "name": name, "mode": v["mode"],
                          "accuracy": v["accuracy"], "agreement": v["agreement"],

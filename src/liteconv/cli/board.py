@@ -10,6 +10,7 @@ from liteconv.cli.common import SectionedGroup, run_dir_or_newest, runtime_choic
 from liteconv.cli.root import cli
 from liteconv.device import caches
 from liteconv.device.__main__ import int_list  # no TensorFlow: the device CLI's parser
+from liteconv.pipeline import run as runlib
 
 
 @cli.command()
@@ -70,7 +71,7 @@ def mcu(sources, boards, emit_dir, json_path, md_path):
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = sorted((path / "export").glob("*int8*.tflite"))
+            found = sorted((path / runlib.EXPORT).glob("*int8*.tflite"))
             if not found:
                 raise click.UsageError(f"{path}: no export/*int8*.tflite; run 'liteconv export "
                                        f"{path} --mode int8 --io int8' first")  # fmt: skip

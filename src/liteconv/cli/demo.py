@@ -11,6 +11,7 @@ from liteconv.cli.common import config_option, load_config_from, set_option
 from liteconv.cli.root import cli
 from liteconv.device import caches
 from liteconv.device.targets import list_targets
+from liteconv.pipeline import run as runlib
 
 DEMO_CONFIG = "configs/experiments/fashion_mnist_demo.yaml"
 STAGES = (
@@ -105,8 +106,8 @@ def demo(ctx, config_path, sets, target, out, dist):
 
     run = stage(1, lambda: train_fn(cfg, out=out, echo=click.echo))
     stage(2, lambda: export_run(run.path, echo=click.echo))
-    models = tuple(sorted(str(p) for p in (run.path / "export").glob("*.tflite")))
-    results = run.path / "export" / "bench-host.json"
+    models = tuple(sorted(str(p) for p in run.file(runlib.EXPORT).glob("*.tflite")))
+    results = run.file(runlib.BENCH_HOST)
     stage(3, lambda: ctx.invoke(bench, models=models, target=target, json_path=str(results)))
     estimated = stage(4, lambda: board_estimates(list(models), target, results))
     bundle = stage(5, lambda: make_bundle(run.path, out=dist, target=target,

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from liteconv.device.errors import LiteconvError
+from liteconv.pipeline import run as runlib
 
 BINARY = "/data/local/tmp/benchmark_model"
 REMOTE = "/data/local/tmp/liteconv"
@@ -178,7 +179,7 @@ def run_on_phone(
     from liteconv.pipeline.run import Run
 
     run = Run.open(run_dir)
-    models = sorted(run.file("export").glob("*.tflite"))
+    models = sorted(run.file(runlib.EXPORT).glob("*.tflite"))
     if not models:
         raise LiteconvError(f"{run.path}: no export/*.tflite; run 'liteconv export' first")
     abi = phone.shell("getprop ro.product.cpu.abi", "reading the phone's ABI").strip()
@@ -193,7 +194,7 @@ def run_on_phone(
     echo(f"phone: {name or '?'} ({abi or '?'}); pushing {len(models)} model(s)")
     phone.shell(f"mkdir -p {REMOTE}")
     for path in models:
-        run.verify_artifact(f"export/{path.name}")
+        run.verify_artifact(f"{runlib.EXPORT}/{path.name}")
         phone.push(path, f"{REMOTE}/{path.name}")
     records = []
     experiment = run.manifest().get("experiment", run.path.parent.name)

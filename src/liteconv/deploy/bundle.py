@@ -210,7 +210,7 @@ def make_bundle(
     """
     run = runlib.Run.open(run_dir)
     spec = load_target(target)
-    tflites = sorted(run.file("export").glob("*.tflite"))
+    tflites = sorted(run.file(runlib.EXPORT).glob("*.tflite"))
     if not tflites:
         raise LiteconvError(
             f"{run.path}: no export/*.tflite; run 'liteconv export {run.path}' first"
@@ -223,7 +223,7 @@ def make_bundle(
     reference = {"images": images, "labels": labels}
     sidecars = []
     for path in tflites:
-        run.verify_artifact(f"export/{path.name}")
+        run.verify_artifact(f"{runlib.EXPORT}/{path.name}")
         side = sidecar_for(path) or {"name": path.stem, "mode": "unknown",
                                               "file": path.name}  # fmt: skip
         side = {**side, "name": path.stem, "file": path.name}

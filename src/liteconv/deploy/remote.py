@@ -31,6 +31,7 @@ from liteconv.deploy.ssh import SSH, remote_failure, shell_path
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_bytes
 from liteconv.device.harness import check_result_document
+from liteconv.pipeline import run as runlib
 
 CACHE = "~/.cache/liteconv"
 # numpy and a runtime: ai-edge-litert where it has wheels (aarch64, x86-64), else
@@ -471,7 +472,7 @@ def _device_document(blob: bytes, board: SSH, info: dict, check_output: str) -> 
 
 def write_device_document(run, document: dict, label: str) -> Path:
     """``RUN_DIR/device/<label>-<time>.json``, written atomically."""
-    dest = run.path / "device" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    dest = run.file(runlib.DEVICE) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     return atomic_write_bytes(dest, json.dumps(document, indent=2, allow_nan=False).encode())
 
 

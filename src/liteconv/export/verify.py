@@ -24,7 +24,7 @@ from liteconv.device.tensors import dequantize, quantize
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.evaluate import float32_run_model, run_data
 
-EXPORT_DIR = "export"
+EXPORT_DIR = runlib.EXPORT
 
 
 def tflite_predict(
@@ -99,8 +99,8 @@ def verify_run(run_dir: str | Path | runlib.Run, *, model=None, splits=None, ech
           f"{r['size_bytes'] / fp32:.1%}" if fp32 else "-"] for n, r in rows.items()],
         markdown=True,
     )  # fmt: skip
-    run.write_json(f"{EXPORT_DIR}/verify.json", rows)
-    run.write_text(f"{EXPORT_DIR}/verify.md", table + "\n")
+    run.write_json(runlib.VERIFY_JSON, rows)
+    run.write_text(runlib.VERIFY_MD, table + "\n")
     run.update_manifest(export=rows)
     echo(table)
     return rows

@@ -37,6 +37,11 @@ MANIFEST = "manifest.json"
 MODEL = "model.keras"
 BEST = "best.keras"
 HISTORY = "history.csv"
+EXPORT = "export"  # the .tflite files, their sidecars, verify.{json,md}, bench-host.json
+VERIFY_JSON = f"{EXPORT}/verify.json"
+VERIFY_MD = f"{EXPORT}/verify.md"
+BENCH_HOST = f"{EXPORT}/bench-host.json"  # the demo's host benchmark
+DEVICE = "device"  # result documents fetched from boards (liteconv device run)
 _UNHASHED_DIRS = {"backup", "tensorboard"}
 
 
