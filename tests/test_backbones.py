@@ -223,6 +223,8 @@ def test_qat_names_the_backbones_tfmot_refuses_and_tfmot_does_refuse_them(backbo
         tfmot().quantization.keras.quantize_model(model)
     with pytest.raises(LiteconvError, match=f"the {backbone} backbone .*--mode int8"):
         quantization_aware(model, None, epochs=0, learning_rate=1e-4)
+    with pytest.raises(LiteconvError, match=f"the {backbone} backbone .*--mode int8"):
+        quantization_aware(model, None, epochs=0, learning_rate=1e-4, per_channel=False)
 
 
 @pytest.mark.large

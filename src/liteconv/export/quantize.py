@@ -44,6 +44,14 @@ def quantization_aware(
     ``per_channel=False`` simulates per-tensor weight scales (tfmot's n-bit scheme with
     per-axis quantization disabled), to match ``to_tflite(..., per_channel=False)``.
     """
+    from liteconv.keras_layers.backbones import QAT_REFUSED, backbone_of
+
+    backbone = backbone_of(model)  # refused by every scheme below: say why before trying
+    if backbone in QAT_REFUSED:
+        raise LiteconvError(
+            f"quantization-aware training: tfmot cannot quantize the {backbone} backbone "
+            f"({QAT_REFUSED[backbone]}); use post-training int8 (--mode int8)"
+        )
     q = tfmot().quantization.keras
     if not per_channel:
         if preserve_sparsity:
@@ -65,14 +73,6 @@ def quantization_aware(
             pqat.Default8BitPrunePreserveQuantizeScheme(),
         )
     else:
-        from liteconv.keras_layers.backbones import QAT_REFUSED, backbone_of
-
-        backbone = backbone_of(model)
-        if backbone in QAT_REFUSED:
-            raise LiteconvError(
-                f"quantization-aware training: tfmot cannot quantize the {backbone} backbone "
-                f"({QAT_REFUSED[backbone]}); use post-training int8 (--mode int8)"
-            )
         try:
             qat = q.quantize_model(model)
         except (RuntimeError, ValueError) as err:  # a layer or layout tfmot cannot quantize

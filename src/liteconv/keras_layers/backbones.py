@@ -283,7 +283,6 @@ def blocks(model, backbone: str) -> list[list]:
             out.append([])
         if not out:
             out.append([])  # the stem
-            keys.setdefault("", 0)
         index = keys[match.group(1)] if match else len(out) - 1
         out[index].append(layer)
     return out

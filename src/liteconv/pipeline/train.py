@@ -476,8 +476,10 @@ def train(
         echo(splits.counts_table())
     what = f"{cfg.model.init_from} ({model.name})" if cfg.model.init_from else cfg.model.name
     if phases is not None:
+        from liteconv.keras_layers.backbones import backbone_of
+
         weights = cfg.model.kwargs.get("weights", "imagenet")
-        what = f"{model.name.removesuffix('_pretrained')} backbone ({weights or 'random'} weights) + new head"
+        what = f"{backbone_of(model)} backbone ({weights or 'random'} weights) + new head"
     echo(f"model: {what}: {cost.total_params:,} parameters, {cost.total_macs:,} MACs")
     if teacher is not None:
         d = cfg.train.distill
