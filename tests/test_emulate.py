@@ -457,7 +457,6 @@ def test_budget_plan_on_the_emulated_board(tmp_path):
     decomposes, one above the parent keeps every layer."""
     from liteconv.bench.budget import plan_for_budget
     from liteconv.bench.latency import Emulated
-    from liteconv.bench.profile import emulated_profile
     from liteconv.device.targets import load_target
 
     _need_tools()
@@ -466,8 +465,8 @@ def test_budget_plan_on_the_emulated_board(tmp_path):
     board = load_target("raspberry-pi-4")
     loose = plan_for_budget(model, 1e3, calibration=images, mode="int8", source=Emulated(board),
                             echo=lambda *_: None)  # fmt: skip
-    whole = emulated_profile(model, calibration=images, target=board, modes=["int8"],
-                             cache=".cache/emulate")["int8"]  # fmt: skip
+    whole = Emulated(board).profile(model, calibration=images, modes=["int8"])["int8"]
+    assert whole["emulated"]["core"] == board.core and whole["measured"] == 0
     assert loose.baseline_ms == pytest.approx(whole["predicted_ms"], rel=1e-6)
     assert set(loose.choices.values()) == {"keep"}
     tight = plan_for_budget(model, loose.fastest_ms * 1.0001, calibration=images, mode="int8",

@@ -90,11 +90,11 @@ def test_a_block_converts_to_the_same_bytes_every_time():
     acts = prof.block_activations(model, blocks, images)
     items = [(prof.block_model(b), a[0] if len(a) == 1 else a) for b, a in zip(blocks[:3], acts)]
     first = [prof._convert(m, "int8", d[:2]) for m, d in items] + [
-        prof._convert(prof._call_model(), "fp32", None)]  # fmt: skip
+        prof._convert(prof.call_model(), "fp32", None)]  # fmt: skip
     _branchy()  # more default names taken
     items = [(prof.block_model(b), a[0] if len(a) == 1 else a) for b, a in zip(blocks[:3], acts)]
     again = [prof._convert(m, "int8", d[:2]) for m, d in items] + [
-        prof._convert(prof._call_model(), "fp32", None)]  # fmt: skip
+        prof._convert(prof.call_model(), "fp32", None)]  # fmt: skip
     assert [hash(b) for b in again] == [hash(b) for b in first]
 
 

@@ -139,7 +139,7 @@ def plan_for_budget(
     threads = source.threads
     if budget_ms <= 0:
         raise LiteconvError(f"--budget-ms {budget_ms}: expected a positive number of ms")
-    whole = source.profile(model, calibration=calibration, mode=mode, echo=echo)
+    whole = source.profile(model, calibration=calibration, modes=[mode], echo=echo)[mode]
     blocks = prof.model_blocks(model)
     targets = [(i, b) for i, b in enumerate(blocks) if eligible(b.layers[0])]
     if not targets:

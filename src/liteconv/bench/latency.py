@@ -3,8 +3,9 @@
 ``HostTimed`` converts the models and times them here with the target's threads and cores
 (interleaved; a latency table by block signature spares repeats); ``Emulated`` estimates
 them on the target's emulated core (``liteconv.emulate``: 1 thread, cached by model hash).
-``budget.plan_for_budget`` and ``liteconv flatten --budget-ms`` take a source and never ask
-which one it is. (A latency measured on the board itself comes back from ``liteconv device
+``budget.plan_for_budget``, ``liteconv flatten --budget-ms`` and ``liteconv profile`` take a
+source and never ask which one it is: ``profile`` gives per-block tables, ``times`` the
+latency of whole models. (A latency measured on the board itself comes back from ``liteconv device
 run`` as a result document, which ``report`` reads beside these.)
 
 Example:
@@ -17,8 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from liteconv.bench import profile as prof
 from liteconv.device import caches
+from liteconv.device.errors import LiteconvError
 
 
 @dataclass
@@ -31,6 +35,7 @@ class HostTimed:
     cores: list[int] | None = None
     target: str = "host"
     cache: str | Path | None = str(caches.LATENCY)
+    refresh: bool = False  # time again what the latency table holds
 
     @property
     def doing(self) -> str:
@@ -44,12 +49,17 @@ class HostTimed:
     def board(self):
         return None
 
-    def profile(self, model, *, calibration, mode: str, echo=print) -> dict:
-        """``profile.profile_model`` of ``model`` in ``mode``, through the latency table."""
-        return prof.profile_model(model, calibration=calibration, modes=[mode],
+    @property
+    def title(self) -> str:
+        return f"per-block latency, {self.threads} thread(s)"
+
+    def profile(self, model, *, calibration, modes, echo=print, progress=None) -> dict:
+        """``{mode: profile}`` of ``model`` (``profile.profile_model``: every block and the
+        whole model timed interleaved), through the latency table."""
+        return prof.profile_model(model, calibration=calibration, modes=list(modes),
                                   threads=self.threads, runs=self.runs, warmup=self.warmup,
                                   cores=self.cores, target=self.target, cache=self.cache,
-                                  echo=echo)[mode]  # fmt: skip
+                                  refresh=self.refresh, progress=progress, echo=echo)  # fmt: skip
 
     def times(self, items: list, mode: str, *, signatures: list[dict] | None = None,
               runs: int | None = None, warmup: int | None = None, echo=print) -> list[dict]:  # fmt: skip
@@ -89,10 +99,41 @@ class Emulated:
     def done(self) -> str:
         return f"estimated on {self.board.name}"
 
-    def profile(self, model, *, calibration, mode: str, echo=print) -> dict:
-        """``profile.emulated_profile`` of ``model`` in ``mode``."""
-        return prof.emulated_profile(model, calibration=calibration, target=self.board,
-                                     modes=[mode], cache=self.cache, echo=echo)[mode]  # fmt: skip
+    @property
+    def title(self) -> str:
+        return f"per-block latency estimated for {self.board.name} ({self.board.core}), 1 thread"
+
+    def profile(self, model, *, calibration, modes, echo=print, progress=None) -> dict:
+        """``{mode: profile}`` as ``HostTimed.profile`` gives it, every block, the whole
+        model and the one-RELU model (the per-invoke cost) estimated instead of timed (1
+        thread, with the board's DRAM term); each carries ``emulated`` (target, core, clock,
+        runtime). ``progress`` does not apply (nothing is timed)."""
+        from liteconv.emulate.estimate import EMULATED_RUNTIME
+
+        blocks = prof.model_blocks(model)
+        if not blocks:
+            raise LiteconvError(f"{model.name}: no layers to profile")
+        for mode in modes:
+            if mode not in prof.MODES:
+                raise LiteconvError(f"--mode {mode!r}: choose from {', '.join(prof.MODES)}")
+        acts = prof.block_activations(model, blocks, calibration) if "int8" in modes else None
+        call_data = np.linspace(-1, 1, 64, dtype="float32")[:, None]
+        board = self.board
+        results = {}
+        for mode in modes:
+            items = []
+            for i, block in enumerate(blocks):
+                data = acts[i] if acts is not None else None
+                items.append((prof.block_model(block),
+                              data[0] if data is not None and len(data) == 1 else data))  # fmt: skip
+            items += [(model, calibration), (prof.call_model(), call_data)]
+            est = [r["p50_ms"] for r in self.times(items, mode, echo=echo)]
+            result = prof.summarise([prof.block_row(b) for b in blocks], est[:-2], est[-2],
+                                    est[-1], threads=1, measured=0)  # fmt: skip
+            result["emulated"] = {"target": board.name, "core": board.core,
+                                  "clock_mhz": board.clock_mhz, "runtime": EMULATED_RUNTIME}  # fmt: skip
+            results[mode] = result
+        return results
 
     def times(self, items: list, mode: str, *, signatures: list[dict] | None = None,
               runs: int | None = None, warmup: int | None = None, echo=print) -> list[dict]:  # fmt: skip

@@ -193,7 +193,7 @@ def block_activations(model, blocks: list[Block], images: np.ndarray) -> list[li
     return [[outs[i] for i in idx] for idx in index]
 
 
-def _call_model():
+def call_model():
     """The smallest model the converter keeps: one RELU on one number."""
     inputs = keras.Input((1,), batch_size=1, name="invoke_overhead_in")  # fixed names:
     relu = L.ReLU(name="invoke_overhead_relu")  # the same bytes (and cache key) every time
@@ -261,38 +261,6 @@ def estimate_models_on(items: list[tuple[object, object]], mode: str, target, *,
             )
     return [{"p50_ms": r["estimated_ms"], "estimated": True,
              "instructions_per_invoke": r["instructions_per_invoke"]} for r in records]  # fmt: skip
-
-
-def emulated_profile(model, *, calibration: np.ndarray, target, modes=("fp32", "int8"),
-                     cache: str | Path = str(caches.EMULATE), echo=print) -> dict:  # fmt: skip
-    """``profile_model`` on ``target``'s emulated core: every block, the whole model and
-    the one-RELU model estimated (not timed; 1 thread, with the board's DRAM term), summarised alike
-    (the per-invoke cost is the one-RELU model's estimate). Each result carries
-    ``emulated`` (target, core, clock, runtime)."""
-    from liteconv.emulate.estimate import EMULATED_RUNTIME
-
-    blocks = model_blocks(model)
-    if not blocks:
-        raise LiteconvError(f"{model.name}: no layers to profile")
-    acts = block_activations(model, blocks, calibration) if "int8" in modes else None
-    call_data = np.linspace(-1, 1, 64, dtype="float32")[:, None]
-    results = {}
-    for mode in modes:
-        if mode not in MODES:
-            raise LiteconvError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
-        items = []
-        for i, block in enumerate(blocks):
-            data = acts[i] if acts is not None else None
-            items.append((block_model(block), data[0] if data is not None and len(data) == 1
-                          else data))  # fmt: skip
-        items += [(model, calibration), (_call_model(), call_data)]
-        est = [r["p50_ms"] for r in estimate_models_on(items, mode, target, cache=cache, echo=echo)]
-        result = summarise([block_row(b) for b in blocks], est[:-2], est[-2], est[-1],
-                           threads=1, measured=0)  # fmt: skip
-        result["emulated"] = {"target": target.name, "core": target.core,
-                              "clock_mhz": target.clock_mhz, "runtime": EMULATED_RUNTIME}  # fmt: skip
-        results[mode] = result
-    return results
 
 
 def block_row(block: Block) -> dict:
@@ -382,7 +350,7 @@ def profile_model(
                 elif t[0] == "whole":
                     items.append((model, calibration))
                 else:  # what one invoke() costs with (almost) nothing to compute
-                    items.append((_call_model(), call_data))
+                    items.append((call_model(), call_data))
             timings = time_models(items, mode, threads=threads, runs=runs, warmup=warmup,
                                   cores=cores, progress=progress)  # fmt: skip
             timed = len(order)
@@ -431,7 +399,7 @@ def block_model_files(model, *, calibration: np.ndarray, modes: list[str] = MODE
             if progress:
                 progress("convert", mode, i + 1, len(blocks))
         files[f"{mode}/whole.tflite"] = _convert(model, mode, calibration)
-        files[f"{mode}/invoke.tflite"] = _convert(_call_model(), mode, call_data)
+        files[f"{mode}/invoke.tflite"] = _convert(call_model(), mode, call_data)
         manifest["modes"][mode] = {"blocks": rows, "whole": f"{mode}/whole.tflite",
                                    "invoke": f"{mode}/invoke.tflite"}  # fmt: skip
     files["profile.json"] = json.dumps(manifest, indent=2).encode()

@@ -332,24 +332,24 @@ def profile(source, modes, target, threads, runs, warmup, samples, out, json_pat
         if done == total or done % 10 == 0:
             click.echo(f"{mode}: converted {done}/{total} blocks", err=True)
 
-    from liteconv.bench.profile import emulated_profile, profile_model
+    from liteconv.bench.latency import Emulated, HostTimed
 
     if emulate_target:
         board = load_target(emulate_target)
         if default_out is not None:  # beside the host's profile, not over it
             default_out = default_out.with_name(f"profile-{board.name}")
-        results = emulated_profile(model, calibration=images, target=board, modes=wanted,
-                                   cache=emulate_cache, echo=click.echo)  # fmt: skip
-        title = f"{title}: per-block latency estimated for {board.name} ({board.core}), 1 thread"
+        source_ = Emulated(board, cache=emulate_cache)
     else:
-        results = profile_model(model, calibration=images, modes=wanted, threads=threads,
-                                runs=runs, warmup=warmup, cores=spec.cores if spec else None,
-                                target=spec.name if spec else "host", cache=cache or None,
-                                refresh=refresh, progress=progress)  # fmt: skip
-        title = f"{title}: per-block latency, {threads} thread(s)"
+        source_ = HostTimed(threads=threads, runs=runs, warmup=warmup,
+                            cores=spec.cores if spec else None,
+                            target=spec.name if spec else "host", cache=cache or None,
+                            refresh=refresh)  # fmt: skip
+    results = source_.profile(model, calibration=images, modes=wanted, echo=click.echo,
+                              progress=progress)  # fmt: skip
+    title = f"{title}: {source_.title}"
     for mode, result in results.items():
         click.echo(f"\n{profile_markdown(result, mode)}")
-        if not result["measured"] and not emulate_target:
+        if not result["measured"] and "emulated" not in result:
             click.echo(f"({mode}: every figure from the latency table; --refresh measures again)")
     written = (
         list(write_profile(results, out or default_out, title)) if (out or default_out) else []
