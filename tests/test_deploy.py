@@ -13,26 +13,20 @@ import pytest
 from click.testing import CliRunner
 
 from liteconv.cli import cli
-from liteconv.deploy.bundle import make_bundle
+from liteconv.deploy.bundle import bundle_files, make_bundle, unpack
 from liteconv.device.check import check_bundle
-
-
-def _unpack(bundle: Path, dest: Path) -> Path:
-    with tarfile.open(bundle) as tar:
-        tar.extractall(dest, filter="data")
-    return next(dest.iterdir())
+from liteconv.device.errors import LiteconvError
 
 
 def test_bundle_contents_and_check_on_host(exported_run, tmp_path):
     path = make_bundle(exported_run, out=tmp_path, target="raspberry-pi-4", samples=8)
-    with tarfile.open(path) as tar:
-        names = {Path(n).relative_to(Path(n).parts[0]).as_posix() for n in tar.getnames()}
+    names = set(bundle_files(path))
     device_modules = {f"liteconv/device/{p.name}" for p in
                       (Path(__file__).parents[1] / "src/liteconv/device").glob("*.py")}  # fmt: skip
     assert {"bench.py", "liteconv/__init__.py", "requirements.txt", "README.md", "target.json",
             "labels.txt", "reference.npz", "models/fp32.tflite", "models/fp32.json",
             "models/int8.tflite"} | device_modules <= names  # fmt: skip
-    folder = _unpack(path, tmp_path / "x")
+    folder = unpack(path, tmp_path / "x")
     results = check_bundle(folder)
     assert [r["passed"] for r in results] == [True, True]
     readme = (folder / "README.md").read_text()
@@ -62,7 +56,7 @@ def test_bundle_of_unexported_run_is_an_error(tmp_path):
 
 @pytest.mark.large
 def test_bundle_runs_in_a_clean_venv_without_tensorflow(exported_run, tmp_path):
-    folder = _unpack(make_bundle(exported_run, out=tmp_path, samples=8), tmp_path / "x")
+    folder = unpack(make_bundle(exported_run, out=tmp_path, samples=8), tmp_path / "x")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -148,3 +142,22 @@ def test_check_forgives_a_near_tie_and_catches_a_sure_flip():
     assert not compare_outputs(np.array([[0.4, 0.6, 0.0]]), np.array([[0.6, 0.4, 0.0]]), 0.0)[
         "passed"
     ]
+
+
+def test_unpack_names_a_file_that_is_not_a_bundle(tmp_path):
+    """The bundle format is read in one place: a corrupt file and a tar without the
+    bundle's layout are one-line errors naming the fix."""
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(LiteconvError, match="broken.tar.gz: not a readable bundle"):
+        unpack(broken, tmp_path / "a")
+    with pytest.raises(LiteconvError, match="broken.tar.gz: not a readable bundle"):
+        bundle_files(broken)
+    other = tmp_path / "other.tar.gz"
+    (tmp_path / "src" / "top").mkdir(parents=True)
+    (tmp_path / "src" / "top" / "notes.txt").write_text("hello")
+    with tarfile.open(other, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "top", arcname="top")
+    assert bundle_files(other) == {"notes.txt": b"hello"}
+    with pytest.raises(LiteconvError, match="not a liteconv bundle .*liteconv bundle RUN_DIR"):
+        unpack(other, tmp_path / "b")

@@ -520,8 +520,7 @@ def test_report_puts_host_measured_board_estimated_and_board_measured_side_by_si
 
 @pytest.mark.large
 def test_bundle_readme_says_what_to_expect_on_the_board(exported_run, tmp_path):
-    import tarfile
-
+    from liteconv.deploy.bundle import bundle_files
     from liteconv.device.targets import load_target
     from liteconv.emulate.estimate import estimate_models
 
@@ -531,9 +530,7 @@ def test_bundle_readme_says_what_to_expect_on_the_board(exported_run, tmp_path):
                                       "-o", str(tmp_path)])  # fmt: skip
     assert result.exit_code == 0, result.output
     (path,) = tmp_path.glob("*.tar.gz")
-    with tarfile.open(path) as tar:
-        readme = next(tar.extractfile(m).read().decode() for m in tar.getmembers()
-                      if m.name.endswith("/README.md"))  # fmt: skip
+    readme = bundle_files(path)["README.md"].decode()
     assert "What to expect on this board (estimated, not measured)" in readme
     assert "cortex-a76" in readme
     files = sorted((exported_run / "export").glob("*.tflite"))

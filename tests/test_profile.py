@@ -154,9 +154,8 @@ def test_bundle_profile_on_the_device_side_merges_beside_the_hosts(exported_run,
     import os
     import subprocess
     import sys
-    import tarfile
 
-    from liteconv.deploy.bundle import make_bundle
+    from liteconv.deploy.bundle import make_bundle, unpack
     from liteconv.pipeline.evaluate import float32_run_model
     from liteconv.pipeline.run import Run
     from test_device import BLOCK_TF
@@ -166,9 +165,7 @@ def test_bundle_profile_on_the_device_side_merges_beside_the_hosts(exported_run,
     names = [b.name for b in prof.model_blocks(model)]
     bundle = make_bundle(run, out=tmp_path / "dist", samples=4, profile=True,
                          profile_modes=["fp32", "int8"])  # fmt: skip
-    with tarfile.open(bundle) as tar:
-        tar.extractall(tmp_path / "x", filter="data")
-    folder = next((tmp_path / "x").iterdir())
+    folder = unpack(bundle, tmp_path / "x")
     assert len(list((folder / "profile" / "int8").glob("*.tflite"))) == len(names) + 2
     code = BLOCK_TF + (
         "import runpy; sys.argv = ['liteconv.device', '--profile', '--runs', '5', '--warmup',"
@@ -188,7 +185,7 @@ def test_bundle_profile_on_the_device_side_merges_beside_the_hosts(exported_run,
         assert p["predicted_ms"] == pytest.approx(
             p["sum_ms"] - (len(names) - 1) * p["invoke_overhead_ms"], abs=1e-5)  # fmt: skip
     # a bundle without block models: one line naming the fix, before any benchmark
-    plain = _unpack_plain(make_bundle(run, out=tmp_path / "plain", samples=4), tmp_path / "y")
+    plain = unpack(make_bundle(run, out=tmp_path / "plain", samples=4), tmp_path / "y")
     bad = subprocess.run([sys.executable, "bench.py", "--profile"], cwd=plain,
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "liteconv bundle RUN_DIR --profile" in bad.stderr
@@ -224,11 +221,3 @@ def test_bundle_profile_on_the_device_side_merges_beside_the_hosts(exported_run,
     (folder / "bad.json").write_text(json.dumps(broken))
     bad = runner.invoke(cli, ["report", str(run), "--bench", str(folder / "bad.json")])
     assert bad.exit_code == 2 and "profile[0].blocks[0].p50_ms" in bad.output
-
-
-def _unpack_plain(bundle, dest):
-    import tarfile
-
-    with tarfile.open(bundle) as tar:
-        tar.extractall(dest, filter="data")
-    return next(dest.iterdir())

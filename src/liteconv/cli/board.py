@@ -259,7 +259,8 @@ def bench_arm64(bundle_path, cache, runs, python_wrapper):
     qemu-user-static and debootstrap where missing), Debian's package mirror and PyPI
     (numpy and ai-edge-litert aarch64 wheels), about 700 MB of disk and a few minutes;
     later runs use the cache and need neither root nor the network."""
-    from liteconv.deploy.arm64 import newest_bundle, run_bundle_arm64
+    from liteconv.deploy.arm64 import run_bundle_arm64
+    from liteconv.deploy.bundle import newest_bundle
     from liteconv.emulate import userspace
 
     userspace.preflight(cache)  # not root before the first build: say so before downloading

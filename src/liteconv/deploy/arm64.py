@@ -13,41 +13,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 
+from liteconv.deploy.bundle import unpack
 from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, read_json
 from liteconv.emulate.userspace import python_wrapper
 
 NOT_REPRESENTATIVE = "qemu-aarch64 emulation: timings are NOT representative of real hardware"
-
-
-def newest_bundle(folder: str | Path = "dist") -> Path:
-    bundles = sorted(Path(folder).glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    if not bundles:
-        raise LiteconvError(
-            f"no bundle in {folder}/: make one with 'make bundle' (liteconv bundle)"
-        )
-    return bundles[-1]
-
-
-def _unpack(bundle: Path, dest: str) -> Path:
-    """Extract ``bundle`` under ``dest`` and return its top-level folder."""
-    try:
-        with tarfile.open(bundle) as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as err:
-        raise LiteconvError(f"{bundle}: not a readable bundle ({err})") from None
-    folders = [p for p in Path(dest).iterdir() if p.is_dir()]
-    if len(folders) != 1 or not (folders[0] / "bench.py").is_file():
-        raise LiteconvError(
-            f"{bundle}: not a liteconv bundle (expected one top-level folder with bench.py); "
-            "make one with 'liteconv bundle RUN_DIR'"
-        )
-    return folders[0]
 
 
 def _emulated(python: list[str], args: list[str], folder: Path, env: dict, what: str):
@@ -77,7 +52,7 @@ def run_bundle_arm64(
     if probe.stdout.strip() != "aarch64":
         raise LiteconvError(f"the emulated Python did not start ({probe.stderr.strip()[-200:]})")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = _unpack(bundle, tmp)
+        folder = unpack(bundle, tmp)
         echo(f"emulated aarch64 Python ready ({python[0]}); checking {bundle.name}")
         check = _emulated(python, ["--check"], folder, env, "--check")
         echo(check.stdout.strip())

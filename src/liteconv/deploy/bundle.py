@@ -164,6 +164,44 @@ def _readme(name: str, target, models: list[dict], profile: bool = False,
     return "\n".join(lines)
 
 
+def unpack(bundle: str | Path, dest: str | Path) -> Path:
+    """Extract ``bundle`` (what ``make_bundle`` writes) under ``dest`` and return its one
+    top-level folder (with ``bench.py``); anything else is a one-line error."""
+    try:
+        with tarfile.open(bundle) as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as err:
+        raise LiteconvError(f"{bundle}: not a readable bundle ({err})") from None
+    folders = [p for p in Path(dest).iterdir() if p.is_dir()]
+    if len(folders) != 1 or not (folders[0] / "bench.py").is_file():
+        raise LiteconvError(
+            f"{bundle}: not a liteconv bundle (expected one top-level folder with bench.py); "
+            "make one with 'liteconv bundle RUN_DIR'"
+        )
+    return folders[0]
+
+
+def bundle_files(bundle: str | Path) -> dict[str, bytes]:
+    """Every file of ``bundle`` by its path inside the bundle's folder (``README.md``,
+    ``models/int8.tflite``, ...), read without extracting."""
+    try:
+        with tarfile.open(bundle) as tar:
+            return {Path(m.name).relative_to(Path(m.name).parts[0]).as_posix():
+                    tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # fmt: skip
+    except (tarfile.TarError, OSError) as err:
+        raise LiteconvError(f"{bundle}: not a readable bundle ({err})") from None
+
+
+def newest_bundle(folder: str | Path = "dist") -> Path:
+    """The newest ``*.tar.gz`` bundle in ``folder``."""
+    bundles = sorted(Path(folder).glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not bundles:
+        raise LiteconvError(
+            f"no bundle in {folder}/: make one with 'make bundle' (liteconv bundle)"
+        )
+    return bundles[-1]
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)

@@ -359,7 +359,7 @@ def run_on_board(
     written atomically once everything succeeded; a run's report is rewritten with a
     column for each board measured.
     """
-    from liteconv.deploy.arm64 import _unpack  # the bundle layout check, no TensorFlow
+    from liteconv.deploy.bundle import unpack  # the bundle layout check, no TensorFlow
 
     source = Path(source)
     wheelhouse = Path(wheelhouse) if wheelhouse else None
@@ -390,7 +390,7 @@ def run_on_board(
     else:
         bundle = source
     with tempfile.TemporaryDirectory() as tmp:
-        name = _unpack(bundle, tmp).name  # a readable liteconv bundle, before copying it
+        name = unpack(bundle, tmp).name  # a readable liteconv bundle, before copying it
 
     began = steps.start("copy")
     stage = f"{cache}/bundles/{name}-{int(time.time())}"
