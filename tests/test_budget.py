@@ -101,3 +101,28 @@ def test_impossible_budget_exits_2_and_a_reachable_one_is_measured(run_copy, tmp
     assert f"{b['measured_ms']:.4f} ms" in md and ("**met**" in md) == b["met"]
     wrong = CliRunner().invoke(cli, ["flatten", str(run_copy), "--result", "x"])
     assert wrong.exit_code == 2 and "give --budget-ms too" in wrong.output
+
+
+def test_a_budget_is_checked_when_made_and_names_its_source():
+    """flatten --budget-ms's settings in one typed place: a bad one is a one-line error
+    naming the flag; an emulated budget asks the board's core, a host one this CPU."""
+    from liteconv.bench.budget import Budget
+    from liteconv.bench.latency import Emulated
+    from liteconv.device.targets import load_target
+
+    with pytest.raises(LiteconvError, match="--budget-ms 0: expected a positive"):
+        Budget(0)
+    with pytest.raises(LiteconvError, match="--mode 'int4'"):
+        Budget(1.0, mode="int4")
+    with pytest.raises(LiteconvError, match="--emulate plans on a board's core"):
+        Budget(1.0, emulate=True)
+    pi4 = load_target("raspberry-pi-4")
+    with pytest.raises(LiteconvError, match="--emulate estimates 1 thread"):
+        Budget(1.0, emulate=True, target=pi4, threads=4)
+    board = Budget(1.0, emulate=True, target=pi4).source()
+    assert isinstance(board, Emulated) and board.board is pi4
+    host = Budget(2.5, mode="fp32", threads=2, target=pi4).source()
+    assert isinstance(host, HostTimed) and (host.threads, host.cores) == (2, pi4.cores)
+    assert host.target == "raspberry-pi-4"
+    assert Budget(2.5, threads=2).record() == {"ms": 2.5, "mode": "int8", "threads": 2,
+                                               "target": "host", "emulated": False}  # fmt: skip

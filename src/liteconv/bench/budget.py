@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.bench import profile as prof
+from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
 from liteconv.device.tables import format_table
 from liteconv.keras_layers.cost import layer_macs
@@ -38,6 +39,52 @@ from liteconv.keras_layers.data_aware import fit_to_outputs
 from liteconv.keras_layers.decompose import eligible, flatten_model
 
 STEPS = 2000
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``flatten --budget-ms``: the latency to meet, in which precision, at how many
+    threads, on which target (its cores pinned here, or its emulated core with
+    ``emulate``), with the latency table ``cache``. Checked when made (one-line errors)."""
+
+    ms: float
+    mode: str = "int8"
+    threads: int = 1
+    target: object = None  # a device.targets.Target, or None: this host
+    emulate: bool = False
+    cache: str | None = str(caches.LATENCY)
+
+    def __post_init__(self) -> None:
+        if not self.ms > 0:
+            raise LiteconvError(f"--budget-ms {self.ms}: expected a positive number of ms")
+        if self.mode not in prof.MODES:
+            raise LiteconvError(f"--mode {self.mode!r}: choose from {', '.join(prof.MODES)}")
+        if self.threads < 1:
+            raise LiteconvError(f"--threads {self.threads}: expected at least 1")
+        if self.emulate and (self.target is None or not self.target.core):
+            raise LiteconvError("--emulate plans on a board's core: give --target T with a core "
+                                "(e.g. --target raspberry-pi-4)")  # fmt: skip
+        if self.emulate and self.threads != 1:
+            raise LiteconvError("--emulate estimates 1 thread: drop --threads")
+
+    @property
+    def target_name(self) -> str:
+        return self.target.name if self.target is not None else "host"
+
+    def source(self):
+        """Where this budget's latencies come from (``latency``): the target's emulated core
+        with ``emulate``, else this CPU with the budget's threads and the target's cores."""
+        from liteconv.bench.latency import Emulated, HostTimed
+
+        if self.emulate:
+            return Emulated(self.target)
+        return HostTimed(threads=self.threads, target=self.target_name, cache=self.cache,
+                         cores=self.target.cores if self.target is not None else None)  # fmt: skip
+
+    def record(self) -> dict:
+        """What the run's manifest keeps of it."""
+        return {"ms": self.ms, "mode": self.mode, "threads": self.threads,
+                "target": self.target_name, "emulated": self.emulate}  # fmt: skip
 
 
 def candidates(layer, rank_ratios=(0.25, 0.5)) -> list[str]:

@@ -137,7 +137,7 @@ def flatten_run(
     out: str | Path = "runs",
     name: str | None = None,
     bn_reestimate: bool = True,
-    budget: dict | None = None,
+    budget=None,  # a bench.budget.Budget
     distill: bool = True,
     temperature: float = 4.0,
     distill_alpha: float = 0.5,
@@ -154,7 +154,7 @@ def flatten_run(
     epoch when the fine-tune has 1,000 steps or more, else a tenth; a data-aware LVH fit
     and a kernel-fit CP a tenth, a kernel-fit LVH a quarter; then cosine decay; the
     parent's optimizer, batch size and augmentation). ``budget``
-    (``{"ms", "mode", "threads", "cores", "target", "cache"}``) chooses the method per
+    (a ``bench.budget.Budget``: ms, mode, threads, target, emulated or not) chooses the method per
     layer to meet a predicted latency (``bench.budget``); the fine-tuned model is then
     measured against it (same machine, same run) and the result kept in the manifest.
     ``distill`` (default): the fine-tune also learns from the parent's outputs softened at
@@ -178,16 +178,16 @@ def flatten_run(
         from liteconv.bench.budget import plan_for_budget
 
         calibration, _ = splits.arrays("train", limit=max(128, fit_images if data_aware else 0))
-        plan = plan_for_budget(model, budget["ms"], calibration=calibration[:128],
+        source = budget.source()
+        plan = plan_for_budget(model, budget.ms, calibration=calibration[:128],
                                fit_images=calibration[:512] if data_aware else None,
-                               mode=budget["mode"], source=_source(budget),
-                               echo=echo)  # fmt: skip
-        echo(f"plan for {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): "
+                               mode=budget.mode, source=source, echo=echo)  # fmt: skip
+        echo(f"plan for {budget.ms:g} ms ({plan.mode}, {budget.threads} thread(s)): "
              f"predicted {plan.predicted_ms:.4f} ms (as it is {plan.baseline_ms:.4f} ms, "
              f"fastest reachable {plan.fastest_ms:.4f} ms); multiple-choice knapsack, least "
              f"summed {plan.error_kind}")  # fmt: skip
         echo(plan.table())
-        tag = f"budget{budget['ms']:g}ms".replace(".", "p")
+        tag = f"budget{budget.ms:g}ms".replace(".", "p")
     experiment = name or f"{cfg.experiment}_{tag}"
     teaching = DistillConfig(TEACHER_MODEL, temperature, distill_alpha) if distill else None
     child = _child_config(cfg, experiment, epochs, learning_rate, teaching, warmup_epochs)
@@ -260,10 +260,7 @@ def flatten_run(
                      "teacher": TEACHER_MODEL, "temperature": temperature,
                      "alpha": distill_alpha},
                  "budget": None if plan is None else {
-                     "ms": budget["ms"], "mode": plan.mode, "threads": budget["threads"],
-                     "target": budget.get("target", "host"),
-                     "emulated": budget.get("emulate") is not None,
-                     "plan": plan.choices, "predicted_ms": plan.predicted_ms,
+                     **budget.record(), "mode": plan.mode, "plan": plan.choices, "predicted_ms": plan.predicted_ms,
                      "fastest_ms": plan.fastest_ms, "parent_predicted_ms": plan.baseline_ms}},
         class_names=splits.class_names, input_shape=list(splits.input_shape),
         model={"name": flat.name, "kwargs": {}, "params": after.total_params,
@@ -278,34 +275,22 @@ def flatten_run(
         run = train(None, out=out, resume=run.path, echo=echo,
                     callbacks=[TestAccuracyPerEpoch(run, splits)])  # fmt: skip
     if plan is not None:
-        _measure_budget(run, model, budget, plan, echo)
+        _measure_budget(run, model, budget, source, plan, echo)
     return run
 
 
-def _source(budget: dict):
-    """Where a budget's latencies come from: the board's emulated core (``--emulate``) or
-    this CPU with its threads and cores; the one place that asks."""
-    from liteconv.bench.latency import Emulated, HostTimed
-
-    if budget.get("emulate") is not None:
-        return Emulated(budget["emulate"])
-    return HostTimed(threads=budget["threads"], cores=budget.get("cores"),
-                     target=budget.get("target", "host"), cache=budget.get("cache"))  # fmt: skip
-
-
-def _measure_budget(run: runlib.Run, parent_model, budget: dict, plan, echo) -> None:
+def _measure_budget(run: runlib.Run, parent_model, budget, source, plan, echo) -> None:
     """Time (or estimate) the new model against the parent as converted for the budget's
     mode, side by side, and record whether the budget was met."""
     from liteconv.pipeline.evaluate import load_run_model, run_data
 
     images, _ = run_data(run).arrays("train", limit=128)
     child = load_run_model(run)
-    source = _source(budget)
     timings = source.times([(child, images), (parent_model, images)], plan.mode, runs=200,
                            warmup=20, echo=echo)  # fmt: skip
     measured, parent_ms = timings[0]["p50_ms"], timings[1]["p50_ms"]
-    met = measured <= budget["ms"]
-    echo(f"budget {budget['ms']:g} ms ({plan.mode}, {budget['threads']} thread(s)): {source.done} "
+    met = measured <= budget.ms
+    echo(f"budget {budget.ms:g} ms ({plan.mode}, {budget.threads} thread(s)): {source.done} "
          f"{measured:.4f} ms (parent {parent_ms:.4f} ms, predicted {plan.predicted_ms:.4f} ms): "
          f"{'met' if met else 'NOT met'}")  # fmt: skip
     record = dict((run.manifest().get("flatten") or {}).get("budget") or {})

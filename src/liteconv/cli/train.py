@@ -176,23 +176,11 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
                 "--budget-ms chooses the method per layer: drop --method, "
                 "--stages, --rank, --rank-ratio, --layers and --min-macs"
             )
+        from liteconv.bench.budget import Budget
         from liteconv.device.targets import load_target
 
-        spec = load_target(target) if target else None
-        if emulate and (spec is None or not spec.core):
-            raise LiteconvError("--emulate plans on a board's core: give --target T with a core "
-                                "(e.g. --target raspberry-pi-4)")  # fmt: skip
-        if emulate and threads != 1:
-            raise LiteconvError("--emulate estimates 1 thread: drop --threads")
-        budget = {
-            "emulate": spec if emulate else None,
-            "ms": budget_ms,
-            "mode": budget_mode,
-            "threads": threads,
-            "cores": spec.cores if spec else None,
-            "target": spec.name if spec else "host",
-            "cache": cache or None,
-        }
+        budget = Budget(budget_ms, mode=budget_mode, threads=threads, emulate=emulate,
+                        target=load_target(target) if target else None, cache=cache or None)  # fmt: skip
     if emulate and budget_ms is None:
         raise LiteconvError("--emulate is for --budget-ms (a plan on the board's latencies)")
     if result_path and budget_ms is None:
