@@ -159,3 +159,31 @@ def run_dir_or_newest(run_dir: str | None) -> str:
     from liteconv.pipeline.run import Run
 
     return run_dir or str(Run.newest("runs").path)
+
+
+def progress_bar(label: str):
+    """A ``progress(done, total)`` callback drawing a bar on stderr, opened at its first
+    call and closed at ``done == total`` (so what follows prints on its own line)."""
+    import sys
+
+    state: dict = {"done": 0}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            state["bar"].__enter__()
+        state["bar"].update(done - state["done"])
+        state["done"] = done
+        if done == total:
+            state.pop("bar").__exit__(None, None, None)
+
+    return progress
+
+
+def bench_options(models, config_path: str | None, flags: dict) -> dict:
+    """``bench.host.bench_config``'s resolved ``bench:`` settings for ``models`` with the
+    flags that were given (``{"bench.threads": ..., ...}``; None: not given)."""
+    from liteconv.bench.host import bench_config
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    return bench_config(models, config_path, given).bench.resolve()

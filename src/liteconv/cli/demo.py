@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from liteconv.cli.common import config_option, load_config_from, set_option
+from liteconv.cli.common import (
+    bench_options,
+    config_option,
+    load_config_from,
+    progress_bar,
+    set_option,
+)
 from liteconv.cli.root import cli
 from liteconv.device import caches
 from liteconv.device.targets import list_targets
@@ -83,11 +89,10 @@ def _clock(seconds: float) -> str:
 )
 @click.option("--out", default="runs", show_default=True, help="parent folder of the runs")
 @click.option("--dist", default="dist", show_default=True, help="where the bundle goes")
-@click.pass_context
-def demo(ctx, config_path, sets, target, out, dist):
+def demo(config_path, sets, target, out, dist):
     """The whole job on the embedded default: train, export fp32 + QAT int8 and verify,
     benchmark for the target, bundle for the board (-c default: the demo config)."""
-    from liteconv.cli.deploy import bench
+    from liteconv.bench.host import bench_models
     from liteconv.deploy.bundle import make_bundle
     from liteconv.export.run_export import export_run
     from liteconv.pipeline.train import train as train_fn
@@ -108,7 +113,10 @@ def demo(ctx, config_path, sets, target, out, dist):
     stage(2, lambda: export_run(run.path, echo=click.echo))
     models = tuple(sorted(str(p) for p in run.file(runlib.EXPORT).glob("*.tflite")))
     results = run.file(runlib.BENCH_HOST)
-    stage(3, lambda: ctx.invoke(bench, models=models, target=target, json_path=str(results)))
+    opts = bench_options(models, None, {"bench.target": target})
+    stage(3, lambda: bench_models(list(models), opts, json_path=str(results), echo=click.echo,
+                                  progress=progress_bar("benchmarking"),
+                                  warn=lambda line: click.echo(line, err=True)))  # fmt: skip
     estimated = stage(4, lambda: board_estimates(list(models), target, results))
     bundle = stage(5, lambda: make_bundle(run.path, out=dist, target=target,
                                           emulate=estimated is not None, echo=click.echo))  # fmt: skip

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from liteconv.cli.common import (
+    bench_options,
     config_option,
+    progress_bar,
     run_dir_or_newest,
     runtime_choice,
 )
@@ -62,25 +63,6 @@ def verify(run_dir):
     verify_run(run_dir_or_newest(run_dir), echo=click.echo)
 
 
-def _bench_config(models: tuple[str, ...], config_path: str | None, overrides: dict):
-    """The config whose ``bench:`` section applies: -c CONFIG, else the models' run, else
-    the defaults; ``overrides`` (the flags) are checked with it, in one place."""
-    from liteconv.config import config_from_dict, load_config
-
-    if config_path:
-        return load_config(config_path, overrides, check_model=False)
-    run_config = Path(models[0]).resolve().parent.parent / "config.yaml"
-    data = {}
-    if len(models) and run_config.is_file():
-        from liteconv.pipeline.run import Run
-
-        data = Run(run_config.parent).config().to_dict()
-    source = str(run_config) if data else "liteconv bench"
-    for key, value in overrides.items():
-        data.setdefault("bench", {})[key.split(".", 1)[1]] = value
-    return config_from_dict(data, source)
-
-
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
 @click.option("--threads", help="comma list (default: bench.threads, else the target's, else 1)")
@@ -112,60 +94,17 @@ def bench(models, threads, warmup, runs, runtime, no_xnnpack, target, config_pat
 
     Defaults come from the bench: section of -c CONFIG, or of the run the models belong to.
     """
-    from liteconv.device import harness
-    from liteconv.device.files import atomic_write_text
+    from liteconv.bench.host import bench_models
 
-    flags = {"bench.threads": int_list(threads, "--threads") if threads else None,
-             "bench.warmup": warmup, "bench.runs": runs, "bench.runtime": runtime,
-             "bench.xnnpack": False if no_xnnpack else None, "bench.target": target}  # fmt: skip
-    cfg = _bench_config(models, config_path, {k: v for k, v in flags.items() if v is not None})
-    opts = cfg.bench.resolve()
-    total = opts["runs"] * len(models) * len(opts["threads"]) * len(opts["xnnpack"])
-    with click.progressbar(length=total, label="benchmarking", file=sys.stderr) as bar:
-        state = {"done": 0}
-
-        def progress(done, _total):
-            bar.update(done - state["done"])
-            state["done"] = done
-
-        records = harness.benchmark(
-            list(models), threads=opts["threads"], warmup=opts["warmup"], runs=opts["runs"],
-            runtime=opts["runtime"], xnnpack=opts["xnnpack"], cores=opts["cores"],
-            progress=progress,
-        )  # fmt: skip
-    if crosscheck:
-        _crosscheck(records, opts["runs"], opts["warmup"])
-    table = harness.markdown(records)
-    click.echo(table)
-    for line in harness.delegation_warnings(records):
-        click.echo(line, err=True)
-    if emulate_targets:
-        from liteconv.emulate.report import add_estimates
-
-        for emulated in add_estimates(records, list(models), emulate_targets.split(","),
-                                      cache=emulate_cache, echo=click.echo):  # fmt: skip
-            click.echo(emulated)
-            table += "\n\n" + emulated
-    if json_path:
-        target = opts["target"].to_dict() if opts["target"] else None
-        harness.write_json(json_path, harness.result_document(records, target=target))
-        click.echo(f"wrote {json_path}")
-    if md_path:
-        atomic_write_text(md_path, table + "\n")
-
-
-def _crosscheck(records: list[dict], runs: int, warmup: int) -> None:
-    """Time each XNNPACK record again with litert-benchmark and print the ratios."""
-    from liteconv.bench.crosscheck import litert_benchmark
-
-    for r in records:
-        if r["xnnpack"]:
-            ref = litert_benchmark(r["file"], threads=r["threads"], runs=runs, warmup=warmup)
-            r["litert_benchmark_median_ms"] = ref
-            r["ratio_to_litert_benchmark"] = round(r["p50_ms"] / ref, 3)
-            click.echo(f"{r['model']} threads={r['threads']}: p50 {r['p50_ms']:.4f} ms, "
-                       f"litert-benchmark median {ref:.4f} ms, "
-                       f"ratio {r['ratio_to_litert_benchmark']:.3f}")  # fmt: skip
+    opts = bench_options(models, config_path, {
+        "bench.threads": int_list(threads, "--threads") if threads else None,
+        "bench.warmup": warmup, "bench.runs": runs, "bench.runtime": runtime,
+        "bench.xnnpack": False if no_xnnpack else None, "bench.target": target})  # fmt: skip
+    bench_models(list(models), opts, progress=progress_bar("benchmarking"),
+                 litert_crosscheck=crosscheck,
+                 emulate=[t.strip() for t in (emulate_targets or "").split(",") if t.strip()],
+                 emulate_cache=emulate_cache, json_path=json_path, md_path=md_path,
+                 echo=click.echo, warn=lambda line: click.echo(line, err=True))  # fmt: skip
 
 
 @cli.command()
