@@ -142,3 +142,26 @@ def test_boards_ship_with_sources_and_unknown_ones_are_one_line_errors():
     assert all(load_board(b).source and load_board(b).ram_kb > 0 for b in list_boards())
     with pytest.raises(LiteconvError, match="unknown board; known: esp32-s3"):
         load_board("arduino-uno")
+
+
+def test_a_users_own_board_is_found_by_name_like_a_target(tmp_path, monkeypatch):
+    """Boards are looked up where targets are (./configs/mcu, the user folder, the
+    package): a user's YAML by name, a broken one a one-line error naming the file."""
+    monkeypatch.setenv("LITECONV_HOME", str(tmp_path / "home"))
+    (tmp_path / "home/mcu").mkdir(parents=True)
+    (tmp_path / "home/mcu/my-m4.yaml").write_text(
+        "description: mine\ncore: cortex-m4\nclock_mhz: 80\nflash_kb: 512\nram_kb: 128\n"
+    )
+    assert "my-m4" in list_boards() and "pico-2" in list_boards()
+    mine = load_board("my-m4")
+    assert (mine.name, mine.flash_kb, mine.ram_kb) == ("my-m4", 512, 128)
+    listed = CliRunner().invoke(cli, ["targets"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = [ln for ln in listed.output.splitlines() if ln.startswith("my-m4 ")]
+    assert "cortex-m4 @ 80 MHz" in row and str(tmp_path / "home/mcu/my-m4.yaml") in row
+    (tmp_path / "home/mcu/broken.yaml").write_text("flash_kb: [1, 2\n")
+    with pytest.raises(LiteconvError, match="broken.yaml: invalid YAML"):
+        load_board("broken")
+    (tmp_path / "home/mcu/list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(LiteconvError, match="list.yaml: expected a mapping of board settings"):
+        load_board("list")

@@ -15,13 +15,15 @@ from liteconv.pipeline import run as runlib
 
 @cli.command()
 def targets():
-    """The known deployment targets: name, core model, where each was found.
+    """The known deployment targets and microcontroller boards: name, core, where each
+    was found.
 
-    A name is looked up in ./configs/targets, then the user folder ($LITECONV_HOME/targets,
-    default ~/.config/liteconv/targets), then the targets shipped with liteconv; --target
-    also takes a YAML path."""
+    A name is looked up in ./configs/targets (boards: ./configs/mcu), then the user folder
+    ($LITECONV_HOME/targets and mcu/, default ~/.config/liteconv), then those shipped with
+    liteconv; --target and --board also take a YAML path."""
     from liteconv.device.tables import format_table
-    from liteconv.device.targets import find_targets, load_target
+    from liteconv.device.targets import find_named, find_targets, load_target
+    from liteconv.mcu.boards import load_board
 
     rows = []
     for name, (source, path) in sorted(find_targets().items()):
@@ -31,6 +33,14 @@ def targets():
         )
         rows.append([name, target.description, core, source if source != "user" else str(path)])
     click.echo(format_table(["target", "description", "emulated core", "from"], rows))
+    boards = []
+    for name, (source, path) in sorted(find_named("mcu").items()):
+        board = load_board(str(path))
+        boards.append([name, board.description, f"{board.core} @ {board.clock_mhz:g} MHz",
+                       f"{board.flash_kb} KB / {board.ram_kb} KB",
+                       source if source != "user" else str(path)])  # fmt: skip
+    click.echo("\nmicrocontroller boards (liteconv mcu --board):")
+    click.echo(format_table(["board", "description", "core", "flash / RAM", "from"], boards))
 
 
 @cli.command()

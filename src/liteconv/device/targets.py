@@ -52,8 +52,12 @@ class Target:
     l1d_policy: Literal["lru", "random"] = "lru"  # replacement, as the core's TRM gives it
     l2_policy: Literal["lru", "random"] = "lru"
     l2_policy_source: str = ""
-    dram_mb_s: float = field(default=0.0, metadata=check(0))  # sustained, e.g. STREAM copy
+    dram_mb_s: float = field(default=0.0, metadata=check(0))  # one thread's, e.g. STREAM copy
     dram_source: str = ""
+    # The bus's peak (transfer rate × width, from the datasheet): what T threads' traffic
+    # can reach together; 0: every thread count gets the one thread's ``dram_mb_s``.
+    dram_peak_mb_s: float = field(default=0.0, metadata=check(0))
+    dram_peak_source: str = ""
     cycle_scale: float = field(default=1.0, metadata=check(0, exclusive_min=True))
     cycle_scale_source: str = ""
     emulation_notes: str = ""
@@ -88,6 +92,13 @@ def target_from_dict(data, source: str) -> Target:
     if target.dram_mb_s and not all(caches):
         raise LiteconvError(f"{source}: dram_mb_s needs the cache sizes (l1d_kb, l1d_ways, "
                             "l2_kb, l2_ways) to count the memory traffic")  # fmt: skip
+    if target.dram_peak_mb_s and target.dram_peak_mb_s < target.dram_mb_s:
+        raise LiteconvError(f"{source}: dram_peak_mb_s = {target.dram_peak_mb_s:g} is below "
+                            f"dram_mb_s = {target.dram_mb_s:g}: the bus's peak bounds what one "
+                            "thread sustains")  # fmt: skip
+    if target.dram_peak_mb_s and not target.dram_mb_s:
+        raise LiteconvError(f"{source}: dram_peak_mb_s needs dram_mb_s (one thread's "
+                            "sustained bandwidth) beside it")  # fmt: skip
     return target
 
 
@@ -114,23 +125,35 @@ def packaged_dir() -> Path:
     return packaged_configs() / "targets"
 
 
-def target_dirs() -> list[tuple[str, Path]]:
-    """Where target names are looked up, first match wins: ``(source, folder)`` for this
-    folder's ``configs/targets`` (a project or checkout), the user folder, the package."""
-    here = Path("configs/targets")
-    if here.is_dir() and here.resolve() == packaged_dir().resolve():
+def config_dirs(kind: str) -> list[tuple[str, Path]]:
+    """Where names of ``kind`` (``targets``, ``mcu``) are looked up, first match wins:
+    ``(source, folder)`` for this folder's ``configs/KIND`` (a project or checkout), the
+    user folder's ``KIND/``, the package's."""
+    here = Path("configs") / kind
+    if here.is_dir() and here.resolve() == (packaged_configs() / kind).resolve():
         here = Path("/nonexistent")  # a source checkout: ./configs is the package's folder
-    return [("./configs/targets", here), ("user", user_dir() / "targets"),
-            ("liteconv", packaged_dir())]  # fmt: skip
+    return [(f"./configs/{kind}", here), ("user", user_dir() / kind),
+            ("liteconv", packaged_configs() / kind)]  # fmt: skip
+
+
+def find_named(kind: str) -> dict[str, tuple[str, Path]]:
+    """Every known name of ``kind``: ``{name: (source, path)}`` (the first folder that has
+    it, ``config_dirs``)."""
+    found: dict[str, tuple[str, Path]] = {}
+    for source, folder in config_dirs(kind):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
+            found.setdefault(path.stem, (source, path))
+    return found
+
+
+def target_dirs() -> list[tuple[str, Path]]:
+    """Where target names are looked up (``config_dirs("targets")``)."""
+    return config_dirs("targets")
 
 
 def find_targets() -> dict[str, tuple[str, Path]]:
     """Every known target name: ``{name: (source, path)}`` (the first folder that has it)."""
-    found: dict[str, tuple[str, Path]] = {}
-    for source, folder in target_dirs():
-        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
-            found.setdefault(path.stem, (source, path))
-    return found
+    return find_named("targets")
 
 
 def list_targets() -> list[str]:
@@ -138,16 +161,9 @@ def list_targets() -> list[str]:
     return sorted(find_targets())
 
 
-def load_target(name_or_path: str) -> Target:
-    """Load and check a target by name, YAML path or JSON path; one-line errors."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = find_targets().get(name_or_path, ("", path))[1]
-    if not path.is_file():
-        raise LiteconvError(
-            f"--target {name_or_path}: unknown target; known: {', '.join(list_targets())} "
-            "(or give a YAML path)"
-        )
+def read_settings(path: Path) -> dict | object:
+    """A settings file (YAML, or JSON by its suffix) as plain data, ``name`` defaulting to
+    the file's stem; unreadable or invalid text is a one-line error naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -167,4 +183,17 @@ def load_target(name_or_path: str) -> Target:
     data = {} if data is None else data
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
-    return target_from_dict(data, str(path))
+    return data
+
+
+def load_target(name_or_path: str) -> Target:
+    """Load and check a target by name, YAML path or JSON path; one-line errors."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = find_targets().get(name_or_path, ("", path))[1]
+    if not path.is_file():
+        raise LiteconvError(
+            f"--target {name_or_path}: unknown target; known: {', '.join(list_targets())} "
+            "(or give a YAML path)"
+        )
+    return target_from_dict(read_settings(path), str(path))

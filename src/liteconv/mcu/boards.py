@@ -18,7 +18,7 @@ from pathlib import Path
 
 from liteconv.device.errors import LiteconvError
 from liteconv.device.schema import build, check
-from liteconv.device.targets import packaged_configs
+from liteconv.device.targets import find_named, read_settings
 
 
 @dataclass
@@ -37,31 +37,21 @@ class Board:
     ram_reserve_kb: float = field(default=16.0, metadata=check(0))
 
 
-def board_dir() -> Path:
-    """The boards shipped with liteconv."""
-    return packaged_configs() / "mcu"
-
-
 def list_boards() -> list[str]:
-    """Names of the shipped boards."""
-    return sorted(p.stem for p in board_dir().glob("*.yaml"))
+    """Names of the known boards: ``./configs/mcu``, the user folder's ``mcu/``
+    (``device.targets.user_dir``), the package's (``find_named``)."""
+    return sorted(find_named("mcu"))
 
 
 def load_board(name_or_path: str) -> Board:
     """A board by name or YAML path; one-line errors."""
-    import yaml
-
     path = Path(name_or_path)
     if not path.suffix:
-        path = board_dir() / f"{name_or_path}.yaml"
+        path = find_named("mcu").get(name_or_path, ("", path))[1]
     if not path.is_file():
         raise LiteconvError(f"--board {name_or_path}: unknown board; known: "
                             f"{', '.join(list_boards())} (or give a YAML path)")  # fmt: skip
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise LiteconvError(f"{path}: cannot read the board ({str(err).splitlines()[0]})") from None
+    data = read_settings(path)
     if not isinstance(data, dict):
         raise LiteconvError(f"{path}: expected a mapping of board settings")
-    data.setdefault("name", path.stem)
     return build(Board, data, "", str(path))
