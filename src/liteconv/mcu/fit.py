@@ -144,11 +144,11 @@ def tflm_outputs(path: str | Path, arena: int, inputs: list[np.ndarray]) -> tupl
         return np.load(Path(tmp) / "out.npy"), report
 
 
-def parity(path: str | Path, arena: int, samples: int = SAMPLES) -> tuple[dict, str]:
+def parity(path: str | Path, arena: int, samples: int = SAMPLES, lite=None) -> tuple[dict, str]:
     """TFLM against LiteRT on ``samples`` seeded inputs (the check's tolerance logic), and
-    TFLM's allocation report."""
+    TFLM's allocation report. ``lite``: the model's LiteRT interpreter, if one is open."""
     blob = Path(path).read_bytes()
-    lite = load_interpreter(model_content=blob, num_threads=1, xnnpack=False)
+    lite = lite or load_interpreter(model_content=blob, num_threads=1, xnnpack=False)
     inputs = [random_inputs(lite, seed)[0] for seed in range(samples)]
     detail = lite.get_output_details()[0]
     expected = []
@@ -161,12 +161,6 @@ def parity(path: str | Path, arena: int, samples: int = SAMPLES) -> tuple[dict, 
     check = compare_outputs(dequantize(here, detail), dequantize(np.stack(expected), detail), step)
     return {k: check[k] for k in ("passed", "samples", "max_abs_diff", "mean_abs_diff",
                                   "tolerance", "output_step", "top1_identical")}, report  # fmt: skip
-
-
-def _io_types(blob: bytes) -> tuple[str, str]:
-    lite = load_interpreter(model_content=blob, num_threads=1, xnnpack=False)
-    return (np.dtype(lite.get_input_details()[0]["dtype"]).name,
-            np.dtype(lite.get_output_details()[0]["dtype"]).name)  # fmt: skip
 
 
 def fit_model(path: str | Path, boards: list[Board]) -> dict:
@@ -184,14 +178,16 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
         raise LiteconvError(f"{path}: cannot read the model ({err.strerror})") from None
     ops = list_ops(blob)
     kinds = sorted({op.name for op in ops})
+    lite = load_interpreter(model_content=blob, num_threads=1, xnnpack=False)  # once: io, parity
+    io = (np.dtype(lite.get_input_details()[0]["dtype"]).name,
+          np.dtype(lite.get_output_details()[0]["dtype"]).name)  # fmt: skip
     try:
         arena = smallest_arena(path)
-        checked, report = parity(path, arena)
+        checked, report = parity(path, arena, lite=lite)
     except LiteconvError as err:
         raise LiteconvError(f"{path}: {err}") from None
     head, tail = _report_bytes(report, "head"), _report_bytes(report, "tail")
     lower = head + (tail + 1) // 2 if head is not None and tail is not None else None
-    io = _io_types(blob)
     record = {"file": str(path), "model_bytes": len(blob), "operators": len(ops),
               "operator_kinds": kinds, "io": {"input": io[0], "output": io[1]},
               "arena_bytes": arena, "arena_head_bytes": head, "arena_tail_bytes": tail,

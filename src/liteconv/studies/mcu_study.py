@@ -1,7 +1,7 @@
 """``liteconv study mcu``: standard / flattened / separable CNNs on each microcontroller.
 
 The three CNNs of the README (28×28×1, ten classes, random weights: size and arena do not
-depend on the weights), full-integer int8 with int8 I/O, once with per-channel and once
+depend on the weights) and the baseline decomposed by ``liteconv flatten`` (LVH, one stage), full-integer int8 with int8 I/O, once with per-channel and once
 with per-tensor weight quantization (per-channel metadata weighs on the flattened model's
 many small layers), each through ``mcu.fit`` on every shipped board: model bytes, TFLM's
 smallest arena (x86-64: an upper bound of a 32-bit MCU's), the flash estimate, fits, and
@@ -27,6 +27,20 @@ from liteconv.mcu.boards import list_boards, load_board
 from liteconv.mcu.fit import fit_model
 
 MODELS = ("baseline_cnn", "flattened_cnn", "separable_cnn")
+DECOMPOSED = "baseline_cnn → flatten LVH-1"  # what `liteconv flatten` makes of the baseline
+
+
+def _models(shape):
+    """``(name, Keras model)`` of the three CNNs (random weights, seed 0) and the baseline
+    decomposed as ``liteconv flatten`` does (every eligible convolution, one LVH stage)."""
+    from liteconv.keras_layers.decompose import flatten_model
+
+    for name in MODELS:
+        keras.utils.set_random_seed(0)
+        model = create_model(name, input_shape=shape, num_classes=10)
+        yield name, model
+        if name == "baseline_cnn":
+            yield DECOMPOSED, flatten_model(model, method="lvh", stages=1)[0]
 
 
 def mcu_study(out: str | Path, *, shape=(28, 28, 1), echo=print) -> list[Path]:
@@ -35,12 +49,13 @@ def mcu_study(out: str | Path, *, shape=(28, 28, 1), echo=print) -> list[Path]:
     data = np.random.default_rng(0).uniform(0, 1, size=(32, *shape)).astype("float32")
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
-            keras.utils.set_random_seed(0)
-            model = create_model(name, input_shape=shape, num_classes=10)
+        for name, model in _models(shape):
             for per_channel in (True, False):
                 scheme = "per-channel" if per_channel else "per-tensor"
-                path = Path(tmp) / f"{name}-{scheme}.tflite"
+                path = (
+                    Path(tmp)
+                    / f"{name.split()[0]}{'-lvh1' if name == DECOMPOSED else ''}-{scheme}.tflite"
+                )
                 echo(f"{name} int8 ({scheme}): converting, then TFLM")
                 path.write_bytes(to_tflite(model, mode="int8", representative_data=data,
                                            num_calibration=32, io_type="int8",
@@ -64,7 +79,9 @@ def mcu_study(out: str | Path, *, shape=(28, 28, 1), echo=print) -> list[Path]:
     json_path = atomic_write_json(out.with_suffix(".json"), {
         "shape": list(shape), "boards": [vars(b) for b in boards], "records": records})  # fmt: skip
     md = (f"# The three CNNs on microcontrollers (TFLM, `liteconv study mcu`)\n\n{shape[0]}×"
-          f"{shape[1]}×{shape[2]} inputs, ten classes, int8 with int8 I/O; arena: the "
+          f"{shape[1]}×{shape[2]} inputs, ten classes, random weights, with the baseline as "
+          "`liteconv flatten` decomposes it (every eligible convolution, one LVH stage); int8 "
+          "with int8 I/O; arena: the "
           "smallest TFLM allocates (x86-64 build, 64-bit pointers: an upper bound of a 32-bit "
           "MCU's; the lower bound is head + tail / 2); fits: model + a stated runtime "
           "allowance within flash, the arena within RAM less a reserve (`mcu/boards.py`).\n\n"
