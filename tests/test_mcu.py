@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -58,6 +60,12 @@ def test_the_reported_arena_is_the_smallest_tflm_allocates(models, name):
     assert record["arena_head_bytes"] < record["arena_bytes_32bit_lower_bound"] < arena
     assert record["parity"]["passed"], record["parity"]
     assert "DEPTHWISE_CONV_2D" in record["operator_kinds"]
+    from liteconv.mcu import latency
+
+    nano = load_board("nano33-ble-sense")  # Cortex-M4F at 64 MHz: a range
+    assert record["boards"][0]["latency_ms_range"] == latency.latency_range_ms(record["macs"], nano)
+    if name == "vww":  # MLPerf Tiny's VWW architecture: the calibration's own MAC count
+        assert record["macs"] == next(iter(latency.MLPERF_TINY_MACS.values()))
 
 
 def test_parity_fails_when_tflm_and_litert_disagree(models, monkeypatch):
@@ -165,3 +173,74 @@ def test_a_users_own_board_is_found_by_name_like_a_target(tmp_path, monkeypatch)
     (tmp_path / "home/mcu/list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(LiteconvError, match="list.yaml: expected a mapping of board settings"):
         load_board("list")
+
+
+def _mlperf_tiny_models():
+    """MLPerf Tiny's four reference architectures, as its training scripts define them."""
+    layers = keras.layers
+
+    def block(x, conv):
+        return layers.ReLU()(layers.BatchNormalization()(conv(x)))
+
+    vww = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None,
+                                       classes=2)  # fmt: skip
+    x = inp = keras.Input((32, 32, 3))
+    x = block(x, layers.Conv2D(16, 3, padding="same"))
+    for filters, stride in ((16, 1), (32, 2), (64, 2)):
+        y = block(x, layers.Conv2D(filters, 3, strides=stride, padding="same"))
+        y = layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same")(y))
+        x = layers.Conv2D(filters, 1, strides=stride)(x) if stride > 1 else x
+        x = layers.ReLU()(layers.Add()([x, y]))
+    resnet8 = keras.Model(inp, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
+    x = inp = keras.Input((49, 10, 1))
+    x = block(x, layers.Conv2D(64, (10, 4), strides=2, padding="same"))
+    for _ in range(4):
+        x = block(block(x, layers.DepthwiseConv2D(3, padding="same")), layers.Conv2D(64, 1))
+    dscnn = keras.Model(inp, layers.Dense(12)(layers.GlobalAveragePooling2D()(x)))
+    x = inp = keras.Input((640,))
+    for units in (128, 128, 128, 128, 8, 128, 128, 128, 128):
+        x = block(x, layers.Dense(units))
+    autoencoder = keras.Model(inp, layers.Dense(640)(x))
+    return [vww, resnet8, dscnn, autoencoder]
+
+
+def test_the_latency_range_is_calibrated_on_mlperf_tiny_and_only_for_its_core_class():
+    """The MACs behind the calibration are MLPerf Tiny's architectures' (counted here on the
+    .tflite, and by hand for ResNet-8 and the autoencoder); the range is MACs × the fastest
+    and slowest published cycles per MAC at the board's clock; a core of another class
+    gets none."""
+    from liteconv.device.graph import model_macs
+    from liteconv.mcu import latency
+
+    data_for = lambda m: np.random.default_rng(0).uniform(  # noqa: E731
+        size=(4, *m.inputs[0].shape[1:])).astype("float32")  # fmt: skip
+    counted = [model_macs(to_tflite(m, mode="int8", representative_data=data_for(m),
+                                    num_calibration=4)) for m in _mlperf_tiny_models()]  # fmt: skip
+    assert counted == list(latency.MLPERF_TINY_MACS.values())
+    # by hand: ResNet-8's convolutions and dense, the autoencoder's dense layers
+    resnet8 = (32 * 32 * 16 * 27 + 2 * 32 * 32 * 16 * 144 + 16 * 16 * 32 * (144 + 288 + 16)
+               + 8 * 8 * 64 * (288 + 576 + 32) + 64 * 10)  # fmt: skip
+    assert counted[1] == resnet8
+    assert counted[3] == 2 * 640 * 128 + 6 * 128 * 128 + 2 * 128 * 8
+    fast, slow = latency.cycles_per_mac()
+    assert 3.7 < fast < slow < 9.7
+    nucleo = load_board("nucleo-l4r5zi")
+    low, high = latency.latency_range_ms(counted[0], nucleo)
+    assert low <= 301.2 and high == pytest.approx(600.5, abs=0.1)  # VWW: both stacks inside
+    half = dataclasses.replace(nucleo, clock_mhz=60.0)
+    assert latency.latency_range_ms(counted[0], half) == pytest.approx((2 * low, 2 * high),
+                                                                       abs=0.2)  # fmt: skip
+    assert latency.latency_range_ms(counted[0], load_board("esp32-s3")) is None  # Xtensa
+    assert latency.latency_range_ms(0, nucleo) is None
+
+
+def test_tflite_macs_equal_the_keras_layer_cost():
+    from liteconv.device.graph import model_macs
+    from liteconv.keras_layers import create_model
+    from liteconv.keras_layers.cost import model_cost
+
+    data = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    for name in ("flattened_cnn", "separable_cnn"):
+        model = create_model(name, input_shape=(28, 28, 1), num_classes=10)
+        blob = to_tflite(model, mode="int8", representative_data=data, num_calibration=4)
+        assert model_macs(blob) == model_cost(model).total_macs, name

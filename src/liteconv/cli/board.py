@@ -74,6 +74,7 @@ def mcu(sources, boards, emit_dir, json_path, md_path):
     from liteconv.mcu.boards import list_boards, load_board
     from liteconv.mcu.emit import write_sources
     from liteconv.mcu.fit import fit_model
+    from liteconv.mcu.latency import SOURCE, cycles_per_mac
 
     chosen = [load_board(b.strip()) for b in (boards or ",".join(list_boards())).split(",")
               if b.strip()]  # fmt: skip
@@ -101,14 +102,19 @@ def mcu(sources, boards, emit_dir, json_path, md_path):
                          f"{r['arena_bytes'] / 1024:.1f}", f"{b['flash_bytes'] / 1024:.1f}",
                          f"{b['flash_margin'] / 1024:+.1f}", f"{b['ram_margin'] / 1024:+.1f}",
                          "yes" if b["fits"] else "NO",
-                         "ok" if r["parity"]["passed"] else "DIFFERS"])  # fmt: skip
+                         "ok" if r["parity"]["passed"] else "DIFFERS",
+                         "{:g}–{:g}".format(*b["latency_ms_range"]) if b["latency_ms_range"]
+                         else "—"])  # fmt: skip
     table = format_table(["model", "board", "model KB", "arena KB", "flash KB (est.)",
-                          "flash margin KB", "RAM margin KB", "fits", "TFLM vs LiteRT"],
-                         rows, markdown=True)  # fmt: skip
+                          "flash margin KB", "RAM margin KB", "fits", "TFLM vs LiteRT",
+                          "latency ms (range)"], rows, markdown=True)  # fmt: skip
     click.echo(table)
+    fast, slow = cycles_per_mac()
     click.echo(
         "arena: TFLM's smallest allocation on x86-64 (64-bit pointers): an upper bound of "
-        "a 32-bit MCU's; flash: the model plus a stated runtime allowance (not built)"
+        "a 32-bit MCU's; flash: the model plus a stated runtime allowance (not built);\n"
+        f"latency: a range, not a measurement: MACs × {fast:.2f}–{slow:.2f} cycles per MAC "
+        f"at the board's clock, from {SOURCE} (Cortex-M4/M4F/M33 boards only; — elsewhere)"
     )
     if emit_dir:
         r = records[0]

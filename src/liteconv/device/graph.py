@@ -77,3 +77,22 @@ def delegation(interp) -> tuple[int, int]:
             taken.add(node)
             todo.extend(int(t) for t in plain[node]["inputs"] if t >= 0)
     return len(taken), len(plain)
+
+
+def model_macs(blob: bytes) -> int:
+    """Multiply-accumulates per invoke of the ``.tflite`` bytes ``blob``: its CONV_2D
+    (output elements × kh × kw × input channels), DEPTHWISE_CONV_2D (output elements ×
+    kh × kw) and FULLY_CONNECTED (output elements × inputs) operators, from the weight
+    and output tensors' shapes; other operators count none."""
+    interp = load_interpreter(model_content=blob, xnnpack=False)
+    shapes = {t["index"]: [int(d) for d in t["shape"]] for t in interp.get_tensor_details()}
+    total = 0
+    for op in interpreter_ops(interp):
+        if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        weights, out = shapes[op.inputs[1]], shapes[op.outputs[0]]
+        per_output = {"CONV_2D": lambda w: w[1] * w[2] * w[3],
+                      "DEPTHWISE_CONV_2D": lambda w: w[1] * w[2],
+                      "FULLY_CONNECTED": lambda w: w[-1]}[op.name](weights)  # fmt: skip
+        total += int(np.prod(out)) * per_output
+    return total

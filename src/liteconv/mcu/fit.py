@@ -19,9 +19,10 @@ its reference kernels and every operator registered):
   bundle check's tolerances (``device/check.compare_outputs``: int8, a step or two of the
   output's quantization).
 
-No latency: TFLM's reference kernels and CMSIS-NN differ by about 2x on the same board
-(MLPerf Tiny v0.5, NUCLEO-L4R5ZI: 704.3 vs 389.6 ms for image classification), and no
-cycle model of a Cortex-M core is reachable here; a single number would look measured.
+- **latency**: no single number (TFLM's reference kernels and CMSIS-NN differ by about 2x
+  on the same board, MLPerf Tiny v0.5, NUCLEO-L4R5ZI: 704.3 vs 389.6 ms for image
+  classification, and no Cortex-M cycle model is reachable here); a *range* from the
+  model's MACs on the boards of the one calibrated core class (``latency.py``).
 
 Example:
     >>> result = fit_model("int8.tflite", [load_board("nano33-ble-sense")])
@@ -39,10 +40,11 @@ import numpy as np
 
 from liteconv.device.check import compare_outputs
 from liteconv.device.errors import LiteconvError
-from liteconv.device.graph import list_ops
+from liteconv.device.graph import list_ops, model_macs
 from liteconv.device.runtime import invoke, load_interpreter
 from liteconv.device.tensors import dequantize, output_step, random_inputs
 from liteconv.mcu.boards import Board
+from liteconv.mcu.latency import latency_range_ms
 
 SAMPLES = 8
 MAX_ARENA = 256 << 20  # beyond any MCU's RAM: a model that needs more does not fit anyway
@@ -188,7 +190,8 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
         raise LiteconvError(f"{path}: {err}") from None
     head, tail = _report_bytes(report, "head"), _report_bytes(report, "tail")
     lower = head + (tail + 1) // 2 if head is not None and tail is not None else None
-    record = {"file": str(path), "model_bytes": len(blob), "operators": len(ops),
+    macs = model_macs(blob)
+    record = {"file": str(path), "model_bytes": len(blob), "macs": macs, "operators": len(ops),
               "operator_kinds": kinds, "io": {"input": io[0], "output": io[1]},
               "arena_bytes": arena, "arena_head_bytes": head, "arena_tail_bytes": tail,
               "arena_bytes_32bit_lower_bound": lower, "allocations": report.strip(),
@@ -201,5 +204,6 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
             "flash_margin": round(board.flash_kb * 1024 - flash),
             "ram_for_arena": round(ram), "ram_margin": round(ram - arena),
             "fits": flash <= board.flash_kb * 1024 and arena <= ram,
+            "latency_ms_range": latency_range_ms(macs, board),
         })  # fmt: skip
     return record

@@ -25,9 +25,11 @@ from liteconv.export.convert import to_tflite
 from liteconv.keras_layers import create_model
 from liteconv.mcu.boards import list_boards, load_board
 from liteconv.mcu.fit import fit_model
+from liteconv.mcu.latency import SOURCE, cycles_per_mac
 
 MODELS = ("baseline_cnn", "flattened_cnn", "separable_cnn")
-DECOMPOSED = "baseline_cnn → flatten LVH-1"  # what `liteconv flatten` makes of the baseline
+DECOMPOSED = "baseline_cnn → flatten LVH-1"
+RANGE_BOARD = "nucleo-l4r5zi"  # the board the latency range is calibrated on  # what `liteconv flatten` makes of the baseline
 
 
 def _models(shape):
@@ -66,25 +68,30 @@ def mcu_study(out: str | Path, *, shape=(28, 28, 1), echo=print) -> list[Path]:
     headers = ["model", "weights", "model KB", "arena KB (x86-64)", "arena KB (32-bit, ≥)",
                *[f"{b.name} ({b.flash_kb // 1024 if b.flash_kb >= 1024 else b.flash_kb}"
                  f"{' MB' if b.flash_kb >= 1024 else ' KB'} / {b.ram_kb} KB)" for b in boards],
-               "TFLM vs LiteRT"]  # fmt: skip
+               "TFLM vs LiteRT", f"latency ms on {RANGE_BOARD} (range)"]  # fmt: skip
     rows = [[r["model"], r["scheme"], round(r["model_bytes"] / 1024, 1),
              round(r["arena_bytes"] / 1024, 1),
              round(r["arena_bytes_32bit_lower_bound"] / 1024, 1)
              if r["arena_bytes_32bit_lower_bound"] else "",
              *["fits" if b["fits"] else "NO" for b in r["boards"]],
              f"ok (max {r['parity']['max_abs_diff']:.4f})" if r["parity"]["passed"]
-             else "DIFFERS"] for r in records]  # fmt: skip
+             else "DIFFERS",
+             "{:g}–{:g}".format(*next(b["latency_ms_range"] for b in r["boards"]
+                                      if b["board"] == RANGE_BOARD))] for r in records]  # fmt: skip
     table = format_table(headers, rows, markdown=True)
     out = Path(out)
     json_path = atomic_write_json(out.with_suffix(".json"), {
         "shape": list(shape), "boards": [vars(b) for b in boards], "records": records})  # fmt: skip
+    fast, slow = cycles_per_mac()
     md = (f"# The three CNNs on microcontrollers (TFLM, `liteconv study mcu`)\n\n{shape[0]}×"
           f"{shape[1]}×{shape[2]} inputs, ten classes, random weights, with the baseline as "
           "`liteconv flatten` decomposes it (every eligible convolution, one LVH stage); int8 "
           "with int8 I/O; arena: the "
           "smallest TFLM allocates (x86-64 build, 64-bit pointers: an upper bound of a 32-bit "
           "MCU's; the lower bound is head + tail / 2); fits: model + a stated runtime "
-          "allowance within flash, the arena within RAM less a reserve (`mcu/boards.py`).\n\n"
+          "allowance within flash, the arena within RAM less a reserve (`mcu/boards.py`); "
+          f"latency: a range, not a measurement — MACs × {fast:.2f}–{slow:.2f} cycles per MAC "
+          f"at the board's clock, calibrated on {SOURCE} (`mcu/latency.py`).\n\n"
           f"{table}\n")  # fmt: skip
     md_path = atomic_write_text(out.with_suffix(".md"), md)
     return [json_path, md_path]
