@@ -169,10 +169,17 @@ def test_random_replacement_is_deterministic_and_keeps_part_of_a_stream_too_big_
 
 def test_thread_model_arithmetic_on_made_up_counts():
     """ms(T) = scale × ((serial + parallel / T) / clock + dispatches × sync × (T − 1) / clock
-    + DRAM bytes / bandwidth): the serial part and the memory term do not split over the
-    threads, each dispatch costs its sync cycles per extra thread, none at one thread."""
+    + DRAM bytes / bandwidth(T)): the serial part does not split over the threads, each
+    dispatch costs its sync cycles per extra thread, none at one thread; T threads draw T
+    times one thread's bandwidth up to the bus's peak (one thread's at any T without one)."""
     from liteconv.device.targets import Target
-    from liteconv.emulate.estimate import caches_of, dram_bytes, thread_split, time_ms
+    from liteconv.emulate.estimate import (
+        caches_of,
+        dram_bandwidth,
+        dram_bytes,
+        thread_split,
+        time_ms,
+    )
 
     board = Target(name="b", core="cortex-a72", qemu_cpu="cortex-a72", clock_mhz=1000,
                    l1d_kb=32, l1d_ways=2, l2_kb=1024, l2_ways=16, dram_mb_s=6400,
@@ -190,7 +197,19 @@ def test_thread_model_arithmetic_on_made_up_counts():
     assert four == {"compute_ms": 2.0, "sync_ms": 1.5, "memory_ms": 1.0, "estimated_ms": 4.5}
     assert time_ms(dataclasses.replace(board, cycle_scale=2.0), counted, 4,
                    sync_cycles=50_000)["estimated_ms"] == 9.0  # fmt: skip
+    # with the bus's peak: 2 threads draw 12 800 MB/s (0.5 ms), 4 threads the 16 000 peak
+    bus = dataclasses.replace(board, dram_peak_mb_s=16_000)
+    assert [dram_bandwidth(bus, t) for t in (1, 2, 4)] == [6400, 12_800, 16_000]
+    assert time_ms(bus, counted, 1, sync_cycles=50_000)["memory_ms"] == 1.0
+    assert time_ms(bus, counted, 2, sync_cycles=50_000)["memory_ms"] == 0.5
+    assert time_ms(bus, counted, 4, sync_cycles=50_000) == {
+        "compute_ms": 2.0,
+        "sync_ms": 1.5,
+        "memory_ms": 0.4,
+        "estimated_ms": 3.9,
+    }
     no_dram = dataclasses.replace(board, dram_mb_s=0)
+    assert dram_bandwidth(no_dram, 4) == 0
     assert time_ms(no_dram, counted, 1)["estimated_ms"] == 5.0  # no bandwidth: no term
     # a record counted before the split: all parallel, no dispatches
     old = {"estimated_cycles": 5e6, "memory": None, "cycle_model": {}}
@@ -211,6 +230,11 @@ def test_target_cache_settings_are_checked():
         )
     with pytest.raises(LiteconvError, match="dram_mb_s needs the cache sizes"):
         target_from_dict({**base, "dram_mb_s": 4000}, "t.yaml")
+    cached = {**base, "l1d_kb": 32, "l1d_ways": 2, "l2_kb": 1024, "l2_ways": 16}
+    with pytest.raises(LiteconvError, match="dram_peak_mb_s = 3000 is below dram_mb_s = 4000"):
+        target_from_dict({**cached, "dram_mb_s": 4000, "dram_peak_mb_s": 3000}, "t.yaml")
+    with pytest.raises(LiteconvError, match="dram_peak_mb_s needs dram_mb_s"):
+        target_from_dict({**cached, "dram_peak_mb_s": 3000}, "t.yaml")
     with pytest.raises(LiteconvError, match="l2_policy"):
         target_from_dict({**base, "l1d_kb": 32, "l1d_ways": 2, "l2_kb": 1024, "l2_ways": 16,
                           "l2_policy": "fifo"}, "t.yaml")  # fmt: skip
@@ -691,3 +715,26 @@ def test_symbols_split_blocks_by_function_and_count_dispatches():
     assert segments and all(size >= 0 for _, _, size in segments)
     with pytest.raises(LiteconvError, match="not a 64-bit ELF"):
         symbols.load_segments(__file__)
+
+
+def test_thread_speedups_pair_one_source_and_mark_the_sync_fit():
+    """1-thread ÷ T-thread ratios pair rows of one source and board by model and mode;
+    the sync count's own board is marked fitted, another held out; other sources or
+    rows without an estimate are left out."""
+    from liteconv.studies.emulation import SYNC_TABLE, Table, thread_speedups
+
+    def rows(*pairs):
+        return [{"model": m, "mode": "fp32", "published_ms": p, "estimate": e} for m, p, e in pairs]
+
+    src = SYNC_TABLE[0] + " (test)"
+    tables = [Table(src, "Phone", 1, rows(("a", 80.0, 40.0), ("b", 20.0, None))),
+              Table(src, "Phone", 4, rows(("a", 20.0, 12.5), ("b", 6.0, 3.0))),
+              Table("other source", "Phone", 2, rows(("a", 50.0, 25.0))),
+              Table(src, SYNC_TABLE[1], 1, rows(("a", 10.0, 10.0))),
+              Table(src, SYNC_TABLE[1], 2, rows(("a", 5.0, 4.0)))]  # fmt: skip
+    out = thread_speedups(tables)
+    assert [(r["board"], r["threads"], r["model"]) for r in out] == [("Phone", 4, "a"),
+                                                                     (SYNC_TABLE[1], 2, "a")]  # fmt: skip
+    assert out[0]["published"] == 4.0 and out[0]["estimated"] == 3.2
+    assert out[0]["error"] == pytest.approx(-0.2) and out[0]["role"] == "held out"
+    assert out[1]["role"] == "fit (threads)" and out[1]["estimated"] == 2.5

@@ -11,15 +11,18 @@ invoke dispatches to the thread pool. The time (``time_ms``):
 
     ms(T threads) = cycle_scale × ((serial + parallel / T) / clock
                                    + dispatches × SYNC_CYCLES × (T − 1) / clock
-                                   + DRAM bytes / dram_mb_s)
+                                   + DRAM bytes / bandwidth(T))
 
 Each dispatch at T > 1 costs ``SYNC_CYCLES`` per extra thread (waking the pool and waiting
 for its slowest thread: one count for every core, fitted on published 1- vs 2-thread
-pairs); memory is not split (the board's DRAM is shared; ``dram_mb_s`` is its sustained
-bandwidth, with its source in the target YAML). The terms add: llvm-mca assumes every load
-hits L1, so the cycles carry no miss time for the traffic term to overlap with. An
-estimate counts only if the emulated outputs match the host's (the bundle check's
-tolerances); otherwise the record says so and carries no estimate. Every figure is an
+pairs). Memory (``dram_bandwidth``): one thread sustains ``dram_mb_s`` (its STREAM figure:
+what one core's outstanding misses can draw, well under the bus's peak on these cores);
+T threads draw T times that, up to the bus's peak ``dram_peak_mb_s`` (transfer rate ×
+width, from the datasheet; a target without it keeps one thread's bandwidth at any T).
+The DRAM bytes are the one-thread access stream's (the threads split the same tiles). The
+terms add: llvm-mca assumes every load hits L1, so the cycles carry no miss time for the
+traffic term to overlap with. An estimate counts only if the emulated outputs match the
+host's (the bundle check's tolerances); otherwise the record says so and carries no estimate. Every figure is an
 estimate: the emulated runtime is ai-edge-litert 2.0.2 (older than the host's).
 
 Example:
@@ -60,8 +63,19 @@ def describe_memory(target: Target) -> str:
     """How the memory term of ``target``'s estimates is made, in words (for every table)."""
     if not target.dram_mb_s:
         return "no memory term (the target YAML gives no dram_mb_s)"
+    peak = (f", T threads T × that up to the bus's {target.dram_peak_mb_s:g} MB/s peak"
+            if target.dram_peak_mb_s else " at any thread count")  # fmt: skip
     return (f"DRAM traffic from a {target.l1d_kb} KB L1D + {target.l2_kb} KB last-level cache "
-            f"model at {target.dram_mb_s:g} MB/s")  # fmt: skip
+            f"model at {target.dram_mb_s:g} MB/s for one thread{peak}")  # fmt: skip
+
+
+def dram_bandwidth(target: Target, threads: int) -> float:
+    """MB/s that ``threads`` threads draw from ``target``'s DRAM together: each sustains
+    one thread's ``dram_mb_s``, all of them at most the bus's ``dram_peak_mb_s`` (one
+    thread's figure at any count where the YAML gives no peak); 0 without ``dram_mb_s``."""
+    if not target.dram_peak_mb_s:
+        return target.dram_mb_s
+    return min(threads * target.dram_mb_s, target.dram_peak_mb_s)
 
 
 def dram_bytes(memory: dict | None) -> float:
@@ -96,15 +110,16 @@ def time_ms(
     """``{"compute_ms", "sync_ms", "memory_ms", "estimated_ms"}`` on ``target`` at
     ``threads`` for the counts of one model (``estimated_cycles``, ``cycle_model``'s
     serial / parallel ``parts``, ``dispatches``, ``memory``; see the module docstring).
-    ``memory_ms`` is 0 for a target without ``dram_mb_s``; ``sync_cycles``: the cycles per
-    dispatch and extra thread (default ``SYNC_CYCLES``)."""
+    ``memory_ms`` (at ``dram_bandwidth``) is 0 for a target without ``dram_mb_s``;
+    ``sync_cycles``: the cycles per dispatch and extra thread (default ``SYNC_CYCLES``)."""
     serial, parallel, dispatches = thread_split(counted)
     sync_cycles = SYNC_CYCLES if sync_cycles is None else sync_cycles
     khz = target.clock_mhz * 1e3
     compute = (serial + parallel / threads) / khz
     sync = dispatches * sync_cycles * (threads - 1) / khz
     memory = counted.get("memory")
-    memory_ms = dram_bytes(memory) / (target.dram_mb_s * 1e3) if target.dram_mb_s else 0.0
+    bandwidth = dram_bandwidth(target, threads)
+    memory_ms = dram_bytes(memory) / (bandwidth * 1e3) if bandwidth else 0.0
     total = target.cycle_scale * (compute + sync + memory_ms)
     return {"compute_ms": round(compute, 4), "sync_ms": round(sync, 4),
             "memory_ms": round(memory_ms, 4), "estimated_ms": round(total, 4)}  # fmt: skip
@@ -215,6 +230,6 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
                         "llvm": target.llvm,
                         "qemu_cpu": target.qemu_cpu, "clock_mhz": target.clock_mhz,
                         "cycle_scale": target.cycle_scale, "dram_mb_s": target.dram_mb_s,
-                        "runtime": EMULATED_RUNTIME,
+                        "dram_peak_mb_s": target.dram_peak_mb_s, "runtime": EMULATED_RUNTIME,
                         **entry})  # fmt: skip
     return records

@@ -46,7 +46,13 @@ from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_
 from liteconv.device.machine import machine_info
 from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
-from liteconv.emulate.estimate import EMULATED_RUNTIME, SYNC_CYCLES, estimate_models, time_ms
+from liteconv.emulate.estimate import (
+    EMULATED_RUNTIME,
+    SYNC_CYCLES,
+    dram_bandwidth,
+    estimate_models,
+    time_ms,
+)
 from liteconv.export.convert import to_tflite
 
 PUBLISHED_CSV = Path(__file__).with_name("published_latency.csv")
@@ -323,33 +329,67 @@ def cnn_speed_per_target(
     return list(rows.values())
 
 
-# How the DRAM term could combine with compute at T threads (what the estimate uses: add).
+# How the DRAM term could combine with compute at T threads (what the estimate uses: add,
+# at T threads' bandwidth up to the bus's peak): compute, sync, memory at T threads'
+# bandwidth, memory at one thread's bandwidth.
 MEMORY_VARIANTS = {
-    "add (used)": lambda c, s, m: c + s + m,
-    "overlap: max(compute, memory)": lambda c, s, m: max(c, m) + s,
-    "no memory term": lambda c, s, m: c + s,
-    "no sync term": lambda c, s, m: c + m,
+    "add (used)": lambda c, s, m, m1: c + s + m,
+    "one thread's bandwidth at any T": lambda c, s, m, m1: c + s + m1,
+    "overlap: max(compute, memory)": lambda c, s, m, m1: max(c, m) + s,
+    "no memory term": lambda c, s, m, m1: c + s,
+    "no sync term": lambda c, s, m, m1: c + m,
 }
 
 
-def memory_variants(tables: list[Table]) -> list[dict]:
+def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
     """Per table with a memory term and mode: the share of rows within ±10 % (leave-one-
     out) and the median error under each way of combining the terms (``MEMORY_VARIANTS``):
-    which term the published figures ask for."""
+    which term the published figures ask for. ``targets``: each table's target by name."""
     out = []
     for t in tables:
+        board = targets[t.target]
+        slower = dram_bandwidth(board, t.threads) / (board.dram_mb_s or 1)
         for mode in sorted({r["mode"] for r in t.rows}):
             rows = [r for r in t.rows if r["mode"] == mode and r.get("terms")]
             if len(rows) < 3 or not any(r["terms"]["memory_ms"] for r in rows):
                 continue
             entry = {"table": t.key, "mode": mode, "n": len(rows)}
             for name, combine in MEMORY_VARIANTS.items():
-                pred = [combine(*(r["terms"][k] for k in ("compute_ms", "sync_ms", "memory_ms")))
-                        for r in rows]  # fmt: skip
+                pred = [combine(*(r["terms"][k] for k in ("compute_ms", "sync_ms", "memory_ms")),
+                                r["terms"]["memory_ms"] * slower) for r in rows]  # fmt: skip
                 sc = scores(pred, [r["published_ms"] for r in rows],
                             leave_one_out(pred, [r["published_ms"] for r in rows]))  # fmt: skip
                 entry[name] = {"within_10": sc["within_10"], "median": sc["median"]}
             out.append(entry)
+    return out
+
+
+def thread_speedups(tables: list[Table]) -> list[dict]:
+    """Each board's 1-thread ÷ T-thread time where one source publishes both (same model
+    and mode), published against estimated: the thread model and the memory at T threads
+    judged on pairs, with no constant (it cancels). The sync count's own pairs (the
+    ``SYNC_TABLE`` board at 2 threads) are marked as fitted; every other pair is held out."""
+    out = []
+    for many in tables:
+        if many.threads == 1:
+            continue
+        one = [t for t in tables if t.source == many.source and t.board == many.board
+               and t.threads == 1]  # fmt: skip
+        if not one:
+            continue
+        base = {(r["model"], r["mode"]): r for r in one[0].rows}
+        fitted = many.source.startswith(SYNC_TABLE[0]) and many.board == SYNC_TABLE[1]
+        for r in many.rows:
+            b = base.get((r["model"], r["mode"]))
+            if b is None or not (b.get("estimate") and r.get("estimate")):
+                continue
+            published = b["published_ms"] / r["published_ms"]
+            estimated = b["estimate"] / r["estimate"]
+            out.append({"board": many.board, "threads": many.threads, "model": r["model"],
+                        "mode": r["mode"], "published": round(published, 3),
+                        "estimated": round(estimated, 3),
+                        "error": round(estimated / published - 1, 4),
+                        "role": "fit (threads)" if fitted else "held out"})  # fmt: skip
     return out
 
 
@@ -461,14 +501,15 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
         for r in t.rows:
             r["absolute_error"] = (None if not c or t.stand_in or t.fit_table or not r["estimate"]
                                    else round(r["estimate"] * c["constant"] / r["published_ms"] - 1, 4))  # fmt: skip
-    variants = memory_variants(tables)
+    variants = memory_variants(tables, targets)
     judged = [{"table": t.key, "target": t.target, "stand_in": t.stand_in, "threads": t.threads,
                "fit_table": t.fit_table, "scores": judge_table(t.rows),
                "rows": [{k: (str(Path(v).name) if k == "file" else v) for k, v in r.items()}
                         for r in t.rows]} for t in tables]  # fmt: skip
     document = {"source": str(Path(published).name), "runtime": EMULATED_RUNTIME,
                 "machine": machine_info(), "sync_cycles": sync, "sync_cycles_in_code": SYNC_CYCLES,
-                "sync_pairs": sync_rows, "constants": constants, "tables": judged,
+                "sync_pairs": sync_rows, "thread_speedups": thread_speedups(tables),
+                "constants": constants, "tables": judged,
                 "memory_variants": variants,
                 "skipped": skipped}  # fmt: skip
     if cnns:
@@ -502,7 +543,8 @@ LIMITS = [
     "cycle count per extra thread (waking the pool, waiting for the slowest thread). Load "
     "imbalance inside an operator is in that count, not modelled apart.",
     "Memory: the cache model runs the one-thread access stream through the L1D and last-"
-    "level cache; the DRAM term is added in full at any thread count (one board bus).",
+    "level cache; T threads draw T times one thread's sustained bandwidth (STREAM), up to "
+    "the bus's datasheet peak (one thread's bandwidth at any T where a target gives no peak).",
     "Pi 3B+: its published columns are 32-bit Raspbian (armv7 kernels); this emulation "
     "runs the 64-bit runtime (qemu-arm has no Cortex-A53, LLVM no 32-bit A53 model).",
 ]
@@ -544,7 +586,8 @@ def _markdown(doc: dict) -> str:
         "split into serial and parallel parts by the runtime's symbols, every load and store "
         "through the board's L1D and last-level cache model. At T threads: ms = constant × "
         "((serial + parallel / T) cycles / clock + dispatches × sync cycles × (T − 1) / clock "
-        "+ DRAM bytes / bandwidth). "
+        "+ DRAM bytes / bandwidth(T)), bandwidth(T) = min(T × one thread's STREAM figure, "
+        "the bus's datasheet peak). "
         f"Host: {doc['machine']['cpu']} (only the host baseline depends on it).", "",
         "Scores per table and mode, each row's constant fitted on the *other* rows of its "
         "table (leave-one-out): Spearman / median |error| / worst error / share within ±10 % / "
@@ -559,6 +602,15 @@ def _markdown(doc: dict) -> str:
         format_table(["model", "estimated 2T ÷ 1T", "published 2T ÷ 1T"],
                      [[r["model"], r["estimated_ratio"], r["published_ratio"]]
                       for r in doc["sync_pairs"]], markdown=True), "",
+        "## Thread speed-ups, 1 thread ÷ T threads (no constant)", "",
+        "Where one source publishes a board at 1 and at T threads: the time ratio, published "
+        "and estimated (the thread model and memory at T threads; the board's constant "
+        "cancels).", "",
+        format_table(["board", "threads", "model", "mode", "published", "estimated", "error",
+                      "role"],
+                     [[r["board"], r["threads"], r["model"], r["mode"], r["published"],
+                       r["estimated"], _pct(r["error"], True), r["role"]]
+                      for r in doc.get("thread_speedups", [])], markdown=True), "",
         "## Board constants (each fitted on one named table)", "",
         format_table(["target", "fitted on", "constant", "in the YAML"],
                      [[k, v["table"][:100], v["constant"], v["yaml"]]
@@ -569,7 +621,8 @@ def _markdown(doc: dict) -> str:
         parts += ["## Which terms the figures ask for", "",
                   "Per table with a DRAM term: share within ±10 % / median error (leave-one-"
                   "out) when the terms combine otherwise. Read, not fitted: the estimate keeps "
-                  "`add`.", "",
+                  "`add (used)`, at T threads' bandwidth up to the bus's peak (no constant: "
+                  "the peak is the datasheet's).", "",
                   format_table(["table", "mode", "rows", *names],
                                [[v["table"][:80], v["mode"], v["n"],
                                  *[f"{_pct(v[n]['within_10'])} / {_pct(v[n]['median'])}" for n in names]]
