@@ -45,60 +45,13 @@ def study():
 def bench_train(models, input_shape, batch_size, steps, rounds, onednn, out):
     """Training throughput (images/s) of several models, measured side by side, with
     TensorFlow's oneDNN kernels off and on, and where a training step's time goes."""
-    from liteconv.device.errors import LiteconvError
-    from liteconv.device.machine import machine_info
-    from liteconv.device.tables import format_table
-    from liteconv.pipeline.run import atomic_write_json, atomic_write_text
-    from liteconv.studies.training import ONEDNN, throughput_by_onednn, training_throughput
+    from liteconv.studies.training import training_study
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     settings = [s.strip() for s in onednn.split(",") if s.strip()]
-    shape = parse_shape(input_shape)
-    layer_ms: dict = {}
-    if settings == ["default"]:
-        records = training_throughput(names, input_shape=shape, batch_size=batch_size,
-                                      steps=steps, rounds=rounds, echo=click.echo)  # fmt: skip
-        for r in records:
-            r["onednn"] = "default"
-    else:
-        bad = [s for s in settings if s not in ONEDNN]
-        if bad or not settings:
-            raise LiteconvError(f"--onednn {onednn}: expected a comma list of off, on (or default)")
-        records, layer_ms = throughput_by_onednn(
-            names, settings, input_shape=shape, batch_size=batch_size, steps=steps,
-            rounds=rounds, echo=click.echo,
-        )  # fmt: skip
-    machine = machine_info()
-    ratio = next(k for k in records[0] if k.startswith("speed_vs_"))
-    table = format_table(
-        ["model", "oneDNN", "params", "MACs", "images/s (median)", "CV", ratio.replace("speed_vs_", "× ")],
-        [[r["model"], r["onednn"], r["params"], r["macs"], r["images_per_second_median"],
-          r["cv"], r[ratio]] for r in records],
-        markdown=True,
-    )  # fmt: skip
-    parts = [
-        f"Training throughput, batch {batch_size}, input {input_shape}, median step time over "
-        f"{rounds} interleaved rounds of {steps} steps; {machine['cpu']} "
-        f"({' '.join(machine['isa']) or 'ISA unknown'}), {machine['cores_usable']} cores.",
-        "", table,
-    ]  # fmt: skip
-    if layer_ms:
-        kinds = sorted({k for per in layer_ms.values() for m in per.values() for k in m})
-        rows = []
-        for model in names:
-            for kind in kinds:
-                cells = [layer_ms[s][model].get(kind) for s in settings]
-                if any(cells):
-                    rows.append([model, kind, *[c or 0.0 for c in cells]])
-        parts += ["", "Where a step goes: every layer alone, forward + backward on one batch "
-                  "(ms, summed per layer kind; a whole step also runs the optimizer and the "
-                  "graph's overhead).", "",
-                  format_table(["model", "layer kind", *[f"ms oneDNN {s}" for s in settings]],
-                               rows, markdown=True)]  # fmt: skip
-    atomic_write_json(f"{out}.json", {"machine": machine, "records": records,
-                                      "layer_ms": layer_ms})  # fmt: skip
-    atomic_write_text(f"{out}.md", "\n".join(parts) + "\n")
-    click.echo("\n".join(parts[2:]))
+    text = training_study(out, names, settings, input_shape=parse_shape(input_shape),
+                          batch_size=batch_size, steps=steps, rounds=rounds, echo=click.echo)  # fmt: skip
+    click.echo(text)
     click.echo(f"wrote {out}.json and {out}.md")
 
 

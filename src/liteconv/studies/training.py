@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -254,3 +255,63 @@ if __name__ == "__main__":
     import sys
 
     _serve(json.loads(sys.argv[1]))
+
+
+def training_study(out: str | Path, names: list[str], settings: list[str], *,
+                   input_shape: tuple, batch_size: int, steps: int, rounds: int,
+                   echo=print) -> str:  # fmt: skip
+    """``liteconv study train``: training throughput of ``names`` side by side with
+    oneDNN per ``settings`` (``off``, ``on``; ``["default"]``: this process's setting
+    only) and where a step goes; writes OUT.json and OUT.md, returns the tables' text."""
+    from liteconv.device.errors import LiteconvError
+    from liteconv.device.files import atomic_write_json, atomic_write_text
+    from liteconv.device.machine import machine_info
+    from liteconv.device.tables import format_table
+
+    layer_ms: dict = {}
+    if settings == ["default"]:
+        records = training_throughput(names, input_shape=input_shape, batch_size=batch_size,
+                                      steps=steps, rounds=rounds, echo=echo)  # fmt: skip
+        for r in records:
+            r["onednn"] = "default"
+    else:
+        bad = [s for s in settings if s not in ONEDNN]
+        if bad or not settings:
+            raise LiteconvError(f"--onednn {','.join(settings)}: expected a comma list of off, "
+                                "on (or default)")  # fmt: skip
+        records, layer_ms = throughput_by_onednn(
+            names, settings, input_shape=input_shape, batch_size=batch_size, steps=steps,
+            rounds=rounds, echo=echo,
+        )  # fmt: skip
+    machine = machine_info()
+    ratio = next(k for k in records[0] if k.startswith("speed_vs_"))
+    table = format_table(
+        ["model", "oneDNN", "params", "MACs", "images/s (median)", "CV", ratio.replace("speed_vs_", "× ")],
+        [[r["model"], r["onednn"], r["params"], r["macs"], r["images_per_second_median"],
+          r["cv"], r[ratio]] for r in records],
+        markdown=True,
+    )  # fmt: skip
+    shape = ",".join(str(d) for d in input_shape)
+    parts = [
+        f"Training throughput, batch {batch_size}, input {shape}, median step time over "
+        f"{rounds} interleaved rounds of {steps} steps; {machine['cpu']} "
+        f"({' '.join(machine['isa']) or 'ISA unknown'}), {machine['cores_usable']} cores.",
+        "", table,
+    ]  # fmt: skip
+    if layer_ms:
+        kinds = sorted({k for per in layer_ms.values() for m in per.values() for k in m})
+        rows = []
+        for model in names:
+            for kind in kinds:
+                cells = [layer_ms[s][model].get(kind) for s in settings]
+                if any(cells):
+                    rows.append([model, kind, *[c or 0.0 for c in cells]])
+        parts += ["", "Where a step goes: every layer alone, forward + backward on one batch "
+                  "(ms, summed per layer kind; a whole step also runs the optimizer and the "
+                  "graph's overhead).", "",
+                  format_table(["model", "layer kind", *[f"ms oneDNN {s}" for s in settings]],
+                               rows, markdown=True)]  # fmt: skip
+    atomic_write_json(f"{out}.json", {"machine": machine, "records": records,
+                                      "layer_ms": layer_ms})  # fmt: skip
+    atomic_write_text(f"{out}.md", "\n".join(parts) + "\n")
+    return "\n".join(parts[2:])
