@@ -3,9 +3,10 @@
 ``HostTimed`` converts the models and times them here with the target's threads and cores
 (interleaved; a latency table by block signature spares repeats); ``Emulated`` estimates
 them on the target's emulated core (``liteconv.emulate``: 1 thread, cached by model hash).
-``budget.plan_for_budget``, ``liteconv flatten --budget-ms`` and ``liteconv profile`` take a
-source and never ask which one it is: ``profile`` gives per-block tables, ``times`` the
-latency of whole models. (A latency measured on the board itself comes back from ``liteconv device
+``budget.plan_for_budget``, ``liteconv flatten --budget-ms``, ``liteconv profile`` and
+``liteconv report`` take a source and never ask which one it is: ``profile`` gives
+per-block tables, ``times`` the latency of Keras models (converted alike), ``file_times``
+that of ``.tflite`` files. (A latency measured on the board itself comes back from ``liteconv device
 run`` as a result document, which ``report`` reads beside these.)
 
 Example:
@@ -82,10 +83,22 @@ class HostTimed:
                 table.save()
         return out
 
+    def file_times(self, paths: list, *, runs: int | None = None, echo=print) -> list[dict]:
+        """``{"p50_ms", ...}`` of each ``.tflite`` in ``paths``, timed here interleaved
+        with the source's threads and cores."""
+        from liteconv.device.harness import benchmark
+
+        with prof.pin_cores(self.cores):
+            records = benchmark([str(p) for p in paths], threads=[self.threads],
+                                runs=runs or self.runs, warmup=self.warmup)  # fmt: skip
+        return [{"p50_ms": r["p50_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"]}
+                for r in records]  # fmt: skip
+
 
 @dataclass
 class Emulated:
-    """Estimated on ``board``'s emulated core (1 thread, its DRAM term)."""
+    """Estimated on ``board``'s emulated core (``threads``: 1, or one of the board's
+    thread counts; its DRAM term)."""
 
     board: object  # a device.targets.Target with a core
     cache: str | Path = str(caches.EMULATE)
@@ -137,6 +150,33 @@ class Emulated:
 
     def times(self, items: list, mode: str, *, signatures: list[dict] | None = None,
               runs: int | None = None, warmup: int | None = None, echo=print) -> list[dict]:  # fmt: skip
-        """Estimated ``{"p50_ms", ...}`` of each ``(keras_model, calibration)`` (cached by
-        the converted file's hash; ``signatures``, ``runs`` and ``warmup`` do not apply)."""
-        return prof.estimate_models_on(items, mode, self.board, cache=self.cache, echo=echo)
+        """Estimated ``{"p50_ms", ...}`` of each ``(keras_model, calibration)``, converted
+        as ``HostTimed`` converts them (cached by the file's hash; ``signatures``, ``runs``
+        and ``warmup`` do not apply). A model whose emulated outputs differ from the
+        host's is an error (no estimate would be honest)."""
+        with prof.converted(items, mode) as paths:
+            out = self.file_times(paths, echo=echo)
+        for (model, _), rec in zip(items, out):
+            if rec["p50_ms"] is None:
+                raise LiteconvError(f"{model.name} ({mode}): {rec['why']}: no estimate")
+        return out
+
+    def file_times(self, paths: list, *, runs: int | None = None, echo=print) -> list[dict]:
+        """Estimated ``{"p50_ms", "estimated", "instructions_per_invoke"}`` of each
+        ``.tflite`` in ``paths`` at the source's threads; ``p50_ms`` None (with ``why``)
+        where the emulated outputs differ from the host's."""
+        from liteconv.emulate.estimate import estimate_models
+
+        records = estimate_models([str(p) for p in paths], self.board, cache=self.cache,
+                                  echo=echo)  # fmt: skip
+        out = []
+        for rec in records:
+            ms = (rec["estimated_ms"] if self.threads == 1
+                  else rec["estimated_ms_threads"][str(self.threads)])  # fmt: skip
+            entry = {"p50_ms": ms, "estimated": True,
+                     "instructions_per_invoke": rec["instructions_per_invoke"]}  # fmt: skip
+            if ms is None:
+                entry["why"] = (f"its emulated outputs on {self.board.core} differ from the "
+                                f"host's (max |diff| {rec['check']['max_abs_diff']:.3g})")  # fmt: skip
+            out.append(entry)
+        return out

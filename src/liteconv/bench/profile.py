@@ -209,7 +209,7 @@ def _convert(model, mode: str, data: list[np.ndarray] | None) -> bytes:
 
 
 @contextlib.contextmanager
-def _converted(items: list[tuple[object, object]], mode: str, progress=None):
+def converted(items: list[tuple[object, object]], mode: str, progress=None):
     """Each ``(keras_model, calibration_data)`` converted to ``mode`` into a temporary
     folder; yields the paths (removed afterwards)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,31 +236,10 @@ def time_models(
     """Convert each ``(keras_model, calibration_data)`` to ``mode`` and time them all with
     the device harness, interleaved (pinned to ``cores``); ``{"p50_ms", "mean_ms", "runs"}``
     per item. ``progress(stage, mode, done, total)`` after each conversion."""
-    with _converted(items, mode, progress) as paths:
+    with converted(items, mode, progress) as paths:
         with pin_cores(cores):
             records = benchmark(paths, threads=[threads], runs=runs, warmup=warmup)
     return [{"p50_ms": r["p50_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"]} for r in records]
-
-
-def estimate_models_on(items: list[tuple[object, object]], mode: str, target, *,
-                       cache: str | Path = str(caches.EMULATE), echo=print) -> list[dict]:  # fmt: skip
-    """``time_models`` for a board that is not here: each ``(keras_model, calibration)``
-    converted alike, then estimated on ``target``'s core (``liteconv.emulate``: qemu
-    instruction counts, llvm-mca cycles at its clock and its DRAM term, 1 thread); ``{"p50_ms"}`` holds
-    the *estimated* ms. A model whose emulated outputs differ from the host's is an error
-    (no estimate would be honest)."""
-    from liteconv.emulate.estimate import estimate_models
-
-    with _converted(items, mode) as paths:
-        records = estimate_models([str(p) for p in paths], target, cache=cache, echo=echo)
-    for (model, _), rec in zip(items, records):
-        if rec["estimated_ms"] is None:
-            raise LiteconvError(
-                f"{model.name} ({mode}): its emulated outputs on {target.core} differ from the "
-                f"host's (max |diff| {rec['check']['max_abs_diff']:.3g}): no estimate"
-            )
-    return [{"p50_ms": r["estimated_ms"], "estimated": True,
-             "instructions_per_invoke": r["instructions_per_invoke"]} for r in records]  # fmt: skip
 
 
 def block_row(block: Block) -> dict:

@@ -219,8 +219,9 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50,
     for each ``Target`` in ``emulate``, its estimated 1-thread latency
     (``estimated_ms@<target>``, ``liteconv.emulate``): host measured, board estimated and
     board measured side by side."""
+    from liteconv.bench.latency import Emulated, HostTimed
     from liteconv.device.errors import LiteconvError
-    from liteconv.device.harness import benchmark, read_result_document, sidecar_for
+    from liteconv.device.harness import read_result_document, sidecar_for
     from liteconv.pipeline.run import Run
 
     rows, files = [], []
@@ -245,15 +246,11 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50,
         merges += [(read_result_document(p), str(run.path)) for p in device_documents(run)]
     if not rows:
         raise LiteconvError("no exported models found in the given runs")
-    for rec, row in zip(benchmark(files, threads=[threads], runs=runs), rows):
-        row["p50_ms"] = rec["p50_ms"]
-    if emulate:
-        from liteconv.emulate.estimate import estimate_models
-
-        for target in emulate:
-            for rec, row in zip(estimate_models([str(f) for f in files], target,
-                                                cache=emulate_cache, echo=echo), rows):  # fmt: skip
-                row[f"estimated_ms@{target.name}"] = rec["estimated_ms"]
+    sources = [("p50_ms", HostTimed(threads=threads, runs=runs))]
+    sources += [(f"estimated_ms@{t.name}", Emulated(t, cache=emulate_cache)) for t in emulate]
+    for key, source in sources:  # host measured, boards estimated: the same question
+        for rec, row in zip(source.file_times(files, echo=echo), rows):
+            row[key] = rec["p50_ms"]
     for doc, only_run in merges:
         where = doc.get("where", "device")
         for rec in doc.get("records", []):
