@@ -387,9 +387,9 @@ def block_model_files(model, *, calibration: np.ndarray, modes: list[str] = MODE
 
 def profile_plot(results: dict, path: str | Path, title: str) -> Path:
     """Horizontal bars: ms per block, coloured by block group, one panel per mode."""
-    from liteconv.bench.report import _plt, _save_png
+    from liteconv.bench.plots import pyplot, save_png
 
-    plt = _plt()
+    plt = pyplot()
     modes = list(results)
     n = max(len(results[m]["blocks"]) for m in modes)
     fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 1.2 + 0.28 * n),
@@ -411,7 +411,7 @@ def profile_plot(results: dict, path: str | Path, title: str) -> Path:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     path = Path(path)
-    _save_png(fig, path)
+    save_png(fig, path)
     plt.close(fig)
     return path
 

@@ -12,25 +12,11 @@ import csv
 import io
 from pathlib import Path
 
+from liteconv.bench.plots import pyplot, save_png
 from liteconv.device import caches
-from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from liteconv.device.files import atomic_write_json, atomic_write_text
 from liteconv.device.tables import format_table
 from liteconv.pipeline.run import DEVICE, EXPORT, VERIFY_JSON
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_png(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _compare_table(rows: list[dict]) -> str:
@@ -47,7 +33,7 @@ def _compare_table(rows: list[dict]) -> str:
 
 def _compare_plot(layers: list[dict], kind: str, key: str, ylabel: str, machine: dict, path):
     """One panel per (channels, dtype, threads): ``key`` against the input size per variant."""
-    plt = _plt()
+    plt = pyplot()
     combos = sorted({(r["channels"], r["dtype"], r["threads"]) for r in layers})
     ncols = min(4, len(combos))
     nrows = -(-len(combos) // ncols)
@@ -70,7 +56,7 @@ def _compare_plot(layers: list[dict], kind: str, key: str, ylabel: str, machine:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(f"3×3 layer {kind}: {machine['cpu']}", fontsize=10)
-    _save_png(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -144,7 +130,7 @@ def write_report(rows: list[dict], out: str | Path) -> list[Path]:
                 "ai-edge-litert 2.0.2), not measured; 'p50 ms (host)' measured here, "
                 "'p50 ms <board>' measured on that board.\n")  # fmt: skip
     written.append(atomic_write_text(out.with_suffix(".md"), table + "\n" + note))
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sizes = [max(20.0, r["size_bytes"] / 4096) for r in rows]
     ax.scatter([p[0] for p in points], [p[1] for p in points], s=sizes, alpha=0.6)
@@ -159,7 +145,7 @@ def write_report(rows: list[dict], out: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend()
     written.append(out.with_suffix(".png"))
-    _save_png(fig, written[-1])
+    save_png(fig, written[-1])
     plt.close(fig)
     return written
 
@@ -352,7 +338,7 @@ def write_profile_report(sections: list[dict], out: str | Path) -> list[Path]:
     written.append(atomic_write_text(base.with_suffix(".md"), "\n".join(parts)))
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(sections), squeeze=False,
                              figsize=(5.5 * len(sections), 1.5 + 0.3 * max(len(s["rows"])
                                                                            for s in sections)))  # fmt: skip
@@ -371,6 +357,6 @@ def write_profile_report(sections: list[dict], out: str | Path) -> list[Path]:
         ax.legend(fontsize=7)
     fig.tight_layout()
     written.append(base.with_suffix(".png"))
-    _save_png(fig, written[-1])
+    save_png(fig, written[-1])
     plt.close(fig)
     return written
