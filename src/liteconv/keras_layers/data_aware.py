@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from liteconv.compat import keras, tf
+from liteconv.keras_layers.decompose import cp_names
+from liteconv.keras_layers.flattened import lvh_names
 
 ROWS = 20000  # image positions per fit (Zhang et al.: 3,000 images x 10 positions)
 HELD_OUT = 0.125  # share of the images kept out of the fit, for the reported errors
@@ -265,13 +267,18 @@ def _steps(flat, row: dict) -> list[dict]:
     """The fitted steps of one decomposed layer: weight layer names and the input tensor."""
     name = row["layer"]
     if row["method"] == "cp":
-        return [{"kind": "cp", "input": f"{name}_cp_in",
-                 "layers": [f"{name}_cp_vertical", f"{name}_cp_horizontal", f"{name}_cp_in",
-                            f"{name}_cp_out"], "output": f"{name}_cp_out"}]  # fmt: skip
+        cp = cp_names(name)
+        return [{"kind": "cp", "input": cp["in"],
+                 "layers": [cp["vertical"], cp["horizontal"], cp["in"], cp["out"]],
+                 "output": cp["out"]}]  # fmt: skip
     stages = int(row["method"][-1])
-    return [{"kind": "lvh", "stage": s, "input": f"{name}_s{s}_lateral",
-             "layers": [f"{name}_s{s}_vertical", f"{name}_s{s}_horizontal", f"{name}_s{s}_lateral"],
-             "output": f"{name}_s{s}_horizontal"} for s in range(1, stages + 1)]  # fmt: skip
+    out = []
+    for s in range(1, stages + 1):
+        lvh = lvh_names(name, s)
+        out.append({"kind": "lvh", "stage": s, "input": lvh["lateral"],
+                    "layers": [lvh["vertical"], lvh["horizontal"], lvh["lateral"]],
+                    "output": lvh["horizontal"]})  # fmt: skip
+    return out
 
 
 def _read(flat, step) -> tuple[list[np.ndarray], np.ndarray | None]:

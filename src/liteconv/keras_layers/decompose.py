@@ -29,7 +29,7 @@ import numpy as np
 
 from liteconv.compat import keras, tf
 from liteconv.keras_layers.cost import layer_macs
-from liteconv.keras_layers.flattened import flattened_conv, vertical_horizontal
+from liteconv.keras_layers.flattened import flattened_conv, lvh_names, vertical_horizontal
 
 METHODS = ("lvh", "cp")
 
@@ -224,14 +224,22 @@ def _lvh_block(layer, x, stages: int):
                           use_bias=layer.use_bias, name=layer.name)  # fmt: skip
 
 
+def cp_names(name: str) -> dict[str, str]:
+    """The layer names of a CP-decomposed ``name``: ``in`` (1×1 to R), ``vertical`` and
+    ``horizontal`` (R 1-D filters), ``out`` (1×1 back, with the bias)."""
+    return {"in": f"{name}_cp_in", "vertical": f"{name}_cp_vertical",
+            "horizontal": f"{name}_cp_horizontal", "out": f"{name}_cp_out"}  # fmt: skip
+
+
 def _cp_block(layer, x, rank: int):
-    x = keras.layers.Conv2D(rank, 1, use_bias=False, name=f"{layer.name}_cp_in")(x)
+    names = cp_names(layer.name)
+    x = keras.layers.Conv2D(rank, 1, use_bias=False, name=names["in"])(x)
     # unit-gain 1-D filters as in flattened_conv (the decomposition overwrites them; a
     # re-initialised copy then still trains); strides as flattened_conv runs them
     x = vertical_horizontal(x, layer.kernel_size, strides=layer.strides, padding=layer.padding,
                             use_bias=False, name=f"{layer.name}_cp")  # fmt: skip
     return keras.layers.Conv2D(layer.filters, 1, use_bias=layer.use_bias,
-                               name=f"{layer.name}_cp_out")(x)  # fmt: skip
+                               name=names["out"])(x)  # fmt: skip
 
 
 def _lvh_weights(layer, stages: int, max_iter: int) -> tuple[dict, float]:
@@ -244,36 +252,37 @@ def _lvh_weights(layer, stages: int, max_iter: int) -> tuple[dict, float]:
     def with_bias(kernel_value, bias_value=zeros):  # biases only where the conv had one
         return [kernel_value.astype(np.float32)] + ([bias_value] if layer.use_bias else [])
 
-    name = layer.name
+    one = lvh_names(layer.name, 1)
     weights = {
-        f"{name}_s1_lateral": with_bias(z[None, None]),
-        f"{name}_s1_vertical": with_bias(y[:, None, :, None]),
-        f"{name}_s1_horizontal": with_bias(x[None, :, :, None], bias if stages == 1 else zeros),
+        one["lateral"]: with_bias(z[None, None]),
+        one["vertical"]: with_bias(y[:, None, :, None]),
+        one["horizontal"]: with_bias(x[None, :, :, None], bias if stages == 1 else zeros),
     }
     if stages == 2:
         vertical = np.zeros((kh, 1, cout, 1), np.float32)
         vertical[(kh - 1) // 2] = 1.0  # SAME padding puts (k-1)//2 rows before: identity
         horizontal = np.zeros((1, kw, cout, 1), np.float32)
         horizontal[0, (kw - 1) // 2] = 1.0
+        two = lvh_names(layer.name, 2)
         weights.update({
-            f"{name}_s2_lateral": with_bias(np.eye(cout)[None, None]),
-            f"{name}_s2_vertical": with_bias(vertical),
-            f"{name}_s2_horizontal": with_bias(horizontal, bias),
+            two["lateral"]: with_bias(np.eye(cout)[None, None]),
+            two["vertical"]: with_bias(vertical),
+            two["horizontal"]: with_bias(horizontal, bias),
         })  # fmt: skip
     return weights, err
 
 
 def _cp_weights(layer, rank: int, max_iter: int) -> tuple[dict, float]:
     a, b, c, d, err = cp_kernel(layer.kernel.numpy(), rank, max_iter=max_iter)
-    name = layer.name
+    names = cp_names(layer.name)
     out = [d[None, None].astype(np.float32)]
     if layer.use_bias:
         out.append(layer.bias.numpy().astype(np.float32))
     return {
-        f"{name}_cp_in": [c[None, None].astype(np.float32)],
-        f"{name}_cp_vertical": [a[:, None, :, None].astype(np.float32)],
-        f"{name}_cp_horizontal": [b[None, :, :, None].astype(np.float32)],
-        f"{name}_cp_out": out,
+        names["in"]: [c[None, None].astype(np.float32)],
+        names["vertical"]: [a[:, None, :, None].astype(np.float32)],
+        names["horizontal"]: [b[None, :, :, None].astype(np.float32)],
+        names["out"]: out,
     }, err
 
 

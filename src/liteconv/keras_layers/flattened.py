@@ -93,8 +93,9 @@ def flattened_conv(
     name = _args.layer_name(name, "flattened_conv")
 
     for stage in range(1, stages + 1):
-        prefix = f"{name}_s{stage}"
-        x = keras.layers.Conv2D(filters, 1, use_bias=use_bias, name=f"{prefix}_lateral")(x)
+        prefix = f"{name}_s{stage}"  # vertical_horizontal names prefix_vertical/_horizontal
+        x = keras.layers.Conv2D(filters, 1, use_bias=use_bias,
+                                name=lvh_names(name, stage)["lateral"])(x)  # fmt: skip
         x = vertical_horizontal(
             x,
             (k_h, k_w),
@@ -104,6 +105,15 @@ def flattened_conv(
             name=prefix,
         )
     return x
+
+
+def lvh_names(name: str, stage: int) -> dict[str, str]:
+    """The layer names of stage ``stage`` of ``flattened_conv(..., name=name)``: its
+    ``lateral`` 1×1, ``vertical`` k×1 and ``horizontal`` 1×k convolutions (what
+    ``liteconv flatten`` and the data-aware fit look the factors up by)."""
+    prefix = f"{name}_s{stage}"
+    return {"lateral": f"{prefix}_lateral", "vertical": f"{prefix}_vertical",
+            "horizontal": f"{prefix}_horizontal"}  # fmt: skip
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
