@@ -126,3 +126,20 @@ def test_a_budget_is_checked_when_made_and_names_its_source():
     assert host.target == "raspberry-pi-4"
     assert Budget(2.5, threads=2).record() == {"ms": 2.5, "mode": "int8", "threads": 2,
                                                "target": "host", "emulated": False}  # fmt: skip
+
+
+def test_a_board_measured_document_answers_by_name_at_its_threads():
+    """The third latency source reads a board's result document: a model by any of its
+    names, the record at the asked threads, the XNNPACK one where both are there."""
+    from liteconv.bench.latency import BoardMeasured
+
+    doc = {"where": "pi5", "records": [
+        {"model": "exp/int8", "threads": 1, "xnnpack": False, "p50_ms": 9.0},
+        {"model": "exp/int8", "threads": 1, "xnnpack": True, "p50_ms": 3.0},
+        {"model": "exp/int8", "threads": 4, "xnnpack": True, "p50_ms": 1.0},
+        {"model": "fp32", "threads": 1, "xnnpack": True, "p50_ms": 5.0}]}  # fmt: skip
+    board = BoardMeasured(doc)
+    got = board.named_times([("exp/int8", "int8"), ("exp/fp32", "fp32"), ("exp/qat", "qat")])
+    assert [g and g["p50_ms"] for g in got] == [3.0, 5.0, None]
+    assert BoardMeasured(doc, threads=4).named_times([("exp/int8",)])[0]["p50_ms"] == 1.0
+    assert board.where == "pi5" and BoardMeasured({}).where == "device"

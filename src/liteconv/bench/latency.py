@@ -6,8 +6,9 @@ them on the target's emulated core (``liteconv.emulate``: 1 thread, cached by mo
 ``budget.plan_for_budget``, ``liteconv flatten --budget-ms``, ``liteconv profile`` and
 ``liteconv report`` take a source and never ask which one it is: ``profile`` gives
 per-block tables, ``times`` the latency of Keras models (converted alike), ``file_times``
-that of ``.tflite`` files. (A latency measured on the board itself comes back from ``liteconv device
-run`` as a result document, which ``report`` reads beside these.)
+that of ``.tflite`` files. The third source, ``BoardMeasured``, is a latency measured on
+the board itself (a result document from ``liteconv device run`` or the bundle's
+``bench.py --json``): read, not timed, its models found by name.
 
 Example:
     >>> source = Emulated(load_target("raspberry-pi-4"))
@@ -180,3 +181,35 @@ class Emulated:
                                 f"host's (max |diff| {rec['check']['max_abs_diff']:.3g})")  # fmt: skip
             out.append(entry)
         return out
+
+
+@dataclass
+class BoardMeasured:
+    """Measured on the board itself: a result document (``liteconv device run``, the
+    bundle's ``bench.py --json``), read rather than timed; ``threads``: which of its
+    records count."""
+
+    document: dict
+    threads: int = 1
+
+    @property
+    def where(self) -> str:
+        """The board's label in the document (``device`` when it gives none)."""
+        return self.document.get("where", "device")
+
+    @property
+    def done(self) -> str:
+        return f"measured on {self.where}"
+
+    def named_times(self, names: list[tuple[str, ...]]) -> list[dict | None]:
+        """For each model, given as the names it may go by (``experiment/name``, ``name``),
+        its record at the source's threads (``{"p50_ms", ...}``; the XNNPACK one where the
+        document also has one without), or None if the document has none."""
+        found: dict[str, dict] = {}
+        for r in self.document.get("records", []):
+            if r.get("threads") != self.threads:
+                continue
+            have = found.get(r["model"])
+            if have is None or (r.get("xnnpack", True) and not have.get("xnnpack", True)):
+                found[r["model"]] = r
+        return [next((found[n] for n in aliases if n in found), None) for aliases in names]

@@ -205,7 +205,7 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50,
     for each ``Target`` in ``emulate``, its estimated 1-thread latency
     (``estimated_ms@<target>``, ``liteconv.emulate``): host measured, board estimated and
     board measured side by side."""
-    from liteconv.bench.latency import Emulated, HostTimed
+    from liteconv.bench.latency import BoardMeasured, Emulated, HostTimed
     from liteconv.device.errors import LiteconvError
     from liteconv.device.harness import read_result_document, sidecar_for
     from liteconv.pipeline.run import Run
@@ -237,16 +237,13 @@ def report_rows(run_dirs, *, bench_docs=(), threads: int = 1, runs: int = 50,
     for key, source in sources:  # host measured, boards estimated: the same question
         for rec, row in zip(source.file_times(files, echo=echo), rows):
             row[key] = rec["p50_ms"]
-    for doc, only_run in merges:
-        where = doc.get("where", "device")
-        for rec in doc.get("records", []):
-            if rec.get("threads") != threads:
-                continue
-            for row in rows:
-                if only_run not in (None, row["run"]):
-                    continue
-                if rec["model"] in (f"{row['experiment']}/{row['name']}", row["name"]):
-                    row[f"p50_ms@{where}"] = rec["p50_ms"]
+    for doc, only_run in merges:  # boards measured: read from their documents, by name
+        board = BoardMeasured(doc, threads=threads)
+        mine = [row for row in rows if only_run in (None, row["run"])]
+        got = board.named_times([(f"{r['experiment']}/{r['name']}", r["name"]) for r in mine])
+        for row, rec in zip(mine, got):
+            if rec is not None:
+                row[f"p50_ms@{board.where}"] = rec["p50_ms"]
     return rows
 
 
