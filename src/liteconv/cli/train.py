@@ -9,6 +9,7 @@ import click
 from liteconv.cli.common import (
     config_option,
     load_config_from,
+    progress_bar,
     run_dir_or_newest,
     set_option,
 )
@@ -195,16 +196,15 @@ def flatten(run_dir, model_path, config_path, sets, method, stages, rank, rank_r
 
     def progress(done: int, total: int, layer: str, error: float, fitted=None) -> None:
         label = "decomposing" if fitted is None else "fitting to outputs"
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
-            state["bar"].__enter__()
+        if "bar" not in state:  # one bar per phase, closed by its last layer
+            state["bar"] = progress_bar(label)
         prefix = "\n" if sys.stderr.isatty() else ""  # below the bar's line on a terminal
         what = (f"relative reconstruction error {error:.4f}" if fitted is None else
                 f"relative output error {error:.4f} (kernel fit) -> {fitted:.4f} (data fit)")  # fmt: skip
         click.echo(f"{prefix}  [{done}/{total}] {layer}: {what}", err=True)
-        state["bar"].update(1)
+        state["bar"](done, total)
         if done == total:
-            state.pop("bar").__exit__(None, None, None)
+            state.pop("bar")
 
     run = flatten_run(
         run_dir, model_path=model_path, cfg=cfg, method=method, stages=stages, rank=rank,

@@ -120,11 +120,6 @@ def packaged_configs() -> Path:
     return Path(str(resources.files("liteconv"))) / "configs"
 
 
-def packaged_dir() -> Path:
-    """The targets shipped inside the liteconv package (``liteconv/configs/targets``)."""
-    return packaged_configs() / "targets"
-
-
 def config_dirs(kind: str) -> list[tuple[str, Path]]:
     """Where names of ``kind`` (``targets``, ``mcu``) are looked up, first match wins:
     ``(source, folder)`` for this folder's ``configs/KIND`` (a project or checkout), the
@@ -146,11 +141,6 @@ def find_named(kind: str) -> dict[str, tuple[str, Path]]:
     return found
 
 
-def target_dirs() -> list[tuple[str, Path]]:
-    """Where target names are looked up (``config_dirs("targets")``)."""
-    return config_dirs("targets")
-
-
 def find_targets() -> dict[str, tuple[str, Path]]:
     """Every known target name: ``{name: (source, path)}`` (the first folder that has it)."""
     return find_named("targets")
@@ -161,7 +151,7 @@ def list_targets() -> list[str]:
     return sorted(find_targets())
 
 
-def read_settings(path: Path) -> dict | object:
+def read_settings(path: Path) -> object:
     """A settings file (YAML, or JSON by its suffix) as plain data, ``name`` defaulting to
     the file's stem; unreadable or invalid text is a one-line error naming the file."""
     try:

@@ -22,8 +22,9 @@ width, from the datasheet; a target without it keeps one thread's bandwidth at a
 The DRAM bytes are the one-thread access stream's (the threads split the same tiles). The
 terms add: llvm-mca assumes every load hits L1, so the cycles carry no miss time for the
 traffic term to overlap with. An estimate counts only if the emulated outputs match the
-host's (the bundle check's tolerances); otherwise the record says so and carries no estimate. Every figure is an
-estimate: the emulated runtime is ai-edge-litert 2.0.2 (older than the host's).
+host's (the bundle check's tolerances); otherwise the record says so and carries no
+estimate. Every figure is an estimate: the emulated runtime is ai-edge-litert 2.0.2
+(older than the host's).
 
 Example:
     >>> records = estimate_models(["fp32.tflite"], load_target("raspberry-pi-4"))

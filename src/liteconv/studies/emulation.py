@@ -348,7 +348,7 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
     out = []
     for t in tables:
         board = targets[t.target]
-        slower = dram_bandwidth(board, t.threads) / (board.dram_mb_s or 1)
+        to_one_thread = dram_bandwidth(board, t.threads) / (board.dram_mb_s or 1)
         for mode in sorted({r["mode"] for r in t.rows}):
             rows = [r for r in t.rows if r["mode"] == mode and r.get("terms")]
             if len(rows) < 3 or not any(r["terms"]["memory_ms"] for r in rows):
@@ -356,7 +356,7 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
             entry = {"table": t.key, "mode": mode, "n": len(rows)}
             for name, combine in MEMORY_VARIANTS.items():
                 pred = [combine(*(r["terms"][k] for k in ("compute_ms", "sync_ms", "memory_ms")),
-                                r["terms"]["memory_ms"] * slower) for r in rows]  # fmt: skip
+                                r["terms"]["memory_ms"] * to_one_thread) for r in rows]  # fmt: skip
                 sc = scores(pred, [r["published_ms"] for r in rows],
                             leave_one_out(pred, [r["published_ms"] for r in rows]))  # fmt: skip
                 entry[name] = {"within_10": sc["within_10"], "median": sc["median"]}
