@@ -50,7 +50,8 @@ def targets():
     "boards",
     default=None,
     metavar="B[,B]",
-    help="MCU boards (default: all shipped: liteconv/configs/mcu), or YAML paths",
+    help="MCU boards (default: every known board, shipped and your own: 'liteconv "
+    "targets' lists them), or YAML paths",
 )
 @click.option(
     "--emit",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from liteconv.device.errors import LiteconvError
 from liteconv.device.schema import build, check
-from liteconv.device.targets import find_named, read_settings
+from liteconv.device.targets import find_named, packaged_configs, read_settings
 
 
 @dataclass
@@ -41,6 +41,12 @@ def list_boards() -> list[str]:
     """Names of the known boards: ``./configs/mcu``, the user folder's ``mcu/``
     (``device.targets.user_dir``), the package's (``find_named``)."""
     return sorted(find_named("mcu"))
+
+
+def shipped_boards() -> list[Board]:
+    """The boards shipped in the package, read from there even where a user's board of
+    the same name shadows one (what ``study mcu`` is made on, alike on every machine)."""
+    return [load_board(str(p)) for p in sorted((packaged_configs() / "mcu").glob("*.yaml"))]
 
 
 def load_board(name_or_path: str) -> Board:

@@ -1,8 +1,9 @@
 """``liteconv study mcu``: standard / flattened / separable CNNs on each microcontroller.
 
 The three CNNs of the README (28×28×1, ten classes, random weights: size and arena do not
-depend on the weights) and the baseline decomposed by ``liteconv flatten`` (LVH, one stage), full-integer int8 with int8 I/O, once with per-channel and once
-with per-tensor weight quantization (per-channel metadata weighs on the flattened model's
+depend on the weights) and the baseline decomposed by ``liteconv flatten`` (LVH, one
+stage), full-integer int8 with int8 I/O, once with per-channel and once with per-tensor
+weight quantization (per-channel metadata weighs on the flattened model's
 many small layers), each through ``mcu.fit`` on every shipped board: model bytes, TFLM's
 smallest arena (x86-64: an upper bound of a 32-bit MCU's), the flash estimate, fits, and
 TFLM's outputs against LiteRT's.
@@ -23,41 +24,39 @@ from liteconv.device.files import atomic_write_json, atomic_write_text
 from liteconv.device.tables import format_table
 from liteconv.export.convert import to_tflite
 from liteconv.keras_layers import create_model
-from liteconv.mcu.boards import list_boards, load_board
+from liteconv.mcu.boards import shipped_boards
 from liteconv.mcu.fit import fit_model
 from liteconv.mcu.latency import SOURCE, cycles_per_mac
 
 MODELS = ("baseline_cnn", "flattened_cnn", "separable_cnn")
-DECOMPOSED = "baseline_cnn → flatten LVH-1"
-RANGE_BOARD = "nucleo-l4r5zi"  # the board the latency range is calibrated on  # what `liteconv flatten` makes of the baseline
+DECOMPOSED = "baseline_cnn → flatten LVH-1"  # what `liteconv flatten` makes of the baseline
+RANGE_BOARD = "nucleo-l4r5zi"  # the board the latency range is calibrated on
 
 
 def _models(shape):
-    """``(name, Keras model)`` of the three CNNs (random weights, seed 0) and the baseline
-    decomposed as ``liteconv flatten`` does (every eligible convolution, one LVH stage)."""
+    """``(name, file stem, Keras model)`` of the three CNNs (random weights, seed 0) and the
+    baseline decomposed as ``liteconv flatten`` does (every eligible convolution, one LVH
+    stage)."""
     from liteconv.keras_layers.decompose import flatten_model
 
     for name in MODELS:
         keras.utils.set_random_seed(0)
         model = create_model(name, input_shape=shape, num_classes=10)
-        yield name, model
+        yield name, name, model
         if name == "baseline_cnn":
-            yield DECOMPOSED, flatten_model(model, method="lvh", stages=1)[0]
+            yield DECOMPOSED, f"{name}-lvh1", flatten_model(model, method="lvh", stages=1)[0]
 
 
 def mcu_study(out: str | Path, *, shape=(28, 28, 1), echo=print) -> list[Path]:
     """Write ``OUT.json`` (every record) and ``OUT.md`` (one row per model and scheme)."""
-    boards = [load_board(b) for b in list_boards()]
+    boards = shipped_boards()
     data = np.random.default_rng(0).uniform(0, 1, size=(32, *shape)).astype("float32")
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, model in _models(shape):
+        for name, stem, model in _models(shape):
             for per_channel in (True, False):
                 scheme = "per-channel" if per_channel else "per-tensor"
-                path = (
-                    Path(tmp)
-                    / f"{name.split()[0]}{'-lvh1' if name == DECOMPOSED else ''}-{scheme}.tflite"
-                )
+                path = Path(tmp) / f"{stem}-{scheme}.tflite"
                 echo(f"{name} int8 ({scheme}): converting, then TFLM")
                 path.write_bytes(to_tflite(model, mode="int8", representative_data=data,
                                            num_calibration=32, io_type="int8",
