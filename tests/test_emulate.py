@@ -89,6 +89,26 @@ def stream_program(lines: int, passes: int, store: bool = False) -> bytes:
     return _elf(code, bss=lines * 64)
 
 
+def reread_program(lines: int) -> bytes:
+    """A static aarch64 ELF reading one word of each of ``lines`` 64-byte lines twice per
+    region: region 0 reads them twice as one invoke, region 1 marks a new invoke between
+    the two passes."""
+
+    def mark(code: int) -> list[int]:  # write(-7421, _, code)
+        return [*MARK, _movz(2, code), _movz(8, 64), SVC]
+
+    def one_pass() -> list[int]:
+        return [_movz_hi(5, BUFFER >> 16), _movz(1, lines),
+                0xF84404A4,  # ldr x4, [x5], #64 (post-index)
+                0xF1000421,  # subs x1, x1, #1
+                0x54000000 | (((-2) & 0x7FFFF) << 5) | 1]  # b.ne back to the load  # fmt: skip
+
+    code = [*mark(16), *one_pass(), *one_pass(), *mark(1),
+            *mark(17), *one_pass(), *mark(3), *one_pass(), *mark(1),
+            _movz(8, 93), _movz(0, 0), SVC]  # fmt: skip
+    return _elf(code, bss=lines * 64)
+
+
 def _need_tools():
     if not (shutil.which("qemu-aarch64") or os.path.isfile("/usr/bin/qemu-aarch64")):
         pytest.fail("qemu-aarch64 missing: 'make test' installs Debian's qemu-user")
@@ -152,6 +172,23 @@ def test_cache_model_writes_back_what_was_stored(tmp_path):
     assert again["l2_writebacks"] == lines
 
 
+@pytest.mark.parametrize(("lines", "again"), [(4096, 0), (32768, 32768)])
+def test_cache_model_counts_what_an_invoke_reads_from_memory_twice(tmp_path, lines, again):
+    """Re-reads: misses on lines the same invoke already read from memory. 256 KB read
+    twice stays in the 1 MB L2 (no second miss); 2 MB read twice through an LRU L2 misses
+    every line again, each a re-read, unless a new invoke is marked between the passes."""
+    _need_tools()
+    program = tmp_path / "reread"
+    program.write_bytes(reread_program(lines))
+    program.chmod(0o755)
+    regions, _ = counts.run_counted([str(program)], qemu_cpu="cortex-a72", cache=tmp_path,
+                                    caches=A72_CACHES)  # fmt: skip
+    one_invoke, two_invokes = regions[0]["memory"], regions[1]["memory"]
+    assert one_invoke["loads"] == 2 * lines
+    assert one_invoke["l2_misses"] == lines + again and one_invoke["l2_rereads"] == again
+    assert two_invokes["l2_misses"] == 2 * again and two_invokes["l2_rereads"] == 0
+
+
 def test_random_replacement_is_deterministic_and_keeps_part_of_a_stream_too_big_for_lru(tmp_path):
     """2 MB streamed twice through a 1 MB L2: LRU misses every line again, random
     replacement keeps some (and the same ones on every run: a fixed seed)."""
@@ -171,7 +208,8 @@ def test_thread_model_arithmetic_on_made_up_counts():
     """ms(T) = scale × ((serial + parallel / T) / clock + dispatches × sync × (T − 1) / clock
     + DRAM bytes / bandwidth(T)): the serial part does not split over the threads, each
     dispatch costs its sync cycles per extra thread, none at one thread; T threads draw T
-    times one thread's bandwidth up to the bus's peak (one thread's at any T without one)."""
+    times one thread's bandwidth up to the bus's peak (one thread's at any T without one);
+    what they would move if they shared the re-read lines is counted, not used."""
     from liteconv.device.targets import Target
     from liteconv.emulate.estimate import (
         caches_of,
@@ -200,6 +238,12 @@ def test_thread_model_arithmetic_on_made_up_counts():
     # with the bus's peak: 2 threads draw 12 800 MB/s (0.5 ms), 4 threads the 16 000 peak
     bus = dataclasses.replace(board, dram_peak_mb_s=16_000)
     assert [dram_bandwidth(bus, t) for t in (1, 2, 4)] == [6400, 12_800, 16_000]
+    # if 4 threads shared the re-reads (60 000 of the 75 000 lines read): 15 000 first
+    # reads + 60 000 / 4 re-reads + 25 000 write-backs = 3.52 MB; the estimate pays them all
+    rereads = {**memory, "l2_rereads": 60_000}
+    assert dram_bytes(rereads) == dram_bytes(memory) == 6_400_000
+    assert dram_bytes(rereads, 4) == 3_520_000 and dram_bytes(memory, 4) == 6_400_000
+    assert time_ms(bus, {**counted, "memory": rereads}, 4, sync_cycles=50_000)["memory_ms"] == 0.4
     assert time_ms(bus, counted, 1, sync_cycles=50_000)["memory_ms"] == 1.0
     assert time_ms(bus, counted, 2, sync_cycles=50_000)["memory_ms"] == 0.5
     assert time_ms(bus, counted, 4, sync_cycles=50_000) == {
@@ -738,3 +782,36 @@ def test_thread_speedups_pair_one_source_and_mark_the_sync_fit():
     assert out[0]["published"] == 4.0 and out[0]["estimated"] == 3.2
     assert out[0]["error"] == pytest.approx(-0.2) and out[0]["role"] == "held out"
     assert out[1]["role"] == "fit (threads)" and out[1]["estimated"] == 2.5
+
+
+def test_speedup_variants_score_held_out_pairs_under_each_way_of_adding_memory():
+    """The memory variants on speed-up pairs (made-up terms): with no memory term the
+    ratio is compute + sync alone; sharing the re-reads or a bus that scales changes only
+    the memory term; the sync count's own pairs never enter."""
+    from liteconv.device.targets import Target
+    from liteconv.studies.emulation import SYNC_TABLE, Table, speedup_variants
+
+    def row(published, compute, sync, memory, shared):
+        return {"model": "a", "mode": "fp32", "published_ms": published, "estimate": 1.0,
+                "terms": {"compute_ms": compute, "sync_ms": sync, "memory_ms": memory,
+                          "memory_shared_ms": shared}}  # fmt: skip
+
+    board = Target(name="b", dram_mb_s=1000, dram_peak_mb_s=4000)
+    targets = {"b": board}
+    src = SYNC_TABLE[0] + " (test)"
+    # one thread: 8 ms compute + 4 ms memory; four threads: 2 + 1 sync, memory at 4× the
+    # bandwidth 1 ms (0.5 ms if the threads shared the re-reads)
+    tables = [Table("s", "Phone", 1, [row(12.0, 8.0, 0.0, 4.0, 4.0)], "b"),
+              Table("s", "Phone", 4, [row(4.0, 2.0, 1.0, 1.0, 0.5)], "b"),
+              Table(src, SYNC_TABLE[1], 1, [row(9.0, 9.0, 0.0, 0.0, 0.0)], "b"),
+              Table(src, SYNC_TABLE[1], 2, [row(1.0, 4.5, 0.0, 0.0, 0.0)], "b")]  # fmt: skip
+    out = speedup_variants(tables, targets)
+    assert {v["n"] for v in out.values()} == {1}  # the fitted pair is left out
+    # published 12 / 4 = 3: used 12 / 4 = 3 exactly; no memory 8 / 3; shared 12 / 3.5;
+    # at one thread's bandwidth memory costs 4 ms at 4 threads too: 12 / 7
+    assert out["add (used)"]["median"] == 0.0
+    assert out["no memory term"]["low"] == pytest.approx(8 / 3 / 3 - 1, abs=1e-4)
+    assert out["re-reads shared by the threads"]["high"] == pytest.approx(
+        12 / 3.5 / 3 - 1, abs=1e-4
+    )
+    assert out["one thread's bandwidth at any T"]["low"] == pytest.approx(12 / 7 / 3 - 1, abs=1e-4)

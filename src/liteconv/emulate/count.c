@@ -10,7 +10,7 @@
  *   region K INSTRUCTIONS
  *   tb VADDR N_INSNS EXECUTIONS HEXBYTES      (blocks executed inside the region)
  *
- *   mem LOADS STORES L1_MISSES L2_MISSES L2_WRITEBACKS   (with a cache model, below)
+ *   mem LOADS STORES L1_MISSES L2_MISSES L2_WRITEBACKS L2_REREADS   (with a cache model)
  *
  * and at exit "total INSTRUCTIONS" of the whole run. Counting is per block: a region
  * starts after the marking syscall's block and ends with the closing one's, so a region
@@ -24,9 +24,12 @@
  * lru (the default) or random (an empty way first, else a way drawn by a xorshift
  * generator with a fixed seed: the same accesses give the same misses on every host).
  * L2_MISSES are lines read from memory, L2_WRITEBACKS dirty lines written back to it:
- * together the DRAM traffic. MARK_WARM
- * turns the model on without counting (a warm-up invoke fills the caches as on a board);
- * MARK_START turns it on too; it stays on until the run ends.
+ * together the DRAM traffic. L2_REREADS: the misses on lines already read from memory
+ * since the last MARK_INVOKE (or MARK_START), i.e. the traffic of data the invoke streams
+ * through the cache more than once (a GEMM's weights once per tile of rows); each invoke
+ * opens with MARK_INVOKE. MARK_WARM turns the model on without counting (a warm-up invoke
+ * fills the caches as on a board); MARK_START turns it on too; it stays on until the run
+ * ends.
  *
  * The API is declared here (Debian ships no qemu-plugin.h); only what is used.
  */
@@ -78,6 +81,7 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 #define MARK_FD ((uint64_t)(int64_t)-7421)
 #define MARK_STOP 1
 #define MARK_WARM 2
+#define MARK_INVOKE 3
 #define MARK_START 16
 #define WRITE_AARCH64 64
 #define WRITE_ARM 4
@@ -105,7 +109,52 @@ typedef struct {
     uint8_t *dirty;
 } Cache;
 
-typedef struct { uint64_t loads, stores, l1_misses, l2_misses, l2_writebacks; } MemStats;
+typedef struct { uint64_t loads, stores, l1_misses, l2_misses, l2_writebacks, l2_rereads; } MemStats;
+
+/* The lines read from memory in this invoke: open addressing, a slot is taken when its
+ * stamp is the invoke's (a new invoke empties the set by changing the stamp). */
+typedef struct {
+    uint64_t cap, used, stamp;
+    uint64_t *line;
+    uint64_t *at;
+} LineSet;
+static LineSet fetched = {0, 0, 1, NULL, NULL};
+
+static bool lineset_grow(LineSet *s);
+
+/* Add line; true when it was already there. */
+static bool lineset_add(LineSet *s, uint64_t line) {
+    if ((s->used + 1) * 2 > s->cap && !lineset_grow(s)) return false;
+    uint64_t mask = s->cap - 1, i = (line * 0x9E3779B97F4A7C15ull >> 17) & mask;
+    for (; s->at[i] == s->stamp; i = (i + 1) & mask)
+        if (s->line[i] == line) return true;
+    s->line[i] = line;
+    s->at[i] = s->stamp;
+    s->used++;
+    return false;
+}
+
+static bool lineset_grow(LineSet *s) {
+    LineSet bigger = {s->cap ? s->cap * 2 : 1u << 16, 0, s->stamp, NULL, NULL};
+    bigger.line = malloc(bigger.cap * sizeof *bigger.line);
+    bigger.at = calloc(bigger.cap, sizeof *bigger.at);
+    if (!bigger.line || !bigger.at) {
+        free(bigger.line);
+        free(bigger.at);
+        return false;
+    }
+    for (uint64_t i = 0; i < s->cap; i++)
+        if (s->at[i] == s->stamp) lineset_add(&bigger, s->line[i]);
+    free(s->line);
+    free(s->at);
+    *s = bigger;
+    return true;
+}
+
+static void lineset_clear(LineSet *s) {
+    s->stamp++;
+    s->used = 0;
+}
 
 static Cache l1, l2;
 static bool caches, simulate;
@@ -165,6 +214,7 @@ static void touch_line(uint64_t line, bool store) {
     }
     if (!cache_access(&l2, line, false, &evicted)) {
         mem.l2_misses++;
+        if (lineset_add(&fetched, line)) mem.l2_rereads++;
         if (evicted) mem.l2_writebacks++;
     }
 }
@@ -210,11 +260,16 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
         simulate = caches;
         return;
     }
+    if (a3 == MARK_INVOKE) {
+        lineset_clear(&fetched);
+        return;
+    }
     if (a3 >= MARK_START) {
         region = (long)(a3 - MARK_START);
         for (Block *b = blocks; b; b = b->next) b->start = b->count;
         simulate = caches;
         mem_start = mem;
+        lineset_clear(&fetched);
         return;
     }
     if (a3 != MARK_STOP || region < 0 || !out) return;
@@ -222,10 +277,11 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     for (Block *b = blocks; b; b = b->next) total += (b->count - b->start) * b->n_insns;
     fprintf(out, "region %ld %" PRIu64 "\n", region, total);
     if (caches)
-        fprintf(out, "mem %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+        fprintf(out, "mem %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
                 mem.loads - mem_start.loads, mem.stores - mem_start.stores,
                 mem.l1_misses - mem_start.l1_misses, mem.l2_misses - mem_start.l2_misses,
-                mem.l2_writebacks - mem_start.l2_writebacks);
+                mem.l2_writebacks - mem_start.l2_writebacks,
+                mem.l2_rereads - mem_start.l2_rereads);
     for (Block *b = blocks; b; b = b->next) {
         uint64_t runs = b->count - b->start;
         if (!runs) continue;

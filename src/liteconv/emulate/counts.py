@@ -30,13 +30,14 @@ from liteconv.emulate.tools import build_plugin, qemu_user
 GUEST = Path(__file__).with_name("guest.py")
 
 
-MEMORY_FIELDS = ("loads", "stores", "l1_misses", "l2_misses", "l2_writebacks")
+MEMORY_FIELDS = ("loads", "stores", "l1_misses", "l2_misses", "l2_writebacks", "l2_rereads")
 
 
 def parse_plugin_output(text: str) -> tuple[dict[int, dict], int | None]:
     """``({region: {"instructions": N, "blocks": [(vaddr, n_insns, runs, bytes)]}}, total)``
     from the plugin's output file; with the cache model a region also has ``memory``
-    (``MEMORY_FIELDS``: accesses, L1D misses, last-level misses and dirty write-backs)."""
+    (``MEMORY_FIELDS``: accesses, L1D misses, last-level misses, dirty write-backs and the
+    misses on lines the same invoke had already read from memory)."""
     regions: dict[int, dict] = {}
     total, current = None, None
     for line in text.splitlines():

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-MARK_FD, MARK_STOP, MARK_WARM, MARK_START = -7421, 1, 2, 16
+MARK_FD, MARK_STOP, MARK_WARM, MARK_INVOKE, MARK_START = -7421, 1, 2, 3, 16
 
 
 def _mark(code: int) -> None:
@@ -41,6 +41,7 @@ def main() -> None:
             interp.invoke()
         _mark(MARK_START + i)
         for _ in range(spec["invokes"]):
+            _mark(MARK_INVOKE)  # lines read before it are not this invoke's re-reads
             interp.invoke()
         _mark(MARK_STOP)
         outputs[f"m{i}"] = interp.get_tensor(out["index"])

@@ -50,6 +50,7 @@ from liteconv.emulate.estimate import (
     EMULATED_RUNTIME,
     SYNC_CYCLES,
     dram_bandwidth,
+    dram_bytes,
     estimate_models,
     time_ms,
 )
@@ -330,15 +331,30 @@ def cnn_speed_per_target(
 
 
 # How the DRAM term could combine with compute at T threads (what the estimate uses: add,
-# at T threads' bandwidth up to the bus's peak): compute, sync, memory at T threads'
-# bandwidth, memory at one thread's bandwidth.
+# every thread's traffic, at T threads' bandwidth up to the bus's peak). Each gets the
+# terms in ms: compute ``c``, sync ``s``, memory as used ``m``, memory if the T threads
+# shared the re-read lines ``ms``, and, at one thread's bandwidth, ``m1`` and ``ms1``.
 MEMORY_VARIANTS = {
-    "add (used)": lambda c, s, m, m1: c + s + m,
-    "one thread's bandwidth at any T": lambda c, s, m, m1: c + s + m1,
-    "overlap: max(compute, memory)": lambda c, s, m, m1: max(c, m) + s,
-    "no memory term": lambda c, s, m, m1: c + s,
-    "no sync term": lambda c, s, m, m1: c + m,
+    "add (used)": lambda c, s, m, ms, m1, ms1: c + s + m,
+    "re-reads shared by the threads": lambda c, s, m, ms, m1, ms1: c + s + ms,
+    "one thread's bandwidth at any T": lambda c, s, m, ms, m1, ms1: c + s + m1,
+    "re-reads shared, one thread's bandwidth": lambda c, s, m, ms, m1, ms1: c + s + ms1,
+    "overlap: max(compute, memory)": lambda c, s, m, ms, m1, ms1: max(c, m) + s,
+    "no memory term": lambda c, s, m, ms, m1, ms1: c + s,
+    "no sync term": lambda c, s, m, ms, m1, ms1: c + m,
 }
+
+
+def _variant_ms(combine, row: dict, to_one_thread: float) -> float:
+    """A row's time (no constant) with its terms combined by one ``MEMORY_VARIANTS`` entry;
+    ``to_one_thread``: its table's bandwidth at T threads ÷ one thread's."""
+    terms = [row["terms"][k] for k in ("compute_ms", "sync_ms", "memory_ms", "memory_shared_ms")]
+    return combine(*terms, *(m * to_one_thread for m in terms[2:]))
+
+
+def _to_one_thread(table: Table, targets: dict) -> float:
+    board = targets[table.target]
+    return dram_bandwidth(board, table.threads) / (board.dram_mb_s or 1)
 
 
 def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
@@ -347,16 +363,14 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
     which term the published figures ask for. ``targets``: each table's target by name."""
     out = []
     for t in tables:
-        board = targets[t.target]
-        to_one_thread = dram_bandwidth(board, t.threads) / (board.dram_mb_s or 1)
+        to_one_thread = _to_one_thread(t, targets)
         for mode in sorted({r["mode"] for r in t.rows}):
             rows = [r for r in t.rows if r["mode"] == mode and r.get("terms")]
             if len(rows) < 3 or not any(r["terms"]["memory_ms"] for r in rows):
                 continue
             entry = {"table": t.key, "mode": mode, "n": len(rows)}
             for name, combine in MEMORY_VARIANTS.items():
-                pred = [combine(*(r["terms"][k] for k in ("compute_ms", "sync_ms", "memory_ms")),
-                                r["terms"]["memory_ms"] * to_one_thread) for r in rows]  # fmt: skip
+                pred = [_variant_ms(combine, r, to_one_thread) for r in rows]
                 sc = scores(pred, [r["published_ms"] for r in rows],
                             leave_one_out(pred, [r["published_ms"] for r in rows]))  # fmt: skip
                 entry[name] = {"within_10": sc["within_10"], "median": sc["median"]}
@@ -364,12 +378,10 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
     return out
 
 
-def thread_speedups(tables: list[Table]) -> list[dict]:
-    """Each board's 1-thread ÷ T-thread time where one source publishes both (same model
-    and mode), published against estimated: the thread model and the memory at T threads
-    judged on pairs, with no constant (it cancels). The sync count's own pairs (the
-    ``SYNC_TABLE`` board at 2 threads) are marked as fitted; every other pair is held out."""
-    out = []
+def _speedup_pairs(tables: list[Table]):
+    """``(one-thread table, T-thread table, one-thread row, T-thread row, fitted)`` for each
+    model and mode one source publishes for a board at 1 and at T threads, both estimated;
+    ``fitted``: the pair belongs to the sync count's own table (``SYNC_TABLE``)."""
     for many in tables:
         if many.threads == 1:
             continue
@@ -381,16 +393,42 @@ def thread_speedups(tables: list[Table]) -> list[dict]:
         fitted = many.source.startswith(SYNC_TABLE[0]) and many.board == SYNC_TABLE[1]
         for r in many.rows:
             b = base.get((r["model"], r["mode"]))
-            if b is None or not (b.get("estimate") and r.get("estimate")):
-                continue
-            published = b["published_ms"] / r["published_ms"]
-            estimated = b["estimate"] / r["estimate"]
-            out.append({"board": many.board, "threads": many.threads, "model": r["model"],
-                        "mode": r["mode"], "published": round(published, 3),
-                        "estimated": round(estimated, 3),
-                        "error": round(estimated / published - 1, 4),
-                        "role": "fit (threads)" if fitted else "held out"})  # fmt: skip
+            if b is not None and b.get("estimate") and r.get("estimate"):
+                yield one[0], many, b, r, fitted
+
+
+def thread_speedups(tables: list[Table]) -> list[dict]:
+    """Each board's 1-thread ÷ T-thread time where one source publishes both (same model
+    and mode), published against estimated: the thread model and the memory at T threads
+    judged on pairs, with no constant (it cancels). The sync count's own pairs (the
+    ``SYNC_TABLE`` board at 2 threads) are marked as fitted; every other pair is held out."""
+    out = []
+    for _, many, b, r, fitted in _speedup_pairs(tables):
+        published = b["published_ms"] / r["published_ms"]
+        estimated = b["estimate"] / r["estimate"]
+        out.append({"board": many.board, "threads": many.threads, "model": r["model"],
+                    "mode": r["mode"], "published": round(published, 3),
+                    "estimated": round(estimated, 3),
+                    "error": round(estimated / published - 1, 4),
+                    "role": "fit (threads)" if fitted else "held out"})  # fmt: skip
     return out
+
+
+def speedup_variants(tables: list[Table], targets: dict) -> dict[str, dict]:
+    """The held-out speed-up pairs' errors under each ``MEMORY_VARIANTS`` entry (the sync
+    count as fitted): ``{variant: {"n", "median", "low", "high"}}``, median of |error|."""
+    errors: dict[str, list[float]] = {name: [] for name in MEMORY_VARIANTS}
+    for one, many, b, r, fitted in _speedup_pairs(tables):
+        if fitted:
+            continue
+        published = b["published_ms"] / r["published_ms"]
+        for name, combine in MEMORY_VARIANTS.items():
+            estimated = (_variant_ms(combine, b, _to_one_thread(one, targets))
+                         / _variant_ms(combine, r, _to_one_thread(many, targets)))  # fmt: skip
+            errors[name].append(estimated / published - 1)
+    return {name: {"n": len(e), "median": round(statistics.median(map(abs, e)), 4),
+                   "low": round(min(e), 4), "high": round(max(e), 4)}
+            for name, e in errors.items() if e}  # fmt: skip
 
 
 def _find(tables: list[Table], source_prefix: str, board: str, threads: int | None = None):
@@ -475,6 +513,14 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             )
             r["estimate"] = None if parts is None else parts["estimated_ms"]
             r["terms"] = parts and {k: parts[k] for k in ("compute_ms", "sync_ms", "memory_ms")}
+            if parts:  # the memory term if the threads shared the lines an invoke re-reads
+                bandwidth = dram_bandwidth(targets[t.target], t.threads)
+                shared = (
+                    dram_bytes(rec.get("memory"), t.threads) / (bandwidth * 1e3)
+                    if bandwidth
+                    else 0.0
+                )
+                r["terms"]["memory_shared_ms"] = round(shared, 4)
             r.setdefault("role", "held out")
     if host:
         cpus = len(os.sched_getaffinity(0))
@@ -502,6 +548,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             r["absolute_error"] = (None if not c or t.stand_in or t.fit_table or not r["estimate"]
                                    else round(r["estimate"] * c["constant"] / r["published_ms"] - 1, 4))  # fmt: skip
     variants = memory_variants(tables, targets)
+    speedup_errors = speedup_variants(tables, targets)
     judged = [{"table": t.key, "target": t.target, "stand_in": t.stand_in, "threads": t.threads,
                "fit_table": t.fit_table, "scores": judge_table(t.rows),
                "rows": [{k: (str(Path(v).name) if k == "file" else v) for k, v in r.items()}
@@ -510,7 +557,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                 "machine": machine_info(), "sync_cycles": sync, "sync_cycles_in_code": SYNC_CYCLES,
                 "sync_pairs": sync_rows, "thread_speedups": thread_speedups(tables),
                 "constants": constants, "tables": judged,
-                "memory_variants": variants,
+                "memory_variants": variants, "speedup_variants": speedup_errors,
                 "skipped": skipped}  # fmt: skip
     if cnns:
         import tempfile
@@ -621,12 +668,21 @@ def _markdown(doc: dict) -> str:
         parts += ["## Which terms the figures ask for", "",
                   "Per table with a DRAM term: share within ±10 % / median error (leave-one-"
                   "out) when the terms combine otherwise. Read, not fitted: the estimate keeps "
-                  "`add (used)`, at T threads' bandwidth up to the bus's peak (no constant: "
-                  "the peak is the datasheet's).", "",
+                  "`add (used)`, at T threads' bandwidth up to the bus's peak (no constant: the "
+                  "peak is the datasheet's). Re-reads: the misses on lines the invoke had already "
+                  "read from memory (counted by the cache model); `shared` is what T threads "
+                  "would move if each such line were read once for all of them.", "",
                   format_table(["table", "mode", "rows", *names],
                                [[v["table"][:80], v["mode"], v["n"],
                                  *[f"{_pct(v[n]['within_10'])} / {_pct(v[n]['median'])}" for n in names]]
                                 for v in doc["memory_variants"]], markdown=True), ""]  # fmt: skip
+    if doc.get("speedup_variants"):
+        parts += ["The held-out thread speed-ups (1 thread ÷ T threads, no constant) under each: "
+                  "median |error| and range.", "",
+                  format_table(["terms", "pairs", "median |error|", "range"],
+                               [[n, v["n"], _pct(v["median"]),
+                                 f"{_pct(v['low'], True)} … {_pct(v['high'], True)}"]
+                                for n, v in doc["speedup_variants"].items()], markdown=True), ""]  # fmt: skip
     absolute = [[t["table"][:80], r["model"], r["alpha"], r["resolution"], r["mode"],
                  r["published_ms"], _pct(r["absolute_error"], True)]
                 for t in doc["tables"] for r in t["rows"] if r.get("absolute_error") is not None]  # fmt: skip
