@@ -662,6 +662,9 @@ def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     assert emulation._find(tables, *emulation.SYNC_TABLE, 2)  # noqa: SLF001
     assert ("Raspberry Pi 4", 4) in keys and ("Pixel 4", 4) in keys
     assert all(t.rows and all(r["published_ms"] > 0 for r in t.rows) for t in tables)
+    for t in tables:  # one figure per architecture and precision within a table
+        arch = [(r["model"], r["alpha"], r["resolution"], r["precision"]) for r in t.rows]
+        assert len(arch) == len(set(arch)), t.key
     assert any("Raspberry Pi 2" in s for s in skipped)  # no Cortex-A7 target
     with pytest.raises(LiteconvError, match="no published figures for Nokia 3310"):
         emulation.emulation_study("/tmp/none", boards=["Nokia 3310"])
