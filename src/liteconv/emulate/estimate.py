@@ -96,6 +96,13 @@ def dram_bytes(memory: dict | None, shared_by: int = 1) -> float:
     return 64.0 * (reads + memory["l2_writebacks"])
 
 
+def dram_ms(target: Target, memory: dict | None, threads: int, shared_by: int = 1) -> float:
+    """Milliseconds per invoke moving ``dram_bytes(memory, shared_by)`` at
+    ``dram_bandwidth(target, threads)``; 0 for a target without ``dram_mb_s``."""
+    bandwidth = dram_bandwidth(target, threads)
+    return dram_bytes(memory, shared_by) / (bandwidth * 1e3) if bandwidth else 0.0
+
+
 # Cycles each pthreadpool dispatch costs per extra thread (waking the workers, waiting for
 # the slowest): fitted once, on XNNPACK's Pixel 3a 1- vs 2-thread pairs (google/XNNPACK
 # README, March 2020), by ``liteconv study emulation``; a count of cycles, so it applies to
@@ -129,9 +136,7 @@ def time_ms(
     khz = target.clock_mhz * 1e3
     compute = (serial + parallel / threads) / khz
     sync = dispatches * sync_cycles * (threads - 1) / khz
-    memory = counted.get("memory")
-    bandwidth = dram_bandwidth(target, threads)
-    memory_ms = dram_bytes(memory) / (bandwidth * 1e3) if bandwidth else 0.0
+    memory_ms = dram_ms(target, counted.get("memory"), threads)
     total = target.cycle_scale * (compute + sync + memory_ms)
     return {"compute_ms": round(compute, 4), "sync_ms": round(sync, 4),
             "memory_ms": round(memory_ms, 4), "estimated_ms": round(total, 4)}  # fmt: skip

@@ -50,7 +50,7 @@ from liteconv.emulate.estimate import (
     EMULATED_RUNTIME,
     SYNC_CYCLES,
     dram_bandwidth,
-    dram_bytes,
+    dram_ms,
     estimate_models,
     time_ms,
 )
@@ -422,9 +422,10 @@ def speedup_variants(tables: list[Table], targets: dict) -> dict[str, dict]:
         if fitted:
             continue
         published = b["published_ms"] / r["published_ms"]
+        one_factor, many_factor = _to_one_thread(one, targets), _to_one_thread(many, targets)
         for name, combine in MEMORY_VARIANTS.items():
-            estimated = (_variant_ms(combine, b, _to_one_thread(one, targets))
-                         / _variant_ms(combine, r, _to_one_thread(many, targets)))  # fmt: skip
+            estimated = (_variant_ms(combine, b, one_factor)
+                         / _variant_ms(combine, r, many_factor))  # fmt: skip
             errors[name].append(estimated / published - 1)
     return {name: {"n": len(e), "median": round(statistics.median(map(abs, e)), 4),
                    "low": round(min(e), 4), "high": round(max(e), 4)}
@@ -514,12 +515,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             r["estimate"] = None if parts is None else parts["estimated_ms"]
             r["terms"] = parts and {k: parts[k] for k in ("compute_ms", "sync_ms", "memory_ms")}
             if parts:  # the memory term if the threads shared the lines an invoke re-reads
-                bandwidth = dram_bandwidth(targets[t.target], t.threads)
-                shared = (
-                    dram_bytes(rec.get("memory"), t.threads) / (bandwidth * 1e3)
-                    if bandwidth
-                    else 0.0
-                )
+                shared = dram_ms(targets[t.target], rec.get("memory"), t.threads, t.threads)
                 r["terms"]["memory_shared_ms"] = round(shared, 4)
             r.setdefault("role", "held out")
     if host:
