@@ -479,6 +479,41 @@ def test_weights_larger_than_the_l2_stream_from_dram_every_invoke(tmp_path):
     assert fp32["estimated_ms_threads"]["4"] < fp32["estimated_ms"]  # compute splits
 
 
+@pytest.mark.large
+def test_every_input_is_set_and_any_output_shape_is_checked(tmp_path):
+    """A model with two inputs (the second one matters) and one with a feature-map output:
+    the host reference sets both inputs (against numpy with the layer's weights), and the
+    emulated run matches it, so both get an estimate."""
+    from liteconv.compat import keras
+    from liteconv.device.targets import load_target
+    from liteconv.emulate.estimate import estimate_models, host_reference
+    from liteconv.export.convert import to_tflite
+
+    _need_tools()
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((16,), name="a"), keras.Input((24,), name="b")
+    dense = keras.layers.Dense(3, name="fc")
+    two = keras.Model([a, b], dense(keras.layers.Concatenate()([a, b])))
+    image = keras.Input((12, 12, 3))
+    fmap = keras.Model(image, keras.layers.Conv2D(5, 3, padding="same")(image))
+    files = [tmp_path / "two-inputs.tflite", tmp_path / "feature-map.tflite"]
+    for file, model in zip(files, (two, fmap)):
+        file.write_bytes(to_tflite(model, mode="fp32"))
+
+    ref = host_reference(files[0])
+    by_width = {x.shape[-1]: x for x in ref["inputs"]}
+    assert sorted(by_width) == [16, 24] and by_width[24].any()
+    kernel, bias = dense.get_weights()
+    expected = np.concatenate([by_width[16], by_width[24]], axis=1) @ kernel + bias
+    np.testing.assert_allclose(ref["output"], expected, rtol=1e-5, atol=1e-5)
+
+    records = estimate_models([str(f) for f in files], load_target("raspberry-pi-4"),
+                              cache=tmp_path / "c", arm64_cache=ARM64_CACHE)  # fmt: skip
+    for record in records:
+        assert record["check"]["passed"], record["check"]
+        assert record["estimated_ms"] > 0
+
+
 def _small_cnn():
     from liteconv.compat import keras
 

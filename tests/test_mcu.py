@@ -81,6 +81,38 @@ def test_parity_fails_when_tflm_and_litert_disagree(models, monkeypatch):
     assert not fit.parity(models["kws"], arena)[0]["passed"]
 
 
+def test_parity_sets_every_input_of_a_model(tmp_path):
+    """Two int8 inputs, the second one weighted: TFLM and LiteRT get the same samples on
+    both, so parity passes, and TFLM's outputs follow the second input (a model run with
+    it left unset would not)."""
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((8,)), keras.Input((6,))
+    model = keras.Model([a, b], keras.layers.Dense(4)(keras.layers.Concatenate()([a, b])))
+    rng = np.random.default_rng(0)
+
+    def data():
+        for _ in range(16):
+            yield [rng.uniform(-1, 1, (1, 8)).astype("float32"),
+                   rng.uniform(-1, 1, (1, 6)).astype("float32")]  # fmt: skip
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = data
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    path = tmp_path / "two-inputs.tflite"
+    path.write_bytes(converter.convert())
+
+    record = fit.fit_model(path, [load_board("pico-2")])
+    assert record["parity"]["passed"], record["parity"]
+    arena = record["arena_bytes"]
+    zeros, ones = np.zeros((1, 8), np.int8), np.zeros((1, 6), np.int8)
+    first, _ = fit.tflm_outputs(path, arena, [[zeros, ones]])
+    ones[:] = 100
+    second, _ = fit.tflm_outputs(path, arena, [[zeros, ones]])
+    assert not np.array_equal(first, second)
+
+
 def test_a_model_that_crashes_tflm_is_an_error_not_the_end_of_liteconv(tmp_path):
     """Random weights make MobileNet's logits ~0 on every calibration image: an int8
     SOFTMAX with an input scale of ~1e-8, which aborts TFLM's softmax preparation (LiteRT

@@ -87,10 +87,11 @@ def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None
         return parse_plugin_output(out.read_text() if out.is_file() else "")
 
 
-def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, cache: Path,
+def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu: str, cache: Path,
                  arm64_cache: Path, invokes: int = 2, warmup: int = 1,
                  caches: dict | None = None) -> list[dict]:  # fmt: skip
-    """Per model: ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
+    """Per model (``inputs``: its input tensors, one per model input, in its order):
+    ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
     emulated ``output`` (for the check against the host's), the guest's memory ``maps``
     (text of ``/proc/self/maps``) and arm64 ``root`` (to name blocks, ``symbols``) and,
     with ``caches``, the
@@ -100,9 +101,10 @@ def count_models(models: list[str], inputs: list[np.ndarray], *, qemu_cpu: str, 
     site = userspace.ensure_wheels(Path(arm64_cache).resolve())
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
-        for i, array in enumerate(inputs):
-            paths.append(str(Path(tmp) / f"in{i}.npy"))
-            np.save(paths[-1], array)
+        for i, arrays in enumerate(inputs):
+            paths.append([str(Path(tmp) / f"in{i}-{j}.npy") for j in range(len(arrays))])
+            for path, array in zip(paths[-1], arrays):
+                np.save(path, array)
         spec = {"models": [str(Path(m).resolve()) for m in models], "inputs": paths,
                 "warmup": warmup, "invokes": invokes, "outputs": str(Path(tmp) / "out.npz"),
                 "maps": str(Path(tmp) / "maps.txt")}  # fmt: skip

@@ -2,7 +2,7 @@
 timed invokes between the counting plugin's markers, outputs saved for the check.
 
 Usage (by ``counts.py``): ``python guest.py SPEC.json``; SPEC holds ``models`` (paths),
-``inputs`` (``.npy`` paths, already in each model's input dtype), ``warmup``, ``invokes``,
+``inputs`` (per model, one ``.npy`` path per model input, already in its dtype), ``warmup``, ``invokes``,
 ``outputs`` (an ``.npz`` path) and ``maps`` (where to copy the guest's memory map). The
 markers are write(2) calls on a descriptor no process has, so they fail with EBADF and
 change nothing else.
@@ -30,12 +30,12 @@ def main() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     outputs = {}
-    for i, (model, image) in enumerate(zip(spec["models"], spec["inputs"])):
+    for i, (model, images) in enumerate(zip(spec["models"], spec["inputs"])):
         interp = Interpreter(model_path=model, num_threads=1)
         interp.allocate_tensors()
-        inp = interp.get_input_details()[0]
+        for detail, image in zip(interp.get_input_details(), images):
+            interp.set_tensor(detail["index"], np.load(image))
         out = interp.get_output_details()[0]
-        interp.set_tensor(inp["index"], np.load(image))
         _mark(MARK_WARM)  # the cache model runs from here: the warm-up fills the caches
         for _ in range(spec["warmup"]):
             interp.invoke()

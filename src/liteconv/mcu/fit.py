@@ -130,12 +130,15 @@ def _report_bytes(report: str, what: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def tflm_outputs(path: str | Path, arena: int, inputs: list[np.ndarray]) -> tuple[np.ndarray, str]:
-    """TFLM's raw outputs for each input (in a child, ``arena`` bytes) and its allocation
-    report."""
+def tflm_outputs(
+    path: str | Path, arena: int, inputs: list[list[np.ndarray]]
+) -> tuple[np.ndarray, str]:
+    """TFLM's raw first output for each sample (``inputs``: per sample, one tensor per model
+    input, in the model's order; in a child, ``arena`` bytes) and its allocation report."""
     with tempfile.TemporaryDirectory() as tmp:
-        np.save(Path(tmp) / "in.npy", np.stack(inputs))
-        proc = _child(Path(path), "run", str(arena), str(Path(tmp) / "in.npy"),
+        np.savez(Path(tmp) / "in.npz", **{f"s{i}_{j}": x for i, sample in enumerate(inputs)
+                                          for j, x in enumerate(sample)})  # fmt: skip
+        proc = _child(Path(path), "run", str(arena), str(Path(tmp) / "in.npz"),
                       str(Path(tmp) / "out.npy"))  # fmt: skip
         if proc.returncode != 0:
             why = (_signal_name(proc.returncode) if proc.returncode < 0
@@ -151,11 +154,12 @@ def parity(path: str | Path, arena: int, samples: int = SAMPLES, lite=None) -> t
     TFLM's allocation report. ``lite``: the model's LiteRT interpreter, if one is open."""
     blob = Path(path).read_bytes()
     lite = lite or load_interpreter(model_content=blob, num_threads=1, xnnpack=False)
-    inputs = [random_inputs(lite, seed)[0] for seed in range(samples)]
+    inputs = [random_inputs(lite, seed) for seed in range(samples)]  # every model input
     detail = lite.get_output_details()[0]
     expected = []
-    for x in inputs:
-        lite.set_tensor(lite.get_input_details()[0]["index"], x)
+    for sample in inputs:
+        for one, x in zip(lite.get_input_details(), sample):
+            lite.set_tensor(one["index"], x)
         invoke(lite, "model")
         expected.append(lite.get_tensor(detail["index"]).reshape(-1))
     here, report = tflm_outputs(path, arena, inputs)

@@ -6,8 +6,9 @@ tensor can segfault), and that must end a probe, not liteconv.
 ``python -m liteconv.mcu.probe MODEL bisect LOW HIGH``: the smallest arena in (LOW, HIGH]
 that allocates, printing ``try N`` before and ``ok N`` / ``fail N`` after each attempt
 (so a parent that sees the child die knows at which size), then ``done N``.
-``python -m liteconv.mcu.probe MODEL run ARENA INPUTS.npy OUTPUTS.npy``: TFLM's outputs for
-each input, then its allocation report on stdout.
+``python -m liteconv.mcu.probe MODEL run ARENA INPUTS.npz OUTPUTS.npy``: TFLM's first output
+for each sample (``s{sample}_{input}`` arrays: every model input set), then its allocation
+report on stdout.
 """
 
 from __future__ import annotations
@@ -43,11 +44,16 @@ def main(argv: list[str]) -> int:
             low, high = (low, mid) if ok else (mid, high)
         print(f"done {high}", flush=True)
         return 0
-    arena, inputs = int(argv[2]), np.load(argv[3])
+    arena, arrays = int(argv[2]), np.load(argv[3])
+    samples: dict[int, dict[int, np.ndarray]] = {}
+    for key in arrays.files:
+        sample, _, index = key[1:].partition("_")
+        samples.setdefault(int(sample), {})[int(index)] = arrays[key]
     interp = runtime.Interpreter.from_bytes(blob, arena_size=arena)
     outs = []
-    for x in inputs:
-        interp.set_input(x, 0)
+    for sample in sorted(samples):
+        for index, x in sorted(samples[sample].items()):
+            interp.set_input(x, index)
         interp.invoke()
         outs.append(np.array(interp.get_output(0)).reshape(-1))
         interp.reset()
