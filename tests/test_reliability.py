@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import DIGITS, copy_run
+from conftest import DIGITS, REPO, copy_run
 from liteconv.cli import cli
 from liteconv.compat import keras
 from liteconv.export.convert import to_tflite
@@ -472,6 +472,52 @@ def test_image_files_that_are_not_images_are_found_before_training(tmp_path):
     cfg.skip_bad_images = True
     splits = load_dataset(cfg, batch_size=4, seed=0)
     assert sum(splits.sizes.values()) == 12
+
+
+def test_image_files_that_do_not_decode_are_named_before_training(tmp_path, monkeypatch):
+    """A truncated JPEG (a header TensorFlow reads, a body it cannot decode) and a JPEG
+    with no frame header: a one-line error naming them before any run folder exists, or
+    dropped with data.skip_bad_images; the decoding pass runs once per folder state."""
+    import liteconv.pipeline.data as data
+    from liteconv.compat import tf
+    from liteconv.config import DataConfig
+    from liteconv.device.errors import LiteconvError
+
+    monkeypatch.setattr(data.caches, "IMAGES", tmp_path / "cache")
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(6):
+            img = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+            (folder / cls / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(img).numpy())
+    whole = (folder / "b" / "0.jpg").read_bytes()
+    (folder / "b" / "0.jpg").write_bytes(whole[: len(whole) // 2])  # an interrupted copy
+    (folder / "a" / "header-only.jpg").write_bytes(b"\xff\xd8\xff\xe0 no frame")
+    cfg = DataConfig(name="image_folder", path=str(folder), image_size=[8, 8])
+    with pytest.raises(LiteconvError, match=r"are not PNG/JPEG/GIF/BMP.*header-only\.jpg"):
+        data.load_dataset(cfg, batch_size=4, seed=0)
+    (folder / "a" / "header-only.jpg").unlink()
+    with pytest.raises(LiteconvError, match=r"1 image file\(s\) cannot be decoded .*b/0\.jpg"):
+        data.load_dataset(cfg, batch_size=4, seed=0)
+
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(cli, ["train", "-c", str(REPO / "src/liteconv/configs/experiments/"
+                                      "mobilenet_v1_image_folder.yaml"),
+                                      "--set", f"data.path={folder}", "--set", "train.epochs=1",
+                                      "--set", "data.image_size=[32,32]", "--out", str(runs)])  # fmt: skip
+    _one_line_error(result, "b/0.jpg")
+    assert not runs.exists()
+
+    def no_second_pass(*_a, **_k):
+        raise AssertionError("decoded again although the folder did not change")
+
+    monkeypatch.setattr(data, "undecodable", no_second_pass)
+    cfg.skip_bad_images = True
+    splits = data.load_dataset(cfg, batch_size=4, seed=0)
+    assert sum(splits.sizes.values()) == 11
+    read = [len(y) for ds in (splits.train, splits.val, splits.test) if ds for _, y in ds]
+    assert sum(read) == 11  # every kept file decodes
 
 
 def test_unexpected_errors_are_one_line_with_the_traceback_on_request(

@@ -54,7 +54,7 @@ class DataConfig:
     train_path: str | None = None  # image_folder: explicit split folders (else found in path)
     val_path: str | None = None
     test_path: str | None = None
-    skip_bad_images: bool = False  # image_folder: skip files that are not images (else an error)
+    skip_bad_images: bool = False  # image folders: skip non-images and undecodable files
     tfds_name: str | None = None
     image_size: list[int] | None = None  # [height, width] the model sees; null: native
     channels: Literal[1, 3] | None = None  # null: native

@@ -17,3 +17,4 @@ EMULATE = ROOT / "emulate"  # instruction counts per model hash + core (emulate.
 ARM64 = ROOT / "arm64"  # the emulated aarch64 user space (emulate.userspace)
 LATENCY = ROOT / "latency"  # measured block latencies per machine (bench.profile)
 PUBLISHED_MODELS = ROOT / "published-models"  # the emulation study's converted models
+IMAGES = ROOT / "images"  # which files of an image folder TensorFlow cannot decode (pipeline.data)

@@ -12,9 +12,11 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,10 +24,73 @@ import numpy as np
 
 from liteconv.compat import tf
 from liteconv.config import AugmentConfig, DataConfig
+from liteconv.device import caches
 from liteconv.device.errors import LiteconvError
+from liteconv.device.files import atomic_write_json, read_json
 from liteconv.pipeline.sources import Source, balanced_limit, load_source, shuffled, split_off
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+def undecodable(files: list[str], channels: int = 3) -> list[str]:
+    """The files of ``files`` TensorFlow's image decoder rejects (truncated or corrupt
+    although their header looked right), all decoded once, in parallel."""
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(files, dtype=str))
+    ds = ds.map(lambda f: (f, tf.shape(tf.io.decode_image(
+        tf.io.read_file(f), channels=channels, expand_animations=False))),
+        num_parallel_calls=AUTOTUNE).ignore_errors()  # fmt: skip
+    ok = {f.decode() for f, _ in ds.as_numpy_iterator()}
+    return [f for f in files if f not in ok]
+
+
+def _decode_reason(path: str, channels: int) -> str:
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    except tf.errors.OpError as err:
+        first = (str(err.message).strip().splitlines() or [""])[0]
+        return re.sub(r"\s*\[Op:.*$", "", first.split("}}")[-1]).strip()[:120]
+    return "decodes on its own"
+
+
+def drop_undecodable(source: Source, cfg: DataConfig, channels: int) -> Source:
+    """``source`` (an image folder) once every file is known to decode: a file that does
+    not (a truncated copy, a corrupt photo) is a one-line error naming it, before any
+    training, or with ``data.skip_bad_images`` dropped with a note. The answer is cached
+    per folder state (names, sizes, modification times), so the decoding pass runs once."""
+    splits = {"train": (source.x_train, source.y_train), "test": (source.x_test, source.y_test)}
+    if source.x_val is not None:
+        splits["val"] = (source.x_val, source.y_val)
+    files = [str(f) for x, _ in splits.values() for f in x]
+    digest = hashlib.sha256(f"{channels}".encode())
+    for f in files:
+        stat = os.stat(f)
+        digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    record = caches.IMAGES / f"{digest.hexdigest()[:24]}.json"
+    if record.is_file():
+        bad = read_json(record, "image decode check")["undecodable"]
+    else:
+        print(f"checking that {len(files)} image files decode (once for this folder state)",
+              flush=True)  # fmt: skip
+        bad = undecodable(files, channels)
+        atomic_write_json(record, {"files": len(files), "undecodable": bad})
+    if not bad:
+        return source
+    key = "data.train_path" if cfg.train_path else "data.path"
+    if not cfg.skip_bad_images:
+        raise LiteconvError(
+            f"{key}: {len(bad)} image file(s) cannot be decoded (truncated or corrupt), e.g. "
+            f"{bad[0]} ({_decode_reason(bad[0], channels)}); remove them or set "
+            "data.skip_bad_images: true"
+        )
+    print(f"note: skipping {len(bad)} image file(s) that cannot be decoded, e.g. {bad[0]}")
+    gone = set(bad)
+    kept = {name: (x[keep], y[keep]) for name, (x, y) in splits.items()
+            for keep in [np.array([str(f) not in gone for f in x], dtype=bool)]}  # fmt: skip
+    return dataclasses.replace(
+        source, x_train=kept["train"][0], y_train=kept["train"][1], x_test=kept["test"][0],
+        y_test=kept["test"][1], x_val=kept["val"][0] if "val" in kept else None,
+        y_val=kept["val"][1] if "val" in kept else None,
+    )  # fmt: skip
 
 
 @dataclass
@@ -160,6 +225,8 @@ def load_dataset(
         augmentation: training-only augmentation; ``None`` for none.
     """
     source = load_source(cfg)
+    if source.from_files:
+        source = drop_undecodable(source, cfg, cfg.channels or source.native_shape[2])
     # The whole index is shuffled (seeded) before the validation split, the limit and the
     # shuffle buffer: sources sorted by class (image folders) would otherwise give batches
     # of one or two classes (measured: 15 points of test accuracy lost on CIFAR-10 folders).

@@ -179,13 +179,14 @@ IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM
 
 
 def _is_image(path: Path) -> bool:
-    """True when the file starts like a PNG, JPEG, GIF or BMP (what TensorFlow decodes)."""
+    """True when the file starts like a PNG, JPEG, GIF or BMP (what TensorFlow decodes)
+    and its header gives a size (a JPEG with no frame header cannot be decoded)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
     except OSError:
         return False
-    return any(head.startswith(magic) for magic in IMAGE_MAGIC)
+    return any(head.startswith(magic) for magic in IMAGE_MAGIC) and image_size(path) is not None
 
 
 def _drop_unreadable(files: dict[str, list[str]], what: str, root: Path, skip: bool):
