@@ -347,6 +347,8 @@ def test_emulate_without_the_tools_is_a_one_line_error(tmp_path, monkeypatch, ex
     monkeypatch.setattr(tools.Path, "is_file", lambda self: False)
     with pytest.raises(LiteconvError, match="sudo apt-get install qemu-user"):
         tools.qemu_user()
+    with pytest.raises(LiteconvError, match="^qemu-arm .*sudo apt-get install qemu-user"):
+        tools.qemu_user(arch="armv7l")  # a 32-bit target's
     with pytest.raises(LiteconvError, match="sudo apt-get install llvm-16"):
         tools.llvm_tool("llvm-mca")
     with pytest.raises(LiteconvError, match="llvm-mca of LLVM 19 .*'sudo apt-get install llvm-19'"):
@@ -354,7 +356,7 @@ def test_emulate_without_the_tools_is_a_one_line_error(tmp_path, monkeypatch, ex
     with pytest.raises(LiteconvError, match="llvm: 17 is not a supported LLVM version"):
         tools.llvm_tool("llvm-mca", 17)
     monkeypatch.undo()
-    monkeypatch.setattr(tools, "qemu_user", lambda install=True: (_ for _ in ()).throw(
+    monkeypatch.setattr(tools, "qemu_user", lambda install=True, arch="": (_ for _ in ()).throw(
         LiteconvError("qemu-aarch64 (Debian's qemu-user) not found: run 'sudo apt-get install qemu-user'")))  # fmt: skip
     model = exported_run / "export" / "fp32.tflite"
     result = CliRunner().invoke(cli, ["bench", str(model), "--runs", "2", "--threads", "1",
@@ -448,6 +450,36 @@ def test_cores_differ_in_int8_kernels_not_in_fp32_and_counts_repeat(tmp_path):
     weights_fp32 = 4 * 9 * 32 * 32 * 4
     assert all(0 <= r["dram_bytes"] < 0.05 * weights_fp32 for r in pi4), [r["memory"] for r in pi4]
     assert all(r["memory_ms"] < 0.05 * r["compute_ms"] for r in pi4)
+
+
+@pytest.mark.large
+def test_a_32bit_board_runs_the_armv7_runtime_and_counts_repeat(tmp_path):
+    """raspberry-pi-3-32bit: the conv stack runs in the 32-bit user space (PyPI's
+    tflite-runtime armv7l under qemu-arm) and matches the host; another instruction set
+    than the 64-bit Pi 3's (A32 NEON has half A64's vector registers: smaller kernel tiles,
+    more instructions); one cycle per instruction; one dispatch per computing operator."""
+    from liteconv.device.targets import load_target
+    from liteconv.emulate.estimate import estimate_models
+
+    _need_tools()
+    paths = _conv_stack(tmp_path)
+    models = [str(paths["fp32"]), str(paths["int8"])]
+    target = load_target("raspberry-pi-3-32bit")
+    a32 = estimate_models(models, target, cache=tmp_path / "a", arm64_cache=ARM64_CACHE)
+    again = estimate_models(models, target, cache=tmp_path / "b", arm64_cache=ARM64_CACHE)
+    a64 = estimate_models(models, load_target("raspberry-pi-3"), cache=tmp_path / "c",
+                          arm64_cache=ARM64_CACHE)  # fmt: skip
+    assert all(r["check"]["passed"] for r in a32 + a64), [r["check"] for r in a32]
+    assert [r["instructions_per_invoke"] for r in a32] == [
+        r["instructions_per_invoke"] for r in again
+    ]
+    assert [r["memory"] for r in a32] == [r["memory"] for r in again]
+    for r in a32:
+        assert r["runtime"].startswith("tflite-runtime") and r["llvm"] is None
+        assert r["estimated_cycles"] == r["instructions_per_invoke"]
+        assert r["memory"]["loads"] > 0
+    assert [r["dispatches"] for r in a32] == [4, 6]  # + QUANTIZE, DEQUANTIZE at int8
+    assert a32[0]["instructions_per_invoke"] > 1.2 * a64[0]["instructions_per_invoke"]
 
 
 @pytest.mark.large
@@ -700,7 +732,11 @@ def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     for t in tables:  # one figure per architecture and precision within a table
         arch = [(r["model"], r["alpha"], r["resolution"], r["precision"]) for r in t.rows]
         assert len(arch) == len(set(arch)), t.key
-    assert any("Raspberry Pi 2" in s for s in skipped)  # no Cortex-A7 target
+    # XNNPACK's 32-bit Raspbian columns run on the 32-bit target; the Pi 2's A7 stands in
+    on = {t.board: (t.target, t.stand_in) for t in tables}
+    assert on["Raspberry Pi 3B+"] == ("raspberry-pi-3-32bit", "")
+    assert on["Raspberry Pi 2"][0] == "raspberry-pi-3-32bit" and on["Raspberry Pi 2"][1]
+    assert not any(s.startswith("Raspberry Pi") for s in skipped)
     with pytest.raises(LiteconvError, match="no published figures for Nokia 3310"):
         emulation.emulation_study("/tmp/none", boards=["Nokia 3310"])
     bad = tmp_path / "bad.csv"

@@ -23,14 +23,13 @@ def targets():
     liteconv; --target and --board also take a YAML path."""
     from liteconv.device.tables import format_table
     from liteconv.device.targets import find_named, find_targets, load_target
+    from liteconv.emulate.estimate import core_model
     from liteconv.mcu.boards import load_board
 
     rows = []
     for name, (source, path) in sorted(find_targets().items()):
         target = load_target(str(path))
-        core = (
-            f"{target.core} (LLVM {target.llvm}) @ {target.clock_mhz:g} MHz" if target.core else "-"
-        )
+        core = f"{core_model(target)} @ {target.clock_mhz:g} MHz" if target.core else "-"
         rows.append([name, target.description, core, source if source != "user" else str(path)])
     click.echo(format_table(["target", "description", "emulated core", "from"], rows))
     boards = []

@@ -44,7 +44,7 @@ def board_estimates(
     from liteconv.device.files import read_json
     from liteconv.device.tables import format_table
     from liteconv.device.targets import load_target
-    from liteconv.emulate.estimate import estimate_models
+    from liteconv.emulate.estimate import core_model, estimate_models
 
     target = load_target(target_name)
     try:
@@ -67,7 +67,7 @@ def board_estimates(
                           "instructions / invoke", f"{target.name} ms (1 thread, estimated)",
                           f"{target.name} ms ({most} threads, estimated)"], rows)  # fmt: skip
     echo(table)
-    echo(f"estimated, not measured: {target.core} (LLVM {target.llvm}) at "
+    echo(f"estimated, not measured: {core_model(target)} at "
          f"{target.clock_mhz:g} MHz under qemu -cpu {target.qemu_cpu}, constant "
          f"{target.cycle_scale:g} ({target.cycle_scale_source})")  # fmt: skip
     return table

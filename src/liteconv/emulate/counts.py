@@ -68,11 +68,12 @@ def plugin_args(caches: dict | None) -> str:
 
 
 def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None = None,
-                caches: dict | None = None, timeout: float = 3600) -> tuple[dict[int, dict], int | None]:  # fmt: skip
-    """Run an aarch64 program (``argv[0]``, with ``-L root`` for a dynamic one) under the
+                caches: dict | None = None, timeout: float = 3600,
+                arch: str = "aarch64") -> tuple[dict[int, dict], int | None]:  # fmt: skip
+    """Run an ``arch`` program (``argv[0]``, with ``-L root`` for a dynamic one) under the
     counting plugin (and its cache model when ``caches`` is given, see ``plugin_args``);
     returns ``parse_plugin_output`` of what it counted."""
-    qemu = qemu_user()
+    qemu = qemu_user(arch=arch)
     plugin = build_plugin(cache)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "counts.txt"
@@ -89,16 +90,22 @@ def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None
 
 def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu: str, cache: Path,
                  arm64_cache: Path, invokes: int = 2, warmup: int = 1,
-                 caches: dict | None = None) -> list[dict]:  # fmt: skip
+                 caches: dict | None = None, arch: str = "aarch64") -> list[dict]:  # fmt: skip
     """Per model (``inputs``: its input tensors, one per model input, in its order):
     ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
     emulated ``output`` (for the check against the host's), the guest's memory ``maps``
     (text of ``/proc/self/maps``) and arm64 ``root`` (to name blocks, ``symbols``) and,
     with ``caches``, the
-    ``memory`` counts per invoke (the warm-up invokes fill the caches uncounted)."""
-    userspace.preflight(arm64_cache)
-    root = userspace.ensure_rootfs(Path(arm64_cache).resolve())
-    site = userspace.ensure_wheels(Path(arm64_cache).resolve())
+    ``memory`` counts per invoke (the warm-up invokes fill the caches uncounted).
+    ``arch``: ``aarch64`` (``arm64_cache``'s user space) or ``armv7l`` (a 32-bit one,
+    tflite-runtime 2.14, built in ``arm64_cache``'s sibling folder ``armhf``)."""
+    space = Path(arm64_cache).resolve()
+    if arch != "aarch64":
+        space = space.with_name("armhf")
+    userspace.preflight(space)
+    root = userspace.ensure_rootfs(space, arch=arch)
+    userspace.ensure_wheels(space, arch=arch)
+    site = os.pathsep.join(map(str, userspace.site_paths(space, arch)))
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i, arrays in enumerate(inputs):
@@ -110,10 +117,10 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
                 "maps": str(Path(tmp) / "maps.txt")}  # fmt: skip
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
-        env.update(PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+        env.update(PYTHONPATH=site, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
         regions, _ = run_counted(
             ["-L", str(root), str(root / userspace.PYTHON), str(GUEST), str(Path(tmp) / "spec.json")],
-            qemu_cpu=qemu_cpu, cache=cache, env=env, caches=caches,
+            qemu_cpu=qemu_cpu, cache=cache, env=env, caches=caches, arch=arch,
         )  # fmt: skip
         outputs = np.load(spec["outputs"])
         maps = Path(spec["maps"]).read_text() if Path(spec["maps"]).is_file() else ""

@@ -55,6 +55,43 @@ from liteconv.emulate import counts, cycles, symbols, tools
 from liteconv.emulate.tools import PLUGIN_SOURCE
 
 EMULATED_RUNTIME = "ai-edge-litert 2.0.2 (aarch64, under qemu-user 7.2)"
+# A 32-bit target (``arch: armv7l``, Raspberry Pi OS 32-bit): PyPI's only armv7 runtime,
+# under qemu-arm. LLVM has no scheduling model of a Cortex-A53 (nor an A7) running 32-bit
+# code (llvm-mca -mtriple=armv7a: "unable to find instruction-level scheduling information"),
+# so such a target's cycles are its instructions (one per cycle; the board's constant holds
+# the core's mean cycles per instruction); its runtime's library keeps no XNNPACK names, so
+# all of its work is split over the threads and its dispatches are the graph's operators
+# that compute (``graph_dispatches``: on the 64-bit runs they equal the counted ones ± 1).
+# That runtime gives XNNPACK no int8 node: its int8 estimates are TFLite's builtin kernels.
+EMULATED_RUNTIME_ARMV7 = "tflite-runtime 2.14.0 (armv7l, under qemu-arm 7.2)"
+# Operators that move no data through XNNPACK's thread pool (shapes, views).
+NO_DISPATCH = {"RESHAPE", "SHAPE", "STRIDED_SLICE", "PACK", "SQUEEZE", "EXPAND_DIMS"}
+
+
+def is_32bit(target: Target) -> bool:
+    """True for a target emulated as 32-bit ARM (``arch: armv7l``)."""
+    return target.arch == "armv7l"
+
+
+def emulated_runtime(target: Target) -> str:
+    """What runs the emulated models of ``target``, in words."""
+    return EMULATED_RUNTIME_ARMV7 if is_32bit(target) else EMULATED_RUNTIME
+
+
+def core_model(target: Target) -> str:
+    """The core and what its cycles come from, in words: ``cortex-a72 (LLVM 16)``."""
+    if is_32bit(target):
+        return f"{target.core} (32-bit: no LLVM model)"
+    return f"{target.core} (LLVM {target.llvm})"
+
+
+def graph_dispatches(path: str | Path) -> int:
+    """The operators of the model at ``path`` that dispatch work (all but ``NO_DISPATCH``)."""
+    from liteconv.device.graph import list_ops
+
+    return sum(op.name not in NO_DISPATCH for op in list_ops(Path(path).read_bytes()))
+
+
 CACHE_VERSION = 4  # 3: serial / parallel cycles and dispatches; 4: re-reads counted
 
 
@@ -168,6 +205,10 @@ def host_reference(path: str | Path, seed: int = 0) -> dict:
 def _key(path: Path, target: Target) -> str:
     digest = hashlib.sha256(path.read_bytes())
     digest.update(PLUGIN_SOURCE.read_bytes())
+    if is_32bit(target):  # no llvm-mca; the runtime and qemu differ
+        digest.update(json.dumps([CACHE_VERSION, "armv7l", target.qemu_cpu,
+                                  caches_of(target)]).encode())  # fmt: skip
+        return digest.hexdigest()[:24]
     digest.update(json.dumps([CACHE_VERSION, target.core, target.qemu_cpu, caches_of(target),
                               tools.llvm_mca_version(target.llvm)]).encode())  # fmt: skip
     return digest.hexdigest()[:24]
@@ -186,7 +227,15 @@ STORED = (
 
 def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
     base = cached or {}
-    if counted is not None:
+    if counted is not None and is_32bit(target):  # see EMULATED_RUNTIME_ARMV7
+        n = counted["instructions_per_invoke"]
+        detail = {"instructions": n, "mca_cpu": None, "llvm": None, "cpi": 1.0,
+                  "parts": {"serial": {"instructions": 0, "cycles": 0},
+                            "parallel": {"instructions": round(n), "cycles": round(n)}}}  # fmt: skip
+        base = {"instructions_per_invoke": round(n), "estimated_cycles": round(n),
+                "cycle_model": detail, "dispatches": counted["dispatches"],
+                "memory": counted.get("memory")}  # fmt: skip
+    elif counted is not None:
         split = symbols.split_blocks(counted["blocks"], counted["symbolizer"])
         cyc, detail = cycles.estimate_cycles(counted["blocks"], target.core, target.llvm,
                                              kinds=split["kinds"])  # fmt: skip
@@ -213,10 +262,12 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
             f"target {target.name}: no core/qemu_cpu/clock_mhz for emulation; add them to its "
             "YAML (see configs/targets/raspberry-pi-4.yaml)"
         )
-    tools.qemu_user()  # the tools first: a missing one is a one-line error before any work
-    tools.llvm_tool("llvm-mca", target.llvm)
-    tools.llvm_tool("llvm-mc", target.llvm)
-    tools.llvm_tool("llvm-nm", target.llvm)
+    arch = "armv7l" if is_32bit(target) else "aarch64"
+    tools.qemu_user(arch=arch)  # the tools first: a missing one is a one-line error first
+    if arch == "aarch64":
+        tools.llvm_tool("llvm-mca", target.llvm)
+        tools.llvm_tool("llvm-mc", target.llvm)
+        tools.llvm_tool("llvm-nm", target.llvm)
     cache = Path(cache)
     paths = [Path(m) for m in models]
     keys = [_key(p, target) for p in paths]
@@ -233,16 +284,21 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
     refs = [host_reference(p) for p in paths]
     counted: dict[int, dict] = {}
     if todo:
-        echo(f"emulating {len(todo)} model(s) on {target.qemu_cpu} (qemu-aarch64; first time "
+        echo(f"emulating {len(todo)} model(s) on {target.qemu_cpu} (qemu-{'arm' if arch != 'aarch64' else arch}; first time "
              "for these files: up to a few minutes)")  # fmt: skip
         results = counts.count_models([str(paths[i]) for i in todo], [refs[i]["inputs"] for i in todo],
                                       qemu_cpu=target.qemu_cpu, cache=cache,
                                       arm64_cache=Path(arm64_cache),
-                                      caches=caches_of(target))  # fmt: skip
+                                      caches=caches_of(target), arch=arch)  # fmt: skip
         counted = dict(zip(todo, results))
-        names = symbols.Symbolizer(results[0]["maps"], root=results[0]["root"], llvm=target.llvm)
-        for one in results:
-            one["symbolizer"] = names
+        if arch == "aarch64":
+            names = symbols.Symbolizer(results[0]["maps"], root=results[0]["root"],
+                                       llvm=target.llvm)  # fmt: skip
+            for one in results:
+                one["symbolizer"] = names
+        else:
+            for i, one in counted.items():
+                one["dispatches"] = graph_dispatches(paths[i])
     records = []
     for i, path in enumerate(paths):
         ref = refs[i]
@@ -258,9 +314,9 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
             entry["estimated_ms"] = None  # outputs differ: not a faithful run of the model
             entry["estimated_ms_threads"] = {t: None for t in entry["estimated_ms_threads"]}
         records.append({"file": str(path), "target": target.name, "core": target.core,
-                        "llvm": target.llvm,
+                        "llvm": None if is_32bit(target) else target.llvm,
                         "qemu_cpu": target.qemu_cpu, "clock_mhz": target.clock_mhz,
                         "cycle_scale": target.cycle_scale, "dram_mb_s": target.dram_mb_s,
-                        "dram_peak_mb_s": target.dram_peak_mb_s, "runtime": EMULATED_RUNTIME,
-                        **entry})  # fmt: skip
+                        "dram_peak_mb_s": target.dram_peak_mb_s,
+                        "runtime": emulated_runtime(target), **entry})  # fmt: skip
     return records

@@ -1,4 +1,5 @@
-"""Runs inside the emulated aarch64 Python (numpy + ai-edge-litert only): each model's
+"""Runs inside the emulated ARM Python (numpy + ai-edge-litert, or tflite-runtime on 32-bit
+ARM, only): each model's
 timed invokes between the counting plugin's markers, outputs saved for the check.
 
 Usage (by ``counts.py``): ``python guest.py SPEC.json``; SPEC holds ``models`` (paths),
@@ -27,7 +28,10 @@ def _mark(code: int) -> None:
 def main() -> None:
     with open(sys.argv[1]) as fh:
         spec = json.load(fh)
-    from ai_edge_litert.interpreter import Interpreter
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # the 32-bit ARM user space: tflite-runtime (no armv7 ai-edge-litert)
+        from tflite_runtime.interpreter import Interpreter
 
     outputs = {}
     for i, (model, images) in enumerate(zip(spec["models"], spec["inputs"])):

@@ -49,16 +49,18 @@ def _apt(package: str, why: str) -> None:
     raise LiteconvError(f"{why}: 'apt-get install {package}' failed; install it by hand")
 
 
-def qemu_user(install: bool = True) -> str:
-    """Path of the dynamically linked ``qemu-aarch64`` (it loads TCG plugins)."""
-    for path in (shutil.which("qemu-aarch64"), "/usr/bin/qemu-aarch64"):
+def qemu_user(install: bool = True, arch: str = "aarch64") -> str:
+    """Path of the dynamically linked ``qemu-aarch64`` (``qemu-arm`` for an ``armv7l``
+    guest): Debian's qemu-user, which loads TCG plugins."""
+    name = "qemu-arm" if arch == "armv7l" else "qemu-aarch64"
+    for path in (shutil.which(name), f"/usr/bin/{name}"):
         if path and Path(path).is_file():
             return path
     if install:
-        _apt("qemu-user", "qemu-aarch64 (Debian's qemu-user, which loads TCG plugins)")
-        return qemu_user(install=False)
+        _apt("qemu-user", f"{name} (Debian's qemu-user, which loads TCG plugins)")
+        return qemu_user(install=False, arch=arch)
     raise LiteconvError(
-        "qemu-aarch64 (Debian's qemu-user, which loads TCG plugins; qemu-user-static cannot) "
+        f"{name} (Debian's qemu-user, which loads TCG plugins; qemu-user-static cannot) "
         "not found: run 'sudo apt-get install qemu-user'"
     )
 

@@ -31,6 +31,41 @@ PYTHON = "usr/bin/python3.11"
 # ai-edge-litert 2.3.0's aarch64 wheel segfaults while creating an interpreter under
 # Debian 12's qemu-user 7.2 (any -cpu model); 2.0.2 runs. Real boards are unaffected.
 WHEELS = ("ai-edge-litert==2.0.2", "numpy==1.26.4")
+# Per emulated instruction set: Debian's architecture, the packages unpacked beside Python,
+# the runtime's wheels and the platform tags pip fetches them for, the module they install.
+# 32-bit ARM (a Raspberry Pi OS 32-bit board): ai-edge-litert has no armv7 wheel, PyPI's
+# tflite-runtime 2.14.0 has (cp311, manylinux_2_34_armv7l; it needs numpy < 2), and PyPI
+# has no armv7 numpy at all: Debian's python3-numpy (1.24) is unpacked with Python.
+USERSPACES = {
+    "aarch64": {"debian": "arm64", "include": "python3-minimal,libpython3.11-stdlib",
+                "wheels": WHEELS, "module": "ai_edge_litert",
+                "platforms": ("manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
+                              "manylinux2014_aarch64")},
+    "armv7l": {"debian": "armhf", "include": "python3-minimal,libpython3.11-stdlib,python3-numpy",
+               "wheels": ("tflite-runtime==2.14.0",), "module": "tflite_runtime",
+               "platforms": ("manylinux_2_34_armv7l",)},
+}  # fmt: skip
+# Debian's update-alternatives links, which dpkg-deb -x does not make (numpy loads BLAS).
+ALTERNATIVES = {
+    "armhf": ("usr/lib/arm-linux-gnueabihf", ("blas/libblas.so.3", "lapack/liblapack.so.3"))
+}
+
+
+def userspace(arch: str) -> dict:
+    """The user space of ``arch`` (``aarch64`` or ``armv7l``); a one-line error otherwise."""
+    if arch not in USERSPACES:
+        raise LiteconvError(f"no emulated user space for arch {arch!r}: use one of "
+                            f"{', '.join(USERSPACES)}")  # fmt: skip
+    return USERSPACES[arch]
+
+
+def site_paths(cache: Path, arch: str = "aarch64") -> list[Path]:
+    """What the emulated Python's ``PYTHONPATH`` holds: the unpacked wheels, and for
+    armv7l Debian's own packages (its numpy)."""
+    paths = [Path(cache) / "site"]
+    if arch == "armv7l":
+        paths.append(Path(cache) / "root" / "usr/lib/python3/dist-packages")
+    return paths
 
 
 def _run(cmd: list[str], what: str, fix: str, **kwargs) -> subprocess.CompletedProcess:
@@ -64,7 +99,7 @@ def preflight(cache: str | Path) -> None:
     if (Path(cache) / "root" / PYTHON).is_file() or os.geteuid() == 0:
         return
     raise LiteconvError(
-        f"bench-arm64 builds an arm64 user space once under {cache} (debootstrap; about 700 MB, "
+        f"the emulated ARM user space is built once under {cache} (debootstrap; about 700 MB, "
         "Debian's mirror and PyPI): run this first time as root (sudo); later runs need no root"
     )
 
@@ -92,16 +127,17 @@ def _building(cache: Path):
         yield
 
 
-def ensure_rootfs(cache: Path, install: bool = True) -> Path:
-    """An unpacked Debian arm64 user space with Python 3.11 under ``cache/root``."""
+def ensure_rootfs(cache: Path, install: bool = True, arch: str = "aarch64") -> Path:
+    """An unpacked Debian user space of ``arch`` (arm64 by default, armhf for ``armv7l``)
+    with Python 3.11 under ``cache/root``."""
     root = cache / "root"
     if (root / PYTHON).is_file():
         return root
     with _building(cache):
-        return _build_rootfs(cache, root, install)
+        return _build_rootfs(cache, root, install, userspace(arch))
 
 
-def _build_rootfs(cache: Path, root: Path, install: bool) -> Path:
+def _build_rootfs(cache: Path, root: Path, install: bool, space: dict) -> Path:
     if (root / PYTHON).is_file():  # built while this process waited
         return root
     if shutil.which("debootstrap") is None:
@@ -114,14 +150,19 @@ def _build_rootfs(cache: Path, root: Path, install: bool) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     _run(
-        ["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
-         "--include=python3-minimal,libpython3.11-stdlib", DEBIAN_SUITE, str(tmp), DEBIAN_MIRROR],
-        "debootstrap of the arm64 user space",
+        ["debootstrap", "--foreign", f"--arch={space['debian']}", "--variant=minbase",
+         f"--include={space['include']}", DEBIAN_SUITE, str(tmp), DEBIAN_MIRROR],
+        f"debootstrap of the {space['debian']} user space",
         "check that Debian's package mirror is reachable",
         timeout=1800,
     )  # fmt: skip
     for deb in sorted((tmp / "var/cache/apt/archives").glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(tmp)], f"unpacking {deb.name}", "rerun the command")
+    folder, targets = ALTERNATIVES.get(space["debian"], ("", ()))
+    for target in targets:
+        link = tmp / folder / Path(target).name
+        if (tmp / folder / target).is_file() and not link.exists():
+            link.symlink_to(target)
     if not (tmp / PYTHON).is_file():
         raise LiteconvError(f"{tmp}: no {PYTHON} after debootstrap; delete {cache} and retry")
     shutil.rmtree(root, ignore_errors=True)
@@ -129,38 +170,40 @@ def _build_rootfs(cache: Path, root: Path, install: bool) -> Path:
     return root
 
 
-def ensure_wheels(cache: Path) -> Path:
-    """numpy and ai-edge-litert for aarch64/cp311, unpacked under ``cache/site``."""
-    site = cache / "site"
-    if (site / "ai_edge_litert").is_dir() and (site / "numpy").is_dir():
+def ensure_wheels(cache: Path, arch: str = "aarch64") -> Path:
+    """The runtime's wheels for ``arch``/cp311 (``USERSPACES``: numpy and ai-edge-litert for
+    aarch64, tflite-runtime for armv7l), unpacked under ``cache/site``."""
+    site, module = cache / "site", userspace(arch)["module"]
+    if (site / module).is_dir():
         return site
     with _building(cache):
-        return _build_site(cache, site)
+        return _build_site(cache, site, arch)
 
 
-def _build_site(cache: Path, site: Path) -> Path:
-    if (site / "ai_edge_litert").is_dir() and (site / "numpy").is_dir():
+def _build_site(cache: Path, site: Path, arch: str) -> Path:
+    space = userspace(arch)
+    if (site / space["module"]).is_dir():
         return site  # built while this process waited
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for tag in space["platforms"] for arg in ("--platform", tag)]
     _run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--platform", "manylinux_2_27_aarch64", "--platform", "manylinux_2_17_aarch64",
-         "--platform", "manylinux2014_aarch64", "--python-version", "3.11",
-         "--implementation", "cp", "-d", str(wheels), *WHEELS],
-        "downloading the aarch64 wheels",
-        f"check that PyPI is reachable and that {', '.join(WHEELS)} have manylinux aarch64 wheels",
+         *platforms, "--python-version", "3.11", "--implementation", "cp", "-d", str(wheels),
+         *space["wheels"]],
+        f"downloading the {arch} wheels",
+        f"check that PyPI is reachable and that {', '.join(space['wheels'])} have {arch} wheels",
         timeout=900,
     )  # fmt: skip
     tmp = cache / "site.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     for wheel in sorted(wheels.glob("*.whl")):
         if any(wheel.name.startswith(w.split("==")[0].replace("-", "_") + "-" + w.split("==")[1])
-               for w in WHEELS):  # fmt: skip
+               for w in space["wheels"]):  # fmt: skip
             with zipfile.ZipFile(wheel) as zf:
                 zf.extractall(tmp)
-    if not (tmp / "ai_edge_litert").is_dir():
-        raise LiteconvError(f"{wheels}: no ai-edge-litert aarch64 wheel; delete it and retry")
+    if not (tmp / space["module"]).is_dir():
+        raise LiteconvError(f"{wheels}: no {space['module']} {arch} wheel; delete it and retry")
     shutil.rmtree(site, ignore_errors=True)
     tmp.rename(site)
     return site

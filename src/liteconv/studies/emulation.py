@@ -47,10 +47,10 @@ from liteconv.device.machine import machine_info
 from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
 from liteconv.emulate.estimate import (
-    EMULATED_RUNTIME,
     SYNC_CYCLES,
     dram_bandwidth,
     dram_ms,
+    emulated_runtime,
     estimate_models,
     time_ms,
 )
@@ -62,7 +62,12 @@ PUBLISHED_CSV = Path(__file__).with_name("published_latency.csv")
 # that board (the table is then judged on ratios only, its constant being its own).
 BOARDS = {
     "Raspberry Pi 4": ("raspberry-pi-4", ""),
-    "Raspberry Pi 3B+": ("raspberry-pi-3", ""),
+    # XNNPACK's Pi 3B+ and Pi 2 figures ran 32-bit Raspbian: the 32-bit user space emulates them
+    "Raspberry Pi 3B+": ("raspberry-pi-3-32bit", ""),
+    "Raspberry Pi 2": (
+        "raspberry-pi-3-32bit",
+        "stand-in: Cortex-A7 at 900 MHz (BCM2836) as a Cortex-A53, both 32-bit",
+    ),
     "Pixel 4": ("pixel-4", ""),
     "Pixel 3": ("android-big-cores", "stand-in: Kryo 385 Gold (Cortex-A75 class) as a Cortex-A76"),
     "Pixel 3a": ("android-big-cores", "stand-in: Kryo 360 Gold (Cortex-A75 class) as a Cortex-A76"),
@@ -72,7 +77,11 @@ BOARDS = {
 # The one table each board's constant is fitted on (source prefix, board, threads).
 FIT_TABLES = {
     "raspberry-pi-4": ("google/XNNPACK README.md, revision of 2022-02", "Raspberry Pi 4", 4),
-    "raspberry-pi-3": ("google/XNNPACK README.md, revision of 2022-02", "Raspberry Pi 3B+", 4),
+    "raspberry-pi-3-32bit": (
+        "google/XNNPACK README.md, revision of 2022-02",
+        "Raspberry Pi 3B+",
+        4,
+    ),
     "pixel-4": ("tensorflow/tensorflow", "Pixel 4", 4),
 }
 # The table pairs the thread model's dispatch cost is fitted on.
@@ -549,7 +558,8 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                "fit_table": t.fit_table, "scores": judge_table(t.rows),
                "rows": [{k: (str(Path(v).name) if k == "file" else v) for k, v in r.items()}
                         for r in t.rows]} for t in tables]  # fmt: skip
-    document = {"source": str(Path(published).name), "runtime": EMULATED_RUNTIME,
+    document = {"source": str(Path(published).name),
+                "runtime": {name: emulated_runtime(t) for name, t in sorted(targets.items())},
                 "machine": machine_info(), "sync_cycles": sync, "sync_cycles_in_code": SYNC_CYCLES,
                 "sync_pairs": sync_rows, "thread_speedups": thread_speedups(tables),
                 "constants": constants, "tables": judged,
@@ -588,8 +598,14 @@ LIMITS = [
     "Memory: the cache model runs the one-thread access stream through the L1D and last-"
     "level cache; T threads draw T times one thread's sustained bandwidth (STREAM), up to "
     "the bus's datasheet peak (one thread's bandwidth at any T where a target gives no peak).",
-    "Pi 3B+: its published columns are 32-bit Raspbian (armv7 kernels); this emulation "
-    "runs the 64-bit runtime (qemu-arm has no Cortex-A53, LLVM no 32-bit A53 model).",
+    "Pi 3B+ and Pi 2: their published columns are 32-bit Raspbian (armv7 kernels), "
+    "estimated on the 32-bit target (`raspberry-pi-3-32bit`: PyPI's tflite-runtime 2.14.0 "
+    "armv7l, an older XNNPACK than the 64-bit runs', under qemu-arm -cpu cortex-a15, which "
+    "has the ISA; qemu-arm has no Cortex-A53). LLVM has no scheduling model of an A53 "
+    "running 32-bit code: there one cycle per instruction (the constant holds the mean "
+    "cycles per instruction), all work split over the threads (that runtime's library keeps "
+    "no XNNPACK names), dispatches = the graph's computing operators. The Pi 2's Cortex-A7 "
+    "is a stand-in (ratios only).",
 ]
 
 
@@ -624,8 +640,10 @@ def _summary_rows(doc: dict) -> list[list]:
 def _markdown(doc: dict) -> str:
     parts = [
         "# Emulated latency against published board figures, held out from the fit", "",
-        f"Published: `{doc['source']}` (every row with its source). Estimated: {doc['runtime']}; "
-        "instructions counted per translation block, cycles from llvm-mca on the hot blocks, "
+        f"Published: `{doc['source']}` (every row with its source). Estimated: "
+        + "; ".join(f"{k}: {v}" for k, v in doc["runtime"].items()) + "; "
+        "instructions counted per translation block, cycles from llvm-mca on the hot blocks "
+        "(32-bit targets: see the limits), "
         "split into serial and parallel parts by the runtime's symbols, every load and store "
         "through the board's L1D and last-level cache model. At T threads: ms = constant × "
         "((serial + parallel / T) cycles / clock + dispatches × sync cycles × (T − 1) / clock "
