@@ -1,7 +1,8 @@
 """Estimated latency of ``.tflite`` models on a target core, emulated; cached by model hash.
 
 For each model: inputs drawn from a fixed seed (the same on the host), instructions per
-invoke counted under ``qemu-aarch64 -cpu <target.qemu_cpu>``, cycles from llvm-mca's
+invoke counted under ``qemu-aarch64 -cpu <target.qemu_cpu>`` (``qemu-arm`` for a 32-bit
+target, see ``EMULATED_RUNTIME_ARMV7``), cycles from llvm-mca's
 ``<target.core>`` model, and, where the target gives its caches, every load and store run
 through a model of its L1D and last-level cache (``count.c``): the lines read from DRAM
 and written back to it per invoke. The runtime's symbols split the counted blocks
@@ -263,7 +264,8 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
             "YAML (see configs/targets/raspberry-pi-4.yaml)"
         )
     arch = "armv7l" if is_32bit(target) else "aarch64"
-    tools.qemu_user(arch=arch)  # the tools first: a missing one is a one-line error first
+    qemu = Path(tools.qemu_user(arch=arch)).name  # the tools first: a missing one is a
+    # one-line error before any work
     if arch == "aarch64":
         tools.llvm_tool("llvm-mca", target.llvm)
         tools.llvm_tool("llvm-mc", target.llvm)
@@ -284,8 +286,8 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
     refs = [host_reference(p) for p in paths]
     counted: dict[int, dict] = {}
     if todo:
-        echo(f"emulating {len(todo)} model(s) on {target.qemu_cpu} (qemu-{'arm' if arch != 'aarch64' else arch}; first time "
-             "for these files: up to a few minutes)")  # fmt: skip
+        echo(f"emulating {len(todo)} model(s) on {target.qemu_cpu} ({qemu}; first time for "
+             "these files: up to a few minutes)")  # fmt: skip
         results = counts.count_models([str(paths[i]) for i in todo], [refs[i]["inputs"] for i in todo],
                                       qemu_cpu=target.qemu_cpu, cache=cache,
                                       arm64_cache=Path(arm64_cache),
