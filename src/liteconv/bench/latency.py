@@ -122,7 +122,7 @@ class Emulated:
         model and the one-RELU model (the per-invoke cost) estimated instead of timed (1
         thread, with the board's DRAM term); each carries ``emulated`` (target, core, clock,
         runtime). ``progress`` does not apply (nothing is timed)."""
-        from liteconv.emulate.estimate import emulated_runtime
+        from liteconv.emulate.estimate import cycles_source, emulated_runtime
 
         blocks = prof.model_blocks(model)
         if not blocks:
@@ -145,7 +145,8 @@ class Emulated:
             result = prof.summarise([prof.block_row(b) for b in blocks], est[:-2], est[-2],
                                     est[-1], threads=1, measured=0)  # fmt: skip
             result["emulated"] = {"target": board.name, "core": board.core,
-                                  "clock_mhz": board.clock_mhz, "runtime": emulated_runtime(board)}  # fmt: skip
+                                  "clock_mhz": board.clock_mhz, "runtime": emulated_runtime(board),
+                                  "cycles": cycles_source(board)}  # fmt: skip
             results[mode] = result
         return results
 

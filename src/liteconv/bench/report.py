@@ -126,8 +126,9 @@ def write_report(rows: list[dict], out: str | Path) -> list[Path]:
     note = ""
     if any(c.startswith("estimated_ms@") for c in latency_cols):
         note = ("\n'estimated ms T': 1 thread on T's core emulated (qemu instruction counts, "
-                "llvm-mca cycles at T's clock, DRAM traffic of T's cache model; the emulated runtime is "
-                "ai-edge-litert 2.0.2), not measured; 'p50 ms (host)' measured here, "
+                "llvm-mca cycles at T's clock (instructions on a 32-bit target), DRAM traffic "
+                "of T's cache model; the emulated runtime is ai-edge-litert 2.0.2, tflite-runtime "
+                "2.14 on a 32-bit target), not measured; 'p50 ms (host)' measured here, "
                 "'p50 ms <board>' measured on that board.\n")  # fmt: skip
     written.append(atomic_write_text(out.with_suffix(".md"), table + "\n" + note))
     plt = pyplot()

@@ -80,8 +80,9 @@ def verify(run_dir):
               help="also time each model with the litert-benchmark tool of ai-edge-litert")  # fmt: skip
 @click.option("--emulate", "emulate_targets", default=None, metavar="TARGET[,TARGET]",
               help="also estimate each model's latency on these targets' cores by emulation "
-                   "(qemu-aarch64 -cpu + instruction counts + llvm-mca cycles; cached), e.g. "
-                   "raspberry-pi-4,raspberry-pi-5")  # fmt: skip
+                   "(qemu -cpu + instruction counts + llvm-mca cycles, or instructions on a "
+                   "32-bit target; cached), e.g. raspberry-pi-4,raspberry-pi-5,"
+                   "raspberry-pi-3-32bit")  # fmt: skip
 @click.option(
     "--emulate-cache",
     default=str(caches.EMULATE),

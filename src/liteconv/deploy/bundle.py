@@ -61,7 +61,7 @@ ai-edge-litert
 
 def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str]:
     """The README section on what this board should show, estimated by emulating its core."""
-    from liteconv.emulate.estimate import describe_memory
+    from liteconv.emulate.estimate import cycles_source, describe_memory
 
     most = max(target.threads)
     lines = [
@@ -69,7 +69,7 @@ def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str
         "",
         f"Emulated on the host before bundling: {target.core} at {target.clock_mhz:g} MHz "
         f"(qemu -cpu {target.qemu_cpu}, {estimates[0]['runtime']}; instruction counts, "
-        f"LLVM {target.llvm} llvm-mca cycles, {describe_memory(target)}, constant {target.cycle_scale:g}: "
+        f"{cycles_source(target)}, {describe_memory(target)}, constant {target.cycle_scale:g}: "
         f"{target.cycle_scale_source}). `bench.py` measures what the board really does — "
         "compare the two.",
         "",

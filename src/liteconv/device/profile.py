@@ -127,8 +127,8 @@ def profile_markdown(result: dict, mode: str) -> str:
     if emulated:
         where = (f"**Estimated** for {emulated['target']} ({emulated['core']} at "
                  f"{emulated['clock_mhz']:g} MHz, emulated: {emulated['runtime']}; instruction "
-                 "counts, llvm-mca cycles and the board's DRAM term where its target YAML gives "
-                 "one), not measured.\n\n")  # fmt: skip
+                 f"counts, {emulated.get('cycles', 'llvm-mca cycles')} and the board's DRAM term "
+                 "where its target YAML gives one), not measured.\n\n")  # fmt: skip
     return (
         f"{where}{table}\n\n{mode}, {result['threads']} thread(s): sum of {len(rows)} blocks "
         f"{result['sum_ms']:.4f} ms, less {len(rows) - 1} × the per-invoke cost "

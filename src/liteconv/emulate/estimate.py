@@ -86,6 +86,14 @@ def core_model(target: Target) -> str:
     return f"{target.core} (LLVM {target.llvm})"
 
 
+def cycles_source(target: Target) -> str:
+    """Where ``target``'s estimated cycles come from, in words (every estimate's title)."""
+    if is_32bit(target):
+        return ("cycles = instructions (LLVM has no 32-bit Cortex-A53 model: the constant "
+                "holds the mean cycles per instruction)")  # fmt: skip
+    return f"cycles from LLVM {target.llvm}'s llvm-mca {target.core} model"
+
+
 def graph_dispatches(path: str | Path) -> int:
     """The operators of the model at ``path`` that dispatch work (all but ``NO_DISPATCH``)."""
     from liteconv.device.graph import list_ops

@@ -15,10 +15,10 @@ from liteconv.device import caches
 from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
 from liteconv.emulate.estimate import (
+    cycles_source,
     describe_memory,
     emulated_runtime,
     estimate_models,
-    is_32bit,
     time_ms,
 )
 
@@ -65,11 +65,9 @@ def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
 def estimate_title(target) -> str:
     """One line saying how the estimates for ``target`` were made (above every table)."""
     memory = describe_memory(target)
-    cycles = (f"cycles from llvm-mca {target.llvm}" if not is_32bit(target) else
-              "cycles: one per instruction (LLVM has no 32-bit Cortex-A53 model)")  # fmt: skip
     return (
         f"**Estimated** on {target.name}: {target.core} at {target.clock_mhz:g} MHz (qemu "
-        f"-cpu {target.qemu_cpu}, {emulated_runtime(target)}; {cycles}, {memory}; scale "
+        f"-cpu {target.qemu_cpu}, {emulated_runtime(target)}; {cycles_source(target)}, {memory}; scale "
         f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: XNNPACK's "
         "parallel part split over them, the serial part and the DRAM term not, each "
         "dispatch to the threads a counted cost."
