@@ -33,7 +33,7 @@ from .runtime import (
     runtime_version,
 )
 from .tables import format_table
-from .tensors import random_inputs
+from .tensors import random_inputs, set_inputs
 
 
 def rss_bytes() -> int:
@@ -95,8 +95,7 @@ class _Case:
 
     def invoke(self) -> float:
         interp = self.interp
-        for detail, value in zip(interp.get_input_details(), self.inputs):
-            interp.set_tensor(detail["index"], value)
+        set_inputs(interp, self.inputs)
         start = time.perf_counter()
         try:
             interp.invoke()

@@ -149,7 +149,7 @@ def _child(argv: list[str]) -> int:
 
     from .graph import interpreter_ops
     from .runtime import invoke, load_interpreter
-    from .tensors import random_inputs
+    from .tensors import random_inputs, set_inputs
 
     parser = argparse.ArgumentParser(prog="liteconv.device.probe")
     parser.add_argument("model")
@@ -167,8 +167,7 @@ def _child(argv: list[str]) -> int:
         for xnnpack in (False, True):
             interp = plain if not xnnpack else load_interpreter(
                 model_content=blob, runtime=args.runtime, xnnpack=True, source=source)  # fmt: skip
-            for detail, value in zip(interp.get_input_details(), random_inputs(interp)):
-                interp.set_tensor(detail["index"], value)
+            set_inputs(interp, random_inputs(interp))
             invoke(interp, source)
     except LiteconvError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -49,6 +49,12 @@ def output_step(blob: bytes, runtime: str = "auto") -> float | None:
     return float(detail["quantization"][0])
 
 
+def set_inputs(interp, values) -> None:
+    """Set every input of ``interp`` from ``values`` (one per input, in the model's order)."""
+    for detail, value in zip(interp.get_input_details(), values):
+        interp.set_tensor(detail["index"], value)
+
+
 def random_inputs(interp, seed: int = 0) -> list[np.ndarray]:
     """One random tensor per model input, of its dtype and shape."""
     rng = np.random.default_rng(seed)

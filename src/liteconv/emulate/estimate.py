@@ -51,7 +51,7 @@ from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, read_json
 from liteconv.device.runtime import invoke, load_interpreter
 from liteconv.device.targets import Target
-from liteconv.device.tensors import dequantize, output_step, random_inputs
+from liteconv.device.tensors import dequantize, output_step, random_inputs, set_inputs
 from liteconv.emulate import counts, cycles, symbols, tools
 from liteconv.emulate.tools import PLUGIN_SOURCE
 
@@ -203,8 +203,7 @@ def host_reference(path: str | Path, seed: int = 0) -> dict:
     emulated output alike) and its quantization step."""
     interp = load_interpreter(path, num_threads=1)
     inputs = random_inputs(interp, seed)
-    for detail, value in zip(interp.get_input_details(), inputs):
-        interp.set_tensor(detail["index"], value)
+    set_inputs(interp, inputs)
     invoke(interp, str(path))
     out = interp.get_output_details()[0]
     return {"inputs": inputs, "output": as_rows(dequantize(interp.get_tensor(out["index"]), out)),

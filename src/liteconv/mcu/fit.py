@@ -42,7 +42,7 @@ from liteconv.device.check import compare_outputs
 from liteconv.device.errors import LiteconvError
 from liteconv.device.graph import list_ops, model_macs
 from liteconv.device.runtime import invoke, load_interpreter
-from liteconv.device.tensors import dequantize, output_step, random_inputs
+from liteconv.device.tensors import dequantize, output_step, random_inputs, set_inputs
 from liteconv.mcu.boards import Board
 from liteconv.mcu.latency import latency_range_ms
 
@@ -158,8 +158,7 @@ def parity(path: str | Path, arena: int, samples: int = SAMPLES, lite=None) -> t
     detail = lite.get_output_details()[0]
     expected = []
     for sample in inputs:
-        for one, x in zip(lite.get_input_details(), sample):
-            lite.set_tensor(one["index"], x)
+        set_inputs(lite, sample)
         invoke(lite, "model")
         expected.append(lite.get_tensor(detail["index"]).reshape(-1))
     here, report = tflm_outputs(path, arena, inputs)

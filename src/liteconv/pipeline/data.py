@@ -32,20 +32,25 @@ from liteconv.pipeline.sources import Source, balanced_limit, load_source, shuff
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def decode(path, channels: int):
+    """The image file at ``path`` (a path tensor or string) decoded to ``channels``: what the
+    pipelines read, and what ``undecodable`` checks before them."""
+    return tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+
+
 def undecodable(files: list[str], channels: int = 3) -> list[str]:
     """The files of ``files`` TensorFlow's image decoder rejects (truncated or corrupt
     although their header looked right), all decoded once, in parallel."""
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(files, dtype=str))
-    ds = ds.map(lambda f: (f, tf.shape(tf.io.decode_image(
-        tf.io.read_file(f), channels=channels, expand_animations=False))),
-        num_parallel_calls=AUTOTUNE).ignore_errors()  # fmt: skip
+    ds = ds.map(lambda f: (f, tf.shape(decode(f, channels))),
+                num_parallel_calls=AUTOTUNE).ignore_errors()  # fmt: skip
     ok = {f.decode() for f, _ in ds.as_numpy_iterator()}
     return [f for f in files if f not in ok]
 
 
 def _decode_reason(path: str, channels: int) -> str:
     try:
-        tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        decode(path, channels)
     except tf.errors.OpError as err:
         first = (str(err.message).strip().splitlines() or [""])[0]
         return re.sub(r"\s*\[Op:.*$", "", first.split("}}")[-1]).strip()[:120]
@@ -181,7 +186,7 @@ def _loader(source: Source, cfg: DataConfig) -> tuple[Callable, tuple[int, int, 
 
     def load(x):
         if source.from_files:
-            x = tf.io.decode_image(tf.io.read_file(x), channels=channels, expand_animations=False)
+            x = decode(x, channels)
         image = tf.cast(x, tf.float32) / 255.0
         if image.shape[-1] == 1 and channels == 3:
             image = tf.image.grayscale_to_rgb(image)
