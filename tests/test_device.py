@@ -147,6 +147,21 @@ def test_pin_cores_restores_the_affinity():
         assert used is None and os.sched_getaffinity(0) == before
 
 
+def _flex_model() -> bytes:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 3, 3], tf.float32)])
+    def invert(x):
+        return tf.linalg.inv(x + 4.0 * tf.eye(3))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [invert.get_concrete_function()], invert
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]  # fmt: skip
+    return converter.convert()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -154,11 +169,14 @@ def test_pin_cores_restores_the_affinity():
         (b"", "0 bytes, too short"),
         (b"hello world, not a model", "not a TFLite model"),
         ("truncated", "cannot load it"),
+        ("flex", "uses TensorFlow (Select-TF / Flex) op(s) MatrixInverse"),
     ],
 )
 def test_bad_model_files_are_one_line_errors(models, tmp_path, content, message):
     path = tmp_path / "bad.tflite"
-    if content == "truncated":
+    if content == "flex":  # a Select-TF op: LiteRT (as on a board) has no kernel for it
+        path.write_bytes(_flex_model())
+    elif content == "truncated":
         blob = models["fp32"].read_bytes()
         path.write_bytes(blob[: len(blob) // 2])
     elif content is not None:
@@ -173,6 +191,20 @@ def test_bad_model_files_are_one_line_errors(models, tmp_path, content, message)
     )  # fmt: skip
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_flex_ops_are_named_by_every_command_that_loads_a_model(tmp_path):
+    from liteconv.export.convert import custom_ops
+
+    path = tmp_path / "flex.tflite"
+    path.write_bytes(_flex_model())
+    # read from the flatbuffer: no runtime can load this model to list its operators
+    assert custom_ops(path.read_bytes()) == ["FlexMatrixInverse"]
+    assert custom_ops(Path(__file__).read_bytes()) == []  # not a model: nothing to name
+    result = CliRunner().invoke(cli, ["mcu", str(path), "--board", "pico-2"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {path}: uses TensorFlow (Select-TF / Flex) op(s) MatrixInverse")
 
 
 def test_cli_bench_with_target_writes_json(models, tmp_path):

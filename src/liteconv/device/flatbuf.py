@@ -7,8 +7,12 @@ valid bytes — so it needs no flatbuffer library and works on a board. ``probe`
 to find which operator crashes the runtime: the runtime executes the operators in the
 order of that vector, so the first prefix that crashes ends at the culprit.
 
-Layout (schema.fbs): Model {version, operator_codes, subgraphs, ...}; SubGraph {tensors,
-inputs, outputs, operators, ...}; Operator {opcode_index, inputs, outputs, ...}.
+``custom_codes(blob)`` lists the model's custom operator codes (``FlexMatrixInverse`` for a
+Select-TF op), so a load error can name them.
+
+Layout (schema.fbs): Model {version, operator_codes, subgraphs, ...}; OperatorCode
+{deprecated_builtin_code, custom_code, version, builtin_code}; SubGraph {tensors, inputs,
+outputs, operators, ...}; Operator {opcode_index, inputs, outputs, ...}.
 
 Example:
     >>> part = truncated(Path("model.tflite").read_bytes(), 3)   # operators 0..3
@@ -20,7 +24,8 @@ import struct
 
 from .errors import LiteconvError
 
-_MODEL_SUBGRAPHS = 2
+_MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS = 1, 2
+_OPCODE_CUSTOM = 1
 _SUBGRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 2, 3
 _OPERATOR_OUTPUTS = 2
 
@@ -60,6 +65,23 @@ def operator_count(blob: bytes) -> int:
     subgraphs, _ = _vector(buf, model, _MODEL_SUBGRAPHS)
     _, count = _vector(buf, _table_at(buf, subgraphs, 0), _SUBGRAPH_OPERATORS)
     return count
+
+
+def custom_codes(blob: bytes) -> list[str]:
+    """The model's custom operator codes, in order (empty for a builtin-only model or bytes
+    that are not a readable model: the load error says what is wrong with those)."""
+    buf = memoryview(blob)
+    try:
+        codes, count = _vector(buf, _u32(buf, 0), _MODEL_OPERATOR_CODES)
+        out = []
+        for i in range(count):
+            at = _field(buf, _table_at(buf, codes, i), _OPCODE_CUSTOM)
+            if at is not None:
+                start = at + _u32(buf, at)
+                out.append(bytes(buf[start + 4 : start + 4 + _u32(buf, start)]).decode())
+        return out
+    except (LiteconvError, struct.error, UnicodeDecodeError, IndexError, ValueError):
+        return []
 
 
 def truncated(blob: bytes, last: int) -> bytes:

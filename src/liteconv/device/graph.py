@@ -47,9 +47,11 @@ def interpreter_ops(interp) -> list[OpInfo]:
     return ops
 
 
-def list_ops(blob: bytes, runtime: str = "auto") -> list[OpInfo]:
-    """The operators of the ``.tflite`` bytes ``blob``, in execution order."""
-    return interpreter_ops(load_interpreter(model_content=blob, runtime=runtime, xnnpack=False))
+def list_ops(blob: bytes, runtime: str = "auto", source: str | None = None) -> list[OpInfo]:
+    """The operators of the ``.tflite`` bytes ``blob``, in execution order (``source``:
+    the name a load error gives the model)."""
+    interp = load_interpreter(model_content=blob, runtime=runtime, xnnpack=False, source=source)
+    return interpreter_ops(interp)
 
 
 def delegation(interp) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import importlib
 import os
 
 from .errors import LiteconvError
+from .flatbuf import custom_codes
 from .logs import quiet_native_logs
 
 RUNTIMES = ("litert", "tflite_runtime", "tf")
@@ -109,6 +110,18 @@ def invoke_failure(source: str, err: Exception) -> InterpreterLoadError:
     return InterpreterLoadError(f"{source}: the runtime failed to run it ({first})")
 
 
+def load_failure(blob: bytes, source: str, runtime: str, err: Exception) -> str:
+    """The one line for a model ``runtime`` cannot load: Select-TF (Flex) ops named, with
+    the fix, else the runtime's own first line."""
+    flex = [code.removeprefix("Flex") for code in custom_codes(blob) if code.startswith("Flex")]
+    if flex:
+        return (f"{source}: uses TensorFlow (Select-TF / Flex) op(s) {', '.join(flex)}, which "
+                f"the {runtime} runtime (builtin TFLite ops only, as on a board) cannot run; "
+                "convert the model without SELECT_TF_OPS (replace those ops with builtin ones)")  # fmt: skip
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{source}: the {runtime} runtime cannot load it ({first})"
+
+
 def load_interpreter(
     model_path: str | os.PathLike | None = None,
     *,
@@ -163,9 +176,6 @@ def load_interpreter(
             interp = module.Interpreter(**kwargs)
             interp.allocate_tensors()
     except (ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InterpreterLoadError(
-            f"{source}: the {name} runtime cannot load it ({first})"
-        ) from err
+        raise InterpreterLoadError(load_failure(model_content, source, name, err)) from err
     interp.liteconv_runtime = name
     return interp

@@ -3,7 +3,8 @@
 Each host record (a model at some thread count) gets, per target, ``estimates``: the core,
 instructions per invoke, estimated cycles, DRAM traffic and milliseconds for one thread and
 for the record's thread count (``estimate.time_ms``: the parallel part split over the
-threads, the serial part and the DRAM term not, a cost per dispatch to the threads).
+threads, the serial part not, DRAM at the threads' bandwidth, a cost per dispatch to the
+threads).
 
 Example:
     >>> tables = add_estimates(records, ["fp32.tflite"], ["raspberry-pi-4"])
@@ -15,6 +16,7 @@ from liteconv.device import caches
 from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
 from liteconv.emulate.estimate import (
+    SYNC_CYCLES,
     cycles_source,
     describe_memory,
     emulated_runtime,
@@ -68,7 +70,8 @@ def estimate_title(target) -> str:
     return (
         f"**Estimated** on {target.name}: {target.core} at {target.clock_mhz:g} MHz (qemu "
         f"-cpu {target.qemu_cpu}, {emulated_runtime(target)}; {cycles_source(target)}, {memory}; scale "
-        f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: XNNPACK's "
-        "parallel part split over them, the serial part and the DRAM term not, each "
-        "dispatch to the threads a counted cost."
+        f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: the parallel part "
+        "split over them, the serial part not, DRAM traffic at N threads' bandwidth, each "
+        f"counted dispatch to the threads {SYNC_CYCLES} cycles per extra thread (fitted once, "
+        "on XNNPACK's Pixel 3a 1- vs 2-thread pairs)."
     )

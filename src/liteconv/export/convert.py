@@ -18,6 +18,7 @@ from liteconv.compat import tf
 from liteconv.config import CONVERT_MODES
 from liteconv.config import IO_TYPES as CONFIG_IO_TYPES
 from liteconv.device.errors import LiteconvError
+from liteconv.device.flatbuf import custom_codes
 from liteconv.device.graph import OpInfo, list_ops
 from liteconv.device.logs import quiet_native_logs
 
@@ -159,5 +160,6 @@ def float_ops(blob: bytes, ops: list[OpInfo] | None = None) -> list[str]:
 
 
 def custom_ops(blob: bytes) -> list[str]:
-    """Names of non-builtin (Flex / custom) ops; empty for a builtin-only model."""
-    return [op.name for op in list_ops(blob) if op.name.startswith("Flex") or op.name == "CUSTOM"]
+    """Codes of the non-builtin (Flex / custom) ops, read from the flatbuffer (a runtime
+    cannot load a model with Flex ops); empty for a builtin-only model."""
+    return custom_codes(blob)

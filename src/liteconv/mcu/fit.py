@@ -153,7 +153,9 @@ def parity(path: str | Path, arena: int, samples: int = SAMPLES, lite=None) -> t
     """TFLM against LiteRT on ``samples`` seeded inputs (the check's tolerance logic), and
     TFLM's allocation report. ``lite``: the model's LiteRT interpreter, if one is open."""
     blob = Path(path).read_bytes()
-    lite = lite or load_interpreter(model_content=blob, num_threads=1, xnnpack=False)
+    lite = lite or load_interpreter(
+        model_content=blob, num_threads=1, xnnpack=False, source=str(path)
+    )
     inputs = [random_inputs(lite, seed) for seed in range(samples)]  # every model input
     detail = lite.get_output_details()[0]
     expected = []
@@ -181,9 +183,11 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
         blob = path.read_bytes()
     except OSError as err:
         raise LiteconvError(f"{path}: cannot read the model ({err.strerror})") from None
-    ops = list_ops(blob)
+    ops = list_ops(blob, source=str(path))
     kinds = sorted({op.name for op in ops})
-    lite = load_interpreter(model_content=blob, num_threads=1, xnnpack=False)  # once: io, parity
+    lite = load_interpreter(
+        model_content=blob, num_threads=1, xnnpack=False, source=str(path)
+    )  # once: io, parity
     io = (np.dtype(lite.get_input_details()[0]["dtype"]).name,
           np.dtype(lite.get_output_details()[0]["dtype"]).name)  # fmt: skip
     try:
