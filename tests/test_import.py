@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -45,6 +46,8 @@ def test_imported_model_exports_verifies_and_bundles(outside_model, tmp_path):
     run_dir = next((tmp_path / "runs" / "mine").iterdir())
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["imported"] is True and manifest["status"] == "complete"
+    assert manifest["input_rescaled"] is None  # takes [0, 1] pixels: the file as it came
+    assert (run_dir / "model.keras").read_bytes() == outside_model.read_bytes()
     assert manifest["source"]["sha256"] == __import__("hashlib").sha256(
         outside_model.read_bytes()).hexdigest()  # fmt: skip
     assert manifest["model"]["macs"] == 8 * 8 * 9 * 16 + 8 * 8 * 9 * 16 * 32 + 8 * 8 * 32 * 10
@@ -81,3 +84,49 @@ def test_import_refuses_what_does_not_fit(outside_model, tmp_path):
                                  "--custom-objects", "nomodule"])  # fmt: skip
     assert result.exit_code == 2 and "expected module:Name" in result.output
     assert not (tmp_path / "runs").exists()  # nothing half-made
+
+
+def test_a_model_that_takes_0_255_pixels_is_imported_for_unit_pixels(tmp_path):
+    """The Keras tutorials' way: Rescaling(1/255) as the model's first layer, fitted on
+    0-255 pixels. liteconv feeds [0, 1]; imported as it came, the model would see images
+    255 times too dark."""
+    from sklearn.datasets import load_digits
+
+    from liteconv.pipeline.import_run import for_unit_pixels, pixel_rescaling
+
+    digits = load_digits()
+    x255 = (digits.images[..., None] / 16.0 * 255.0).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.RandomFlip("horizontal"),  # augmentation before it: still the input
+        keras.layers.Rescaling(1.0 / 127.5, offset=-1.0),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ], name="pixels_255")  # fmt: skip
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x255, digits.target, epochs=8, batch_size=32, verbose=0)
+    path = tmp_path / "pixels_255.keras"
+    model.save(path)
+
+    rescaling = pixel_rescaling(model)
+    assert rescaling is not None and rescaling.name == model.layers[1].name
+    unit = for_unit_pixels(model, rescaling)
+    np.testing.assert_allclose(unit.predict(x255[:64] / 255.0, verbose=0),
+                               model.predict(x255[:64], verbose=0), rtol=1e-5, atol=1e-6)  # fmt: skip
+    # A model whose Rescaling does not take 0-255 pixels, or comes after other work: none.
+    for late in ([keras.layers.Rescaling(2.0)],
+                 [keras.layers.Conv2D(4, 3), keras.layers.Rescaling(1.0 / 255)]):  # fmt: skip
+        assert pixel_rescaling(keras.Sequential([keras.Input((8, 8, 1)), *late])) is None
+
+    result = CliRunner().invoke(cli, ["import", str(path), "-c", DIGITS, "--name", "px",
+                                      "--out", str(tmp_path / "runs")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "takes 0-255 pixels" in result.output
+    run_dir = next((tmp_path / "runs" / "px").iterdir())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["input_rescaled"]["new_scale"] == pytest.approx(2.0)
+    assert manifest["metrics"]["test_accuracy"] > 0.8  # ~0.1 if fed [0, 1] as it came
+    saved = keras.models.load_model(run_dir / "model.keras", compile=False)
+    assert saved.layers[1].get_config()["scale"] == pytest.approx(2.0)

@@ -7,6 +7,12 @@ writes a run folder (``config.yaml``, ``model.keras``, ``manifest.json`` with
 ``export``, ``verify``, ``bench``, ``bundle``, ``report`` and ``flatten`` work on it.
 The folder is created only after every check passed.
 
+liteconv feeds pixels in [0, 1]. A model that rescales 0-255 pixels itself (a
+``Rescaling(1/255)`` or ``Rescaling(1/127.5, offset=-1)`` taking its input, as the Keras
+tutorials and ``keras.applications``' MobileNetV3 and EfficientNet have) is saved with that
+layer's scale times 255: the same function of the image, on liteconv's pixels; the
+manifest's ``input_rescaled`` says so.
+
 Example:
     >>> run = import_model("my_model.keras", load_config("configs/experiments/digits_quick.yaml"))
 """
@@ -52,6 +58,41 @@ def _check_fits(model, path: Path, input_shape: tuple, num_classes: int) -> None
         raise LiteconvError(f"{path}: {classes} outputs, but the data has {num_classes} classes")
 
 
+# Layers that may stand between the input and its Rescaling without changing the pixel range.
+_PIXEL_PRESERVING = ("InputLayer", "RandomFlip", "RandomRotation", "RandomZoom",
+                     "RandomTranslation", "RandomCrop", "RandomContrast", "RandomBrightness",
+                     "Resizing", "CenterCrop")  # fmt: skip
+
+
+def pixel_rescaling(model):
+    """The ``Rescaling`` layer through which ``model`` takes 0-255 pixels (it maps 255 to at
+    most 2.5 in magnitude, and only input, augmentation or resizing layers come before it),
+    or None: a model that takes its pixels as they come."""
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Rescaling":
+            scale = np.abs(np.asarray(layer.get_config()["scale"], np.float64))
+            return layer if scale.size and 0 < scale.max() * 255 <= 2.5 else None
+        if kind not in _PIXEL_PRESERVING:
+            return None
+    return None
+
+
+def for_unit_pixels(model, layer):
+    """``model`` with ``layer`` (its ``pixel_rescaling``) scaling by 255 times as much: on
+    pixels in [0, 1] the same outputs as ``model`` on the same image in 0-255."""
+
+    def clone(original):
+        config = original.get_config()
+        if original is layer:
+            config["scale"] = (np.asarray(config["scale"], np.float64) * 255.0).tolist()
+        return type(original).from_config(config)
+
+    rebuilt = keras.models.clone_model(model, clone_function=clone)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
 def _probabilities(model, x: np.ndarray) -> tuple[np.ndarray, bool]:
     """Model outputs as probabilities, and whether the model already gave probabilities."""
     out = np.asarray(model.predict(x, batch_size=256, verbose=0), np.float64)
@@ -77,6 +118,16 @@ def import_model(
     model = load_keras_model(path, custom_objects)
     splits = load_dataset(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     _check_fits(model, path, splits.input_shape, splits.num_classes)
+    rescaling = pixel_rescaling(model)
+    rescaled = None
+    if rescaling is not None:
+        before = rescaling.get_config()["scale"]
+        model = for_unit_pixels(model, rescaling)
+        rescaled = {"layer": rescaling.name, "scale": before,
+                    "new_scale": model.get_layer(rescaling.name).get_config()["scale"]}  # fmt: skip
+        echo(f"note: {path.name} takes 0-255 pixels (its layer {rescaling.name!r} scales by "
+             f"{before}); liteconv feeds pixels in [0, 1], so the run's model.keras scales "
+             f"by {rescaled['new_scale']} (the same function of the image)")  # fmt: skip
     x, y = splits.arrays("test")
     probs, is_probs = _probabilities(model, x)
     metrics = classification_metrics(probs, y, splits.class_names)
@@ -87,13 +138,17 @@ def import_model(
     cfg = dataclasses.replace(cfg, experiment=experiment)
     cfg.model = dataclasses.replace(cfg.model, name=model.name, kwargs={})
     run = runlib.Run.create(out, experiment, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    run.write_bytes(runlib.MODEL, path.read_bytes())
+    if rescaled:
+        run.save_model(model)
+    else:
+        run.write_bytes(runlib.MODEL, path.read_bytes())
     run.write_text(runlib.CONFIG, dump_config(cfg))
     run.update_manifest(
         experiment=experiment, status="complete", imported=True,
         source={"file": str(path.resolve()), "sha256": runlib.sha256_file(path),
                 "keras_version": metadata.get("keras_version")},
         custom_objects=list(custom_objects), versions=runlib.versions(),
+        input_rescaled=rescaled,
         seed=cfg.train.seed, class_names=splits.class_names,
         input_shape=list(splits.input_shape), outputs="probabilities" if is_probs else "logits",
         dataset={"name": cfg.data.name, "source": splits.source,
