@@ -115,6 +115,15 @@ def test_a_model_that_takes_0_255_pixels_is_imported_for_unit_pixels(tmp_path):
     unit = for_unit_pixels(model, rescaling)
     np.testing.assert_allclose(unit.predict(x255[:64] / 255.0, verbose=0),
                                model.predict(x255[:64], verbose=0), rtol=1e-5, atol=1e-6)  # fmt: skip
+    # The transfer-learning way: a backbone holding the Rescaling, nested as a layer.
+    backbone = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1.0 / 255),
+                                 keras.layers.Conv2D(4, 3)], name="backbone")  # fmt: skip
+    inputs = keras.Input((8, 8, 1))
+    nested = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(backbone(inputs))))
+    assert pixel_rescaling(nested) is backbone.layers[0]
+    np.testing.assert_allclose(
+        for_unit_pixels(nested, backbone.layers[0]).predict(x255[:8] / 255.0, verbose=0),
+        nested.predict(x255[:8], verbose=0), rtol=1e-5, atol=1e-6)  # fmt: skip
     # A model whose Rescaling does not take 0-255 pixels, or comes after other work: none.
     for late in ([keras.layers.Rescaling(2.0)],
                  [keras.layers.Conv2D(4, 3), keras.layers.Rescaling(1.0 / 255)]):  # fmt: skip

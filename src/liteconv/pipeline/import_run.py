@@ -66,13 +66,16 @@ _PIXEL_PRESERVING = ("InputLayer", "RandomFlip", "RandomRotation", "RandomZoom",
 
 def pixel_rescaling(model):
     """The ``Rescaling`` layer through which ``model`` takes 0-255 pixels (it maps 255 to at
-    most 2.5 in magnitude, and only input, augmentation or resizing layers come before it),
-    or None: a model that takes its pixels as they come."""
+    most 2.5 in magnitude, and only input, augmentation or resizing layers come before it,
+    in ``model`` or in a backbone model nested as its first layer), or None: a model that
+    takes its pixels as they come."""
     for layer in model.layers:
         kind = type(layer).__name__
         if kind == "Rescaling":
             scale = np.abs(np.asarray(layer.get_config()["scale"], np.float64))
             return layer if scale.size and 0 < scale.max() * 255 <= 2.5 else None
+        if isinstance(layer, keras.Model):  # a backbone nested as the first layer
+            return pixel_rescaling(layer)
         if kind not in _PIXEL_PRESERVING:
             return None
     return None
@@ -83,6 +86,8 @@ def for_unit_pixels(model, layer):
     pixels in [0, 1] the same outputs as ``model`` on the same image in 0-255."""
 
     def clone(original):
+        if isinstance(original, keras.Model) and pixel_rescaling(original) is layer:
+            return for_unit_pixels(original, layer)  # the nested backbone holding it
         config = original.get_config()
         if original is layer:
             config["scale"] = (np.asarray(config["scale"], np.float64) * 255.0).tolist()
@@ -124,7 +129,7 @@ def import_model(
         before = rescaling.get_config()["scale"]
         model = for_unit_pixels(model, rescaling)
         rescaled = {"layer": rescaling.name, "scale": before,
-                    "new_scale": model.get_layer(rescaling.name).get_config()["scale"]}  # fmt: skip
+                    "new_scale": (np.asarray(before, np.float64) * 255.0).tolist()}  # fmt: skip
         echo(f"note: {path.name} takes 0-255 pixels (its layer {rescaling.name!r} scales by "
              f"{before}); liteconv feeds pixels in [0, 1], so the run's model.keras scales "
              f"by {rescaled['new_scale']} (the same function of the image)")  # fmt: skip
