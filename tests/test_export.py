@@ -123,6 +123,43 @@ def test_qat_works_for_every_registered_model(name):
     assert probs.shape == (4, 4) and np.allclose(probs.sum(1), 1, atol=0.05)
 
 
+def test_qat_of_a_loaded_model_with_separable_conv2d_does_not_hang(tmp_path):
+    """The Keras tutorial's layers (SeparableConv2D beside a Conv2D named conv2d), loaded
+    as in a fresh process: tfmot's transform of the SeparableConv2D makes another conv2d,
+    and Keras rebuilt that graph forever (export stuck at 100 % CPU) before
+    reserve_layer_names."""
+    import signal
+
+    cfg = DataConfig(name="synthetic", synthetic_shape=[16, 16, 3], synthetic_samples=32,
+                     synthetic_classes=3)  # fmt: skip
+    splits = load_dataset(cfg, batch_size=16, seed=0)
+    keras.backend.clear_session()  # names counted from zero, as in `liteconv export`
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.SeparableConv2D(8, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(keras.layers.ReLU()(x))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "tutorial.keras")
+    keras.backend.clear_session()
+    model = keras.models.load_model(tmp_path / "tutorial.keras", compile=False)
+    assert "conv2d" in [layer.name for layer in model.layers]
+
+    def hung(*_):
+        raise TimeoutError("quantization_aware still rebuilding the graph after 300 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(300)  # the hang is endless; a normal wrap takes seconds
+    try:
+        qat = optimize.quantization_aware(model, splits, epochs=0, learning_rate=1e-3, verbose=0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    names = [layer.name for layer in qat.layers]
+    assert len(names) == len(set(names))
+    x, _ = splits.arrays("train", limit=8)
+    np.testing.assert_allclose(qat.predict(x, verbose=0).sum(1), 1.0, atol=1e-3)
+
+
 def test_unquantizable_op_is_a_clear_error_in_int8_mode():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3)(inputs)

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import re
 
 from liteconv.compat import tfmot
 from liteconv.config import TrainConfig
@@ -23,6 +24,28 @@ def _compile(model, learning_rate: float, steps: int, epochs: int) -> None:
     schedule = TrainConfig(epochs=max(1, epochs), learning_rate=learning_rate,
                            lr_schedule="cosine", optimizer="adam")  # fmt: skip
     compile_model(model, schedule, max(1, steps))
+
+
+def reserve_layer_names(model) -> None:
+    """Advance Keras' layer-name counters past every layer name in ``model`` (nested ones
+    too), so that a layer tfmot creates gets a name the model does not have.
+
+    A model loaded in a fresh process has its names (``conv2d``) but no counts behind them;
+    tfmot's layout transform that splits a ``SeparableConv2D`` then makes a second
+    ``conv2d``, and Keras, rebuilding the graph, loops forever on the duplicate (the Keras
+    tutorial's model, imported, hung ``export`` at 100 % CPU)."""
+    try:
+        from tf_keras.src.backend import get_default_graph_uid_map
+    except ImportError:  # another Keras layout: nothing to advance
+        return
+    counts = get_default_graph_uid_map()  # keys: (namespace, name); zero-based numbering
+    for layer in [model, *model.submodules]:
+        name = getattr(layer, "name", None)
+        if not isinstance(name, str):
+            continue
+        base, number = re.fullmatch(r"(.*?)(?:_(\d+))?", name).groups()
+        for key, used in ((("", base), int(number or 0) + 1), (("", name), 1)):
+            counts[key] = max(counts[key], used)
 
 
 def quantization_aware(
@@ -53,6 +76,7 @@ def quantization_aware(
             f"({QAT_REFUSED[backbone]}); use post-training int8 (--mode int8)"
         )
     q = tfmot().quantization.keras
+    reserve_layer_names(model)
     if not per_channel:
         if preserve_sparsity:
             raise ValueError("prune-preserving QAT is per-channel only; drop per_channel=False")
