@@ -160,6 +160,28 @@ def test_qat_of_a_loaded_model_with_separable_conv2d_does_not_hang(tmp_path):
     np.testing.assert_allclose(qat.predict(x, verbose=0).sum(1), 1.0, atol=1e-3)
 
 
+def test_qat_of_a_model_with_preprocessing_layers_matches_its_int8_tflite():
+    """An imported model keeps its augmentation and Rescaling layers, which tfmot's 8-bit
+    registry lacks ('Layer rescaling ... is not supported'): annotated, the model trains
+    quantization-aware and its int8 graph computes what the fake-quant model does."""
+    splits = load_dataset(DataConfig(name="digits"), batch_size=64, seed=0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.Rescaling(2.0, offset=-1.0)(x)
+    x = keras.layers.Conv2D(16, 3, padding="same")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(splits.train, epochs=4, verbose=0)
+    qat = optimize.quantization_aware(model, splits, epochs=1, learning_rate=1e-4, verbose=0)
+    x, _ = splits.arrays("test")
+    blob = to_tflite(qat, mode="int8", representative_data=x[:100])
+    assert float_ops(blob) == []
+    diff = np.abs(tflite_predict(blob, x) - qat.predict(x, verbose=0))
+    assert diff.mean() <= ONE_STEP and np.quantile(diff, 0.99) <= 5 * ONE_STEP
+
+
 def test_unquantizable_op_is_a_clear_error_in_int8_mode():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3)(inputs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import re
 
-from liteconv.compat import tfmot
+from liteconv.compat import keras, tfmot
 from liteconv.config import TrainConfig
 from liteconv.device.errors import LiteconvError
 from liteconv.pipeline.data import DataSplits
@@ -46,6 +46,41 @@ def reserve_layer_names(model) -> None:
         base, number = re.fullmatch(r"(.*?)(?:_(\d+))?", name).groups()
         for key, used in ((("", base), int(number or 0) + 1), (("", name), 1)):
             counts[key] = max(counts[key], used)
+
+
+# Preprocessing layers tfmot's 8-bit registry lacks: identities at inference (augmentation),
+# and ones that compute (their output quantized, as the converter's int8 graph does).
+_AUGMENTATION = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+                 "RandomCrop", "RandomContrast", "RandomBrightness")  # fmt: skip
+_PREPROCESSING = ("Rescaling", "Normalization", "Resizing", "CenterCrop")
+
+
+def _quantize_default(model, q):
+    """tfmot's default 8-bit QAT of ``model``; a model with preprocessing layers at its top
+    level (an imported one: ``Rescaling``, ``RandomFlip``, ...) gets them annotated first,
+    augmentation unquantized (an identity at inference), the others with their output
+    quantized."""
+    kinds = {type(layer).__name__ for layer in model.layers}
+    if not kinds & set(_AUGMENTATION + _PREPROCESSING):
+        return q.quantize_model(model)
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs as configs,
+    )
+
+    def annotate(layer):
+        clone = type(layer).from_config(layer.get_config())
+        if type(layer).__name__ in _AUGMENTATION:
+            return q.quantize_annotate_layer(clone, configs.NoOpQuantizeConfig())
+        if type(layer).__name__ in _PREPROCESSING:
+            return q.quantize_annotate_layer(clone, configs.Default8BitOutputQuantizeConfig())
+        return clone
+
+    annotated = keras.models.clone_model(model, clone_function=annotate)
+    annotated.set_weights(model.get_weights())
+    scope = {"NoOpQuantizeConfig": configs.NoOpQuantizeConfig,
+             "Default8BitOutputQuantizeConfig": configs.Default8BitOutputQuantizeConfig}  # fmt: skip
+    with q.quantize_scope(scope):
+        return q.quantize_apply(q.quantize_annotate_model(annotated))
 
 
 def quantization_aware(
@@ -98,7 +133,7 @@ def quantization_aware(
         )
     else:
         try:
-            qat = q.quantize_model(model)
+            qat = _quantize_default(model, q)
         except (RuntimeError, ValueError) as err:  # a layer or layout tfmot cannot quantize
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise LiteconvError(
