@@ -588,3 +588,26 @@ def test_bundle_check_refuses_a_corrupt_sidecar(exported_run, tmp_path):
     (folder / "models" / "fp32.json").write_text('["not", "a", "sidecar"]')
     with pytest.raises(LiteconvError, match="fp32.json: expected a mapping"):
         check_bundle(folder)
+
+
+@pytest.mark.large
+def test_train_whose_output_pipe_is_closed_leaves_a_resumable_run(tmp_path):
+    """``liteconv train ... | head -1``: the reader gone, train dies at its first line of
+    output. It used to print before its manifest and leave an empty run folder; now the
+    folder is a resumable run, and training again resumes it to one complete run."""
+    cmd, out = _train_cmd(tmp_path)
+    read, write = os.pipe()
+    os.close(read)  # no reader: the first line out is a broken pipe
+    try:
+        proc = subprocess.run(cmd, stdout=write, stderr=subprocess.PIPE, text=True, timeout=1800)
+    finally:
+        os.close(write)
+    assert proc.returncode != 0
+    (folder,) = [p for p in out.glob("*/*") if p.is_dir()]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "running" and (folder / "config.yaml").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming: {folder}" in again.stdout
+    assert [p for p in out.glob("*/*") if p.is_dir()] == [folder]
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "complete"

@@ -465,6 +465,10 @@ def train(
     phases = fine_tune_phases(cfg, model)
     # The run folder is made only now that the data and the model are built.
     run, chosen, resumed = _where(cfg, devices, out, resume, run_name)
+    # The manifest before any output: a kill while printing (a closed pipe, ^C) leaves a
+    # resumable run, not an empty folder.
+    if devices.is_chief:
+        _start_manifest(run, cfg, devices, splits, cost)
     echo(
         f"{'resuming' if resumed else 'run'}: {chosen.path}  |  devices: {_describe_devices(devices)}"
     )
@@ -485,8 +489,6 @@ def train(
         d = cfg.train.distill
         echo(f"distilling from {d.teacher} ({teacher.name}): temperature {d.temperature:g}, "
              f"alpha {d.alpha:g} (the rest on the labels)")  # fmt: skip
-    if devices.is_chief:
-        _start_manifest(run, cfg, devices, splits, cost)
     n = splits.num_classes
     start = time.perf_counter()
     try:
