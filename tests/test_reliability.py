@@ -452,7 +452,7 @@ def test_manifest_values_later_used_are_checked(run_copy, change, fragment):
     assert not (run_copy.parent / "dist").exists()
 
 
-def test_image_files_that_are_not_images_are_found_before_training(tmp_path):
+def test_image_files_that_are_not_images_are_found_before_training(tmp_path, capsys):
     from liteconv.config import DataConfig
     from liteconv.device.errors import LiteconvError
     from liteconv.pipeline.data import load_dataset
@@ -466,12 +466,21 @@ def test_image_files_that_are_not_images_are_found_before_training(tmp_path):
             img = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
             (tmp_path / cls / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
     (tmp_path / "a" / "notes.png").write_text("not an image")
+    # Photos TensorFlow has no decoder for (a phone's HEIC, a web page's WebP): left out
+    # with a note, like the notes file, never counted as images.
+    (tmp_path / "b" / "phone.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (tmp_path / "b" / "web.webp").write_bytes(b"RIFF\0\0\0\0WEBPVP8 ")
+    (tmp_path / "b" / "notes.txt").write_text("not an image, not a photo")
     cfg = DataConfig(name="image_folder", path=str(tmp_path), image_size=[6, 6])
     with pytest.raises(LiteconvError, match="1 file\\(s\\) are not PNG/JPEG/GIF/BMP"):
         load_dataset(cfg, batch_size=4, seed=0)
     cfg.skip_bad_images = True
     splits = load_dataset(cfg, batch_size=4, seed=0)
     assert sum(splits.sizes.values()) == 12
+    note = [line for line in capsys.readouterr().out.splitlines() if "leaving out" in line]
+    assert note and note[-1].startswith(
+        f"note: leaving out 2 .heic, .webp file(s) under {tmp_path}"
+    )
 
 
 def test_image_files_that_do_not_decode_are_named_before_training(tmp_path, monkeypatch):

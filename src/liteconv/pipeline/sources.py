@@ -37,6 +37,10 @@ FASHION_MNIST_FILES = {
 }
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+# Image formats a photo folder may hold that TensorFlow's decoders do not read.
+OTHER_IMAGE_EXTENSIONS = {".webp", ".heic", ".heif", ".avif", ".tif", ".tiff", ".jxl", ".jp2",
+                          ".dng", ".cr2", ".nef", ".arw", ".raw", ".ppm", ".pgm", ".pnm",
+                          ".ico", ".svg"}  # fmt: skip
 
 
 @dataclass
@@ -208,11 +212,16 @@ def _class_files(root: Path, what: str) -> dict[str, list[str]]:
     """``{class name: sorted image files}`` of a folder holding one sub-folder per class."""
     if not root.is_dir():
         raise LiteconvError(f"{what} {root}: not a folder; expected one sub-folder per class")
-    out = {}
+    out, other = {}, []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        out[folder.name] = [
-            str(f) for f in sorted(folder.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS
-        ]
+        found = sorted(folder.rglob("*"))
+        out[folder.name] = [str(f) for f in found if f.suffix.lower() in IMAGE_EXTENSIONS]
+        other += [f for f in found if f.suffix.lower() in OTHER_IMAGE_EXTENSIONS]
+    if other:  # photos TensorFlow cannot decode: left out, but never silently
+        kinds = ", ".join(sorted({f.suffix.lower() for f in other}))
+        print(f"note: leaving out {len(other)} {kinds} file(s) under {root} (TensorFlow decodes "
+              f"{', '.join(sorted(IMAGE_EXTENSIONS))} only), e.g. {other[0]}; convert them to "
+              "use them")  # fmt: skip
     files = sum(len(v) for v in out.values())
     if len(out) < 2 or not files:
         raise LiteconvError(
