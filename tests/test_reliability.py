@@ -477,8 +477,12 @@ def test_image_files_that_are_not_images_are_found_before_training(tmp_path, cap
     cfg.skip_bad_images = True
     splits = load_dataset(cfg, batch_size=4, seed=0)
     assert sum(splits.sizes.values()) == 12
+    (tmp_path / "c").mkdir()  # a class of phone photos only: nothing to learn it from
+    (tmp_path / "c" / "phone.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    with pytest.raises(LiteconvError, match="class folder 'c' holds no image to train on"):
+        load_dataset(cfg, batch_size=4, seed=0)
     note = [line for line in capsys.readouterr().out.splitlines() if "leaving out" in line]
-    assert note and note[-1].startswith(
+    assert note and note[0].startswith(
         f"note: leaving out 2 .heic, .webp file(s) under {tmp_path}"
     )
 

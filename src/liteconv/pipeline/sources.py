@@ -313,6 +313,12 @@ def load_image_folder(cfg: DataConfig) -> Source:
                     f"{keys[other]} {roots[other]} has; every split needs the same classes"
                 )
     first = "all" if "all" in files else "train"
+    empty = [name for name in classes if not files[first][name]]
+    if empty:  # a class the model could never learn, with an output of its own
+        raise LiteconvError(
+            f"{keys[first]} {roots[first]}: class folder {empty[0]!r} holds no image to train "
+            f"on ({len(empty)} such folder(s)); add images or remove the folder"
+        )
     x_train, y_train = _arrays(files[first], classes)
     if "test" in files:
         x_test, y_test = _arrays(files["test"], classes)
