@@ -207,6 +207,40 @@ def test_flex_ops_are_named_by_every_command_that_loads_a_model(tmp_path):
     assert line.startswith(f"Error: {path}: uses TensorFlow (Select-TF / Flex) op(s) MatrixInverse")
 
 
+def test_integer_inputs_that_are_ids_get_valid_ids(models, tmp_path):
+    """A text model's int32 token ids feed an embedding (a GATHER of 100 rows): random
+    values from -128 on failed the runtime ('gather index out of bounds') in bench and
+    mcu. Ids are drawn below the table's rows; quantized image inputs keep their range."""
+    import tensorflow as tf
+
+    from liteconv.device.runtime import load_interpreter
+    from liteconv.device.tensors import INDEX_BOUND, random_inputs
+
+    table = tf.constant(RNG.normal(size=(100, 8)).astype("float32"))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 20], tf.int32),
+                                  tf.TensorSpec([1, 4], tf.int32)])  # fmt: skip
+    def text(tokens, counts):  # counts index no table: small ids
+        pooled = tf.reduce_mean(tf.gather(table, tokens), axis=1)
+        return pooled + tf.reduce_sum(tf.cast(counts, tf.float32))
+
+    path = tmp_path / "text.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
+        [text.get_concrete_function()], text).convert())  # fmt: skip
+    interp = load_interpreter(path)
+    for seed in range(3):
+        for detail, value in zip(interp.get_input_details(), random_inputs(interp, seed)):
+            bound = 100 if detail["shape"][1] == 20 else INDEX_BOUND
+            assert value.min() >= 0 and value.max() < bound, (detail["name"], value.max())
+    result = CliRunner().invoke(cli, ["bench", str(path), "--runs", "3"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["mcu", str(path), "--board", "pico-2"])
+    assert result.exit_code == 0 and "| ok " in result.output, result.output
+    int8 = load_interpreter(models["int8"])  # a quantized image input: its whole range
+    (value,) = random_inputs(int8, 0)
+    assert value.min() < 0 < value.max()
+
+
 def test_cli_bench_with_target_writes_json(models, tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(

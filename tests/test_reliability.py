@@ -482,9 +482,7 @@ def test_image_files_that_are_not_images_are_found_before_training(tmp_path, cap
     with pytest.raises(LiteconvError, match="class folder 'c' holds no image to train on"):
         load_dataset(cfg, batch_size=4, seed=0)
     note = [line for line in capsys.readouterr().out.splitlines() if "leaving out" in line]
-    assert note and note[0].startswith(
-        f"note: leaving out 2 .heic, .webp file(s) under {tmp_path}"
-    )
+    assert note and note[0].startswith(f"note: leaving out 2 .heic, .webp file(s) under {tmp_path}")
 
 
 def test_image_files_that_do_not_decode_are_named_before_training(tmp_path, monkeypatch):

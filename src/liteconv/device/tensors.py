@@ -55,8 +55,31 @@ def set_inputs(interp, values) -> None:
         interp.set_tensor(detail["index"], value)
 
 
+# Operators that read a table with an integer input as row indices: (table, indices) positions.
+_LOOKUPS = {"GATHER": (0, 1), "EMBEDDING_LOOKUP": (1, 0)}
+INDEX_BOUND = 16  # an integer input that indexes no table: 0..15, valid as any small id
+
+
+def index_bound(interp, tensor: int) -> int:
+    """Exclusive bound of the values an integer input that is not quantized may take: the
+    rows of the smallest table a GATHER / EMBEDDING_LOOKUP reads with it (token ids into an
+    embedding), else ``INDEX_BOUND``."""
+    shapes = {t["index"]: t["shape"] for t in interp.get_tensor_details()}
+    rows = []
+    for op in getattr(interp, "_get_ops_details", list)():  # no public API lists operators
+        table, indices = _LOOKUPS.get(op["op_name"], (None, None))
+        inputs = list(op["inputs"])
+        if table is not None and len(inputs) > max(table, indices) and inputs[indices] == tensor:
+            shape = shapes.get(int(inputs[table]))
+            if shape is not None and len(shape) and shape[0] > 0:
+                rows.append(int(shape[0]))
+    return min(rows, default=INDEX_BOUND)
+
+
 def random_inputs(interp, seed: int = 0) -> list[np.ndarray]:
-    """One random tensor per model input, of its dtype and shape."""
+    """One random tensor per model input, of its dtype and shape: floats in [0, 1), a
+    quantized integer input over its type's range (at most -128..255), any other integer
+    input (ids, indices) in ``0 .. index_bound - 1``."""
     rng = np.random.default_rng(seed)
     out = []
     for detail in interp.get_input_details():
@@ -65,7 +88,11 @@ def random_inputs(interp, seed: int = 0) -> list[np.ndarray]:
             out.append(rng.uniform(0, 1, size=shape).astype(dtype))
         elif dtype.kind in "iu":
             info = np.iinfo(dtype)
-            lo, hi = max(info.min, -128), min(info.max, 255)
+            scale = (detail.get("quantization") or (0.0, 0))[0]
+            if scale:
+                lo, hi = max(info.min, -128), min(info.max, 255)
+            else:  # token ids into an embedding, positions: a negative one fails GATHER
+                lo, hi = 0, min(info.max, index_bound(interp, detail["index"]) - 1)
             out.append(rng.integers(lo, hi + 1, size=shape).astype(dtype))
         elif dtype == np.bool_:
             out.append(rng.integers(0, 2, size=shape).astype(bool))
