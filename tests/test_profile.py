@@ -62,6 +62,18 @@ def test_fusion_follows_the_converter():
                                           num_classes=10))  # fmt: skip
     stage = [b.kind for b in flat if b.name.startswith("block2_s1")]
     assert stage == ["Conv2D 1x1", "DepthwiseConv2D 3x1", "DepthwiseConv2D 1x3"]
+    # The Keras tutorial's SeparableConv2D + BN + ReLU: the converter folds both into the
+    # pointwise CONV_2D (no MUL/ADD left), so they are one block, not three.
+    inputs = keras.Input((12, 12, 3))
+    x = L.Activation("relu")(L.BatchNormalization()(L.SeparableConv2D(8, 3)(inputs)))
+    tutorial = keras.Model(inputs, L.Dense(4)(L.GlobalAveragePooling2D()(x)))
+    assert [b.kind for b in prof.model_blocks(tutorial)] == [
+        "SeparableConv2D 3x3+BN+Activation", "GlobalAveragePooling2D", "Dense"]  # fmt: skip
+    from liteconv.device.graph import list_ops
+    from liteconv.export.convert import to_tflite
+
+    ops = [op.name for op in list_ops(to_tflite(tutorial))]
+    assert ops == ["DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "FULLY_CONNECTED"]
 
 
 def test_each_block_alone_computes_what_it_computes_inside_the_model():

@@ -122,9 +122,10 @@ def _fuses(layer, block: Block) -> bool:
     """Whether the converter folds ``layer`` into the kernel of ``block``."""
     names = [type(x).__name__ for x in block.layers[1:]]
     anchor_act = getattr(block.layers[0].activation, "__name__", "linear")
-    if isinstance(layer, L.BatchNormalization):  # folded into the kernel and bias
-        return (not names and anchor_act == "linear"
-                and isinstance(block.layers[0], (L.Conv2D, L.DepthwiseConv2D)))  # fmt: skip
+    if isinstance(layer, L.BatchNormalization):  # folded into the kernel and bias (a
+        # SeparableConv2D's: into its pointwise CONV_2D)
+        return (not names and anchor_act == "linear" and isinstance(
+            block.layers[0], (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D)))  # fmt: skip
     has_act = any(n in ("Activation", "ReLU") for n in names)
     if has_act or anchor_act != "linear":
         return False
