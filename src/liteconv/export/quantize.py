@@ -15,6 +15,7 @@ import re
 from liteconv.compat import keras, tfmot
 from liteconv.config import TrainConfig
 from liteconv.device.errors import LiteconvError
+from liteconv.keras_layers import AUGMENTATION_LAYERS
 from liteconv.pipeline.data import DataSplits
 from liteconv.pipeline.train import compile_model, one_hot
 
@@ -48,10 +49,8 @@ def reserve_layer_names(model) -> None:
             counts[key] = max(counts[key], used)
 
 
-# Preprocessing layers tfmot's 8-bit registry lacks: identities at inference (augmentation),
-# and ones that compute (their output quantized, as the converter's int8 graph does).
-_AUGMENTATION = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
-                 "RandomCrop", "RandomContrast", "RandomBrightness")  # fmt: skip
+# Preprocessing layers tfmot's 8-bit registry lacks: augmentation (AUGMENTATION_LAYERS, left
+# unquantized) and ones that compute (their output quantized, as the converter's int8 graph does).
 _PREPROCESSING = ("Rescaling", "Normalization", "Resizing", "CenterCrop")
 
 
@@ -61,7 +60,7 @@ def _quantize_default(model, q):
     augmentation unquantized (an identity at inference), the others with their output
     quantized."""
     kinds = {type(layer).__name__ for layer in model.layers}
-    if not kinds & set(_AUGMENTATION + _PREPROCESSING):
+    if not kinds & set(AUGMENTATION_LAYERS + _PREPROCESSING):
         return q.quantize_model(model)
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_configs as configs,
@@ -69,7 +68,7 @@ def _quantize_default(model, q):
 
     def annotate(layer):
         clone = type(layer).from_config(layer.get_config())
-        if type(layer).__name__ in _AUGMENTATION:
+        if type(layer).__name__ in AUGMENTATION_LAYERS:
             return q.quantize_annotate_layer(clone, configs.NoOpQuantizeConfig())
         if type(layer).__name__ in _PREPROCESSING:
             return q.quantize_annotate_layer(clone, configs.Default8BitOutputQuantizeConfig())

@@ -19,7 +19,13 @@ from liteconv.keras_layers.separable import separable_conv
 from liteconv.keras_layers import backbones as _backbones  # noqa: F401  (registers pretrained)
 from liteconv.keras_layers import efficientnet_lite as _efficientnet_lite  # noqa: F401
 
+# Keras' training-time augmentation layers, by class name: at inference identities the TFLite
+# converter drops (RandomCrop: a center crop); none changes an image's pixel range.
+AUGMENTATION_LAYERS = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+                       "RandomCrop", "RandomContrast", "RandomBrightness")  # fmt: skip
+
 __all__ = [
+    "AUGMENTATION_LAYERS",
     "CNN_STAGES",
     "LayerCost",
     "ModelCost",

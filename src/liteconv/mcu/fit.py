@@ -40,7 +40,7 @@ import numpy as np
 
 from liteconv.device.check import compare_outputs
 from liteconv.device.errors import LiteconvError
-from liteconv.device.graph import list_ops, model_macs
+from liteconv.device.graph import interpreter_ops, model_macs
 from liteconv.device.runtime import invoke, load_interpreter
 from liteconv.device.tensors import dequantize, output_step, random_inputs, set_inputs
 from liteconv.mcu.boards import Board
@@ -183,11 +183,11 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
         blob = path.read_bytes()
     except OSError as err:
         raise LiteconvError(f"{path}: cannot read the model ({err.strerror})") from None
-    ops = list_ops(blob, source=str(path))
-    kinds = sorted({op.name for op in ops})
     lite = load_interpreter(
         model_content=blob, num_threads=1, xnnpack=False, source=str(path)
-    )  # once: io, parity
+    )  # once: operators, io, parity
+    ops = interpreter_ops(lite)
+    kinds = sorted({op.name for op in ops})
     io = (np.dtype(lite.get_input_details()[0]["dtype"]).name,
           np.dtype(lite.get_output_details()[0]["dtype"]).name)  # fmt: skip
     try:

@@ -28,7 +28,7 @@ import numpy as np
 from liteconv.compat import keras
 from liteconv.config import Config, dump_config
 from liteconv.device.errors import LiteconvError
-from liteconv.keras_layers import model_cost
+from liteconv.keras_layers import AUGMENTATION_LAYERS, model_cost
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.data import load_dataset
 from liteconv.pipeline.evaluate import classification_metrics
@@ -59,9 +59,12 @@ def _check_fits(model, path: Path, input_shape: tuple, num_classes: int) -> None
 
 
 # Layers that may stand between the input and its Rescaling without changing the pixel range.
-_PIXEL_PRESERVING = ("InputLayer", "RandomFlip", "RandomRotation", "RandomZoom",
-                     "RandomTranslation", "RandomCrop", "RandomContrast", "RandomBrightness",
-                     "Resizing", "CenterCrop")  # fmt: skip
+_PIXEL_PRESERVING = ("InputLayer", *AUGMENTATION_LAYERS, "Resizing", "CenterCrop")
+
+
+def _times_255(scale):
+    """A ``Rescaling`` scale (a number or a list) for pixels in [0, 1] instead of 0-255."""
+    return (np.asarray(scale, np.float64) * 255.0).tolist()
 
 
 def pixel_rescaling(model):
@@ -90,7 +93,7 @@ def for_unit_pixels(model, layer):
             return for_unit_pixels(original, layer)  # the nested backbone holding it
         config = original.get_config()
         if original is layer:
-            config["scale"] = (np.asarray(config["scale"], np.float64) * 255.0).tolist()
+            config["scale"] = _times_255(config["scale"])
         return type(original).from_config(config)
 
     rebuilt = keras.models.clone_model(model, clone_function=clone)
@@ -129,7 +132,7 @@ def import_model(
         before = rescaling.get_config()["scale"]
         model = for_unit_pixels(model, rescaling)
         rescaled = {"layer": rescaling.name, "scale": before,
-                    "new_scale": (np.asarray(before, np.float64) * 255.0).tolist()}  # fmt: skip
+                    "new_scale": _times_255(before)}  # fmt: skip
         echo(f"note: {path.name} takes 0-255 pixels (its layer {rescaling.name!r} scales by "
              f"{before}); liteconv feeds pixels in [0, 1], so the run's model.keras scales "
              f"by {rescaled['new_scale']} (the same function of the image)")  # fmt: skip
