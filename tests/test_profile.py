@@ -11,14 +11,14 @@ from click.testing import CliRunner
 from conftest import copy_run
 from liteconv.bench import profile as prof
 from liteconv.cli import cli
-from liteconv.compat import keras
+from liteconv.compat import keras, tf
 from liteconv.keras_layers import create_model, model_cost
 
 L = keras.layers
 
 
 def _branchy():
-    """Residual add, a dense+BN, a non-fusable activation, dropout: not a plain chain."""
+    """Residual add, TF ops, a dense+BN, a non-fusable activation, dropout: not a plain chain."""
     inputs = keras.Input((12, 12, 3))
     x = L.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
     x = L.BatchNormalization()(x)
@@ -26,7 +26,8 @@ def _branchy():
     y = L.DepthwiseConv2D(3, padding="same", activation="relu")(x)
     y = L.BatchNormalization()(y)  # after a fused activation: not folded
     x = L.Add()([x, y])
-    x = L.Activation("swish")(x)
+    x = x * tf.nn.relu6(x + 3.0) / 6.0  # hard-swish as keras.applications' MobileNetV3 writes
+    x = L.Activation("swish")(x)  # it: TFOpLambda layers, one of them taking two tensors
     x = L.Dropout(0.3)(x)
     x = L.GlobalAveragePooling2D()(x)
     x = L.Dense(6)(x)
@@ -56,7 +57,7 @@ def test_blocks_cover_every_layer_and_all_macs(build):
 def test_fusion_follows_the_converter():
     kinds = [b.kind for b in prof.model_blocks(_branchy())]
     assert kinds == ["Conv2D 3x3+BN+ReLU", "DepthwiseConv2D 3x3", "BatchNormalization", "Add",
-                     "Activation", "GlobalAveragePooling2D", "Dense", "BatchNormalization",
+                     *["TFOpLambda"] * 4, "Activation", "GlobalAveragePooling2D", "Dense", "BatchNormalization",
                      "Dense"]  # fmt: skip
     flat = prof.model_blocks(create_model("flattened_cnn", input_shape=(28, 28, 1),
                                           num_classes=10))  # fmt: skip

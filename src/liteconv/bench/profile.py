@@ -93,13 +93,22 @@ class Block:
 
     @property
     def inputs(self) -> list:
-        inp = self.layers[0].input
-        return list(inp) if isinstance(inp, (list, tuple)) else [inp]
+        return layer_inputs(self.layers[0])
 
     def signature(self) -> dict:
         """What the latency depends on: layer types and settings, input shapes."""
         return {"layers": layer_signature(self.layers),
                 "inputs": [list(t.shape[1:]) for t in self.inputs]}  # fmt: skip
+
+
+def layer_inputs(layer) -> list:
+    """Every tensor ``layer`` takes in its model. ``layer.input`` is only the first argument:
+    a TFOpLambda's ``tf.math.multiply(x, y)`` (MobileNetV3's x * hard_sigmoid(x)) has two."""
+    nodes = getattr(layer, "inbound_nodes", None) or []
+    if len(nodes) == 1 and getattr(nodes[0], "keras_inputs", None):
+        return list(nodes[0].keras_inputs)
+    inp = layer.input
+    return list(inp) if isinstance(inp, (list, tuple)) else [inp]
 
 
 _NOT_LATENCY = ("name", "trainable", "dtype", "initializer", "regularizer", "constraint")
@@ -146,8 +155,7 @@ def model_blocks(model) -> list[Block]:
     layers = [x for x in model.layers if not isinstance(x, L.InputLayer)]
     consumers = defaultdict(list)
     for layer in layers:
-        inp = layer.input
-        for t in inp if isinstance(inp, (list, tuple)) else [inp]:
+        for t in layer_inputs(layer):
             consumers[id(t)].append(layer)
     absorbed, blocks = set(), []
     for layer in layers:
@@ -174,12 +182,32 @@ def block_model(block: Block):
     block converts to the same bytes each time and its cached estimate is found again."""
     inputs = [keras.Input(t.shape[1:], batch_size=1, name=f"{block.name}__in{j}")
               for j, t in enumerate(block.inputs)]  # fmt: skip
-    x = inputs if len(inputs) > 1 else inputs[0]
-    for layer in block.layers:
+    x = None
+    for i, layer in enumerate(block.layers):
         copy = type(layer).from_config(layer.get_config())
-        x = copy(x)
+        if i == 0:  # called as the model called it: a TFOpLambda takes its tensors (and
+            # constants) as separate arguments (x * hard_sigmoid(x)), Add takes one list
+            args, kwargs = _call_arguments(layer, dict(zip(map(id, block.inputs), inputs)))
+            x = copy(*args, **kwargs)
+        else:
+            x = copy(x)
         copy.set_weights(layer.get_weights())
     return keras.Model(inputs, x, name=f"block_{block.name}")
+
+
+def _call_arguments(layer, tensors: dict) -> tuple[list, dict]:
+    """The arguments of ``layer``'s call in its model, its input tensors swapped for
+    ``tensors`` (by id); a layer called more than once takes them as one list, as before."""
+    nodes = getattr(layer, "inbound_nodes", None) or []
+    if len(nodes) != 1 or not hasattr(nodes[0], "map_arguments"):
+        new = list(tensors.values())
+        return [new if len(new) > 1 else new[0]], {}
+    node = nodes[0]
+    swapped = defaultdict(list)  # what Keras' own graph replay takes: id -> tensors
+    for kt in node.keras_inputs:
+        swapped[str(id(kt))].append(tensors[id(kt)])
+    args, kwargs = node.map_arguments(swapped)
+    return list(args), dict(kwargs)
 
 
 def block_activations(model, blocks: list[Block], images: np.ndarray) -> list[list[np.ndarray]]:
