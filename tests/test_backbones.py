@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import DIGITS
 from liteconv.cli import cli
-from liteconv.compat import keras
+from liteconv.compat import keras, keras3
 from liteconv.keras_layers import backbones as bb
 from liteconv.keras_layers import create_model
 
@@ -265,7 +265,13 @@ def test_weights_from_a_keras_model_or_a_weights_file_load_into_the_backbone(tmp
     source.save(tmp_path / "backbone.keras")
     source.save_weights(str(tmp_path / "backbone.h5"))
     expected = [x for x in source.layers if x.weights]
-    for path in (tmp_path / "backbone.keras", tmp_path / "backbone.h5"):
+    k3 = keras3()  # the same backbone saved by Keras 3 (TensorFlow >= 2.16's default Keras)
+    twin = k3.applications.MobileNet(input_shape=SHAPE, alpha=0.25, include_top=False,
+                                     weights=None)  # fmt: skip
+    twin.set_weights(source.get_weights())
+    twin.save(tmp_path / "backbone_keras3.keras")
+    for path in (tmp_path / "backbone.keras", tmp_path / "backbone.h5",
+                 tmp_path / "backbone_keras3.keras"):  # fmt: skip
         model = create_model("pretrained", input_shape=SHAPE, num_classes=3, backbone="mobilenet",
                              alpha=0.25, weights=str(path))  # fmt: skip
         for mine, theirs in zip(_backbone_layers(model), expected, strict=True):

@@ -40,7 +40,7 @@ with quiet_native_logs():
 if not verbose():
     tf.get_logger().setLevel("ERROR")
 
-__all__ = ["GPUS", "keras", "keras_data_utils", "onednn_note", "tf", "tfmot"]
+__all__ = ["GPUS", "keras", "keras3", "keras_data_utils", "onednn_note", "tf", "tfmot"]
 
 
 def onednn_note() -> str:
@@ -59,3 +59,15 @@ def tfmot():
     import tensorflow_model_optimization as _tfmot
 
     return _tfmot
+
+
+def keras3():
+    """Return the Keras 3 package (``keras``), only to read a file Keras 3 saved.
+
+    TensorFlow ≥ 2.16 installs Keras 3 as ``keras`` and saves its ``.keras`` files by
+    default; ``pipeline.keras3`` loads such a file with it and rebuilds the model in Keras 2,
+    the one Keras every other module uses."""
+    with quiet_native_logs():
+        import keras as _keras3
+
+    return _keras3

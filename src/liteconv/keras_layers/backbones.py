@@ -233,8 +233,10 @@ def pretrained(
         if not path.is_file():
             raise ValueError(f"weights {weights}: no such file (a weights file or a .keras model)")
         if path.suffix == ".keras":  # stock layers only (keras.applications): safe mode
-            try:
-                source = keras.models.load_model(path, compile=False, safe_mode=True)
+            from liteconv.pipeline.model_file import load_keras_model  # (pipeline imports us)
+
+            try:  # a file Keras 3 saved is rebuilt in tf_keras
+                source = load_keras_model(path)
             except Exception as err:  # not a Keras v3 zip, or layers it does not know
                 raise ValueError(f"{what}: not a loadable .keras model ({err})") from None
             by_name = True

@@ -32,6 +32,7 @@ from liteconv.keras_layers import AUGMENTATION_LAYERS, model_cost
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.data import load_dataset
 from liteconv.pipeline.evaluate import classification_metrics
+from liteconv.pipeline.keras3 import is_keras3
 from liteconv.pipeline.model_file import check_keras_v3, load_keras_model
 
 
@@ -146,7 +147,11 @@ def import_model(
     cfg = dataclasses.replace(cfg, experiment=experiment)
     cfg.model = dataclasses.replace(cfg.model, name=model.name, kwargs={})
     run = runlib.Run.create(out, experiment, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    if rescaled:
+    converted = is_keras3(metadata)
+    if converted:
+        echo(f"note: Keras {metadata.get('keras_version')} saved {path.name}; the run's "
+             "model.keras is its Keras 2 (tf_keras) rebuild, same weights and outputs")  # fmt: skip
+    if rescaled or converted:
         run.save_model(model)
     else:
         run.write_bytes(runlib.MODEL, path.read_bytes())
@@ -154,7 +159,8 @@ def import_model(
     run.update_manifest(
         experiment=experiment, status="complete", imported=True,
         source={"file": str(path.resolve()), "sha256": runlib.sha256_file(path),
-                "keras_version": metadata.get("keras_version")},
+                "keras_version": metadata.get("keras_version"),
+                "rebuilt_in_keras2": converted},
         custom_objects=list(custom_objects), versions=runlib.versions(),
         input_rescaled=rescaled,
         seed=cfg.train.seed, class_names=splits.class_names,

@@ -1,5 +1,8 @@
 """Reading a ``.keras`` file safely: Keras v3 zips only, safe mode always, explicit custom objects.
 
+A file Keras 3 saved (TensorFlow >= 2.16's default ``import keras``) is loaded by Keras 3
+and rebuilt in tf_keras (``pipeline.keras3``), its outputs checked against the original.
+
 A file that is not a Keras v3 archive (an HDF5 file renamed ``model.keras``, say) would go
 through tf_keras's legacy loader, where safe mode does not apply and a ``Lambda`` layer's
 code runs: it is refused before any loader sees it. Custom layers are only ever taken from
@@ -19,6 +22,7 @@ from pathlib import Path
 from liteconv.compat import keras
 from liteconv.device.errors import LiteconvError
 from liteconv.keras_layers.portable import portable_model
+from liteconv.pipeline.keras3 import is_keras3, load_keras3
 
 V3_MEMBERS = ("config.json", "metadata.json")
 
@@ -76,8 +80,10 @@ def load_keras_model(path: str | Path, custom_objects: list[str] | tuple[str, ..
 
     Old strided flattened steps (unequal strides, which only oneDNN runs) come back
     rewritten with equal strides, the same function (``keras_layers.portable``)."""
-    check_keras_v3(path)
+    metadata = check_keras_v3(path)
     objects = resolve_custom_objects(custom_objects)
+    if is_keras3(metadata):  # TensorFlow >= 2.16's default Keras: rebuilt in tf_keras
+        return load_keras3(path, objects)
     try:
         model = keras.models.load_model(
             path, compile=False, safe_mode=True, custom_objects=objects or None
