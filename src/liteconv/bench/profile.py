@@ -44,12 +44,23 @@ from liteconv.device.profile import (  # noqa: F401 (profile_markdown re-exporte
 )
 from liteconv.device.runtime import resolve_runtime, runtime_version
 from liteconv.device.tables import format_table
+from liteconv.keras_layers import AUGMENTATION_LAYERS
 from liteconv.keras_layers.cost import layer_macs
 
 L = keras.layers
 ANCHORS = (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Dense)
 IDENTITIES = (L.Dropout, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout,
               L.ActivityRegularization)  # fmt: skip
+# Augmentation layers are the identity at inference (the converter drops them); RandomCrop
+# is not: it center-crops an input larger than its size.
+IDENTITY_AUGMENTATION = tuple(a for a in AUGMENTATION_LAYERS if a != "RandomCrop")
+
+
+def is_identity(layer) -> bool:
+    """Whether ``layer`` computes nothing at inference (no block of its own)."""
+    return isinstance(layer, IDENTITIES) or type(layer).__name__ in IDENTITY_AUGMENTATION
+
+
 FUSED_ACTIVATIONS = ("relu", "relu6", "tanh", "linear")
 MODES = ("fp32", "int8")
 
@@ -159,7 +170,7 @@ def model_blocks(model) -> list[Block]:
             consumers[id(t)].append(layer)
     absorbed, blocks = set(), []
     for layer in layers:
-        if id(layer) in absorbed or isinstance(layer, IDENTITIES):
+        if id(layer) in absorbed or is_identity(layer):
             continue
         block = Block([layer])
         if isinstance(layer, ANCHORS):
