@@ -12,8 +12,7 @@ Keras 3 option set to a non-default value, custom layers. Keras 3 operations in 
 (``x + 3.0``, ``ops.multiply``: MobileNetV3's hard-sigmoid) become the TensorFlow op,
 which tf_keras records as a ``TFOpLambda`` layer, as its own MobileNetV3 does. Activations
 whose names mean something else in tf_keras (Keras 3's ``hard_sigmoid`` is relu6(x+3)/6,
-tf_keras' is 0.2x+0.5 clipped; ``gelu`` is tanh-approximated in Keras 3) are applied as the
-ops of Keras 3's definition.
+tf_keras' is 0.2x+0.5 clipped) are applied as the ops of Keras 3's definition.
 
 Example:
     >>> model = load_keras3("model_saved_by_keras3.keras")   # a tf_keras Model
@@ -36,7 +35,7 @@ HOW_TO_RESAVE = (
 # Keras 3 activation names tf_keras has with the same function.
 SAME_ACTIVATIONS = {
     "linear", "relu", "sigmoid", "tanh", "softmax", "softplus", "softsign", "elu", "selu",
-    "exponential", "swish", "mish",
+    "exponential", "swish", "mish", "gelu",
 }  # fmt: skip
 SAME_ACTIVATIONS_RENAMED = {"silu": "swish"}
 
@@ -53,10 +52,6 @@ def _hard_silu(x):
     return tf.math.multiply(x, _hard_sigmoid(x))
 
 
-def _gelu(x):  # Keras 3's default: approximate=True
-    return tf.nn.gelu(x, approximate=True)
-
-
 def _leaky_relu(x):  # Keras 3's default negative slope
     return tf.nn.leaky_relu(x, alpha=0.2)
 
@@ -67,7 +62,6 @@ OP_ACTIVATIONS = {
     "hard_sigmoid": _hard_sigmoid,
     "hard_silu": _hard_silu,
     "hard_swish": _hard_silu,
-    "gelu": _gelu,
     "leaky_relu": _leaky_relu,
 }
 
@@ -143,9 +137,12 @@ def check_same_outputs(path: Path, source, model, seed: int = 0) -> float:
                 f"{path}: the Keras 2 rebuild gives an output of shape {g.shape}, Keras 3 "
                 f"{w.shape}; {HOW_TO_RESAVE}"
             )
-        diff = float(np.max(np.abs(w.astype(np.float64) - g))) if w.size else 0.0
+        if not w.size:
+            continue
+        diff = float(np.max(np.abs(w.astype(np.float64) - g)))
         worst = max(worst, diff)
-        if diff > 1e-4 * (1.0 + float(np.max(np.abs(w))) if w.size else 1.0):
+        # the same TensorFlow kernels run both: measured 0 to 1e-7 of the output's scale
+        if diff > 1e-5 * (1.0 + float(np.max(np.abs(w)))):
             raise LiteconvError(
                 f"{path}: the Keras 2 rebuild of this Keras 3 model answers differently "
                 f"(max |diff| {diff:.3g}); {HOW_TO_RESAVE}"
