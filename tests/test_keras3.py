@@ -16,7 +16,7 @@ from conftest import DIGITS
 from liteconv.cli import cli
 from liteconv.compat import keras, keras3, tf
 from liteconv.device.errors import LiteconvError
-from liteconv.pipeline.keras3 import check_same_outputs
+from liteconv.keras_layers.keras3 import check_same_outputs
 from liteconv.pipeline.model_file import load_keras_model
 
 

@@ -65,7 +65,7 @@ def keras3():
     """Return the Keras 3 package (``keras``), only to read a file Keras 3 saved.
 
     TensorFlow ≥ 2.16 installs Keras 3 as ``keras`` and saves its ``.keras`` files by
-    default; ``pipeline.keras3`` loads such a file with it and rebuilds the model in Keras 2,
+    default; ``keras_layers.keras3`` loads such a file with it and rebuilds the model in Keras 2,
     the one Keras every other module uses."""
     with quiet_native_logs():
         import keras as _keras3

@@ -41,6 +41,7 @@ import numpy as np
 
 from liteconv.compat import keras, keras_data_utils
 from liteconv.keras_layers._args import positive_int
+from liteconv.keras_layers.keras3 import load_keras3, saved_by_keras3
 from liteconv.keras_layers.models import _check_fraction, _check_width, register_model
 
 PREPROCESS = "preprocess"
@@ -233,10 +234,11 @@ def pretrained(
         if not path.is_file():
             raise ValueError(f"weights {weights}: no such file (a weights file or a .keras model)")
         if path.suffix == ".keras":  # stock layers only (keras.applications): safe mode
-            from liteconv.pipeline.model_file import load_keras_model  # (pipeline imports us)
-
             try:  # a file Keras 3 saved is rebuilt in tf_keras
-                source = load_keras_model(path)
+                if saved_by_keras3(path):
+                    source = load_keras3(path)
+                else:
+                    source = keras.models.load_model(path, compile=False, safe_mode=True)
             except Exception as err:  # not a Keras v3 zip, or layers it does not know
                 raise ValueError(f"{what}: not a loadable .keras model ({err})") from None
             by_name = True

@@ -1,7 +1,7 @@
 """Reading a ``.keras`` file safely: Keras v3 zips only, safe mode always, explicit custom objects.
 
 A file Keras 3 saved (TensorFlow >= 2.16's default ``import keras``) is loaded by Keras 3
-and rebuilt in tf_keras (``pipeline.keras3``), its outputs checked against the original.
+and rebuilt in tf_keras (``keras_layers.keras3``), its outputs checked against the original.
 
 A file that is not a Keras v3 archive (an HDF5 file renamed ``model.keras``, say) would go
 through tf_keras's legacy loader, where safe mode does not apply and a ``Lambda`` layer's
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from liteconv.compat import keras
 from liteconv.device.errors import LiteconvError
+from liteconv.keras_layers.keras3 import is_keras3, load_keras3
 from liteconv.keras_layers.portable import portable_model
-from liteconv.pipeline.keras3 import is_keras3, load_keras3
 
 V3_MEMBERS = ("config.json", "metadata.json")
 

@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import inspect
+import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +100,17 @@ RENAMED_KEYS = {"LeakyReLU": {"negative_slope": "alpha"}}
 def is_keras3(metadata: dict) -> bool:
     """Whether a ``.keras`` file's ``metadata.json`` says Keras 3 saved it."""
     return str(metadata.get("keras_version", "")).split(".")[0] == "3"
+
+
+def saved_by_keras3(path: str | Path) -> bool:
+    """Whether ``path`` is a ``.keras`` zip whose ``metadata.json`` names Keras 3 (False for
+    anything else: the caller's own loader then says what is wrong with it)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            metadata = json.loads(zf.read("metadata.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    return isinstance(metadata, dict) and is_keras3(metadata)
 
 
 def load_keras3(path: str | Path, custom_objects: dict | None = None):
