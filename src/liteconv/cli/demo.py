@@ -40,7 +40,7 @@ def board_estimates(
     """The target board's **estimated** latency of ``models`` (``bench --emulate``) beside
     this host's measured p50 (from ``host_json``), as a table; ``None`` with one line saying
     how to get it when the emulation cannot run here (tools, root, network)."""
-    from liteconv.device.errors import LiteconvError
+    from liteconv.device.errors import LiteconvError, first_line
     from liteconv.device.files import read_json
     from liteconv.device.tables import format_table
     from liteconv.device.targets import load_target
@@ -50,7 +50,7 @@ def board_estimates(
     try:
         estimates = estimate_models(models, target, cache=cache, echo=echo)
     except (LiteconvError, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         echo(f"board estimate skipped ({first}); for it: 'make emulation-tools' as root once, "
              f"then 'liteconv bench {' '.join(models)} --emulate {target.name}'")  # fmt: skip
         return None

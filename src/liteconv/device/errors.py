@@ -5,6 +5,11 @@ the board and the host raise and catch the same class.
 """
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first line of text (its class name when it has none), for one-line errors."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class LiteconvError(Exception):
     """A problem with the user's input (config, file, run folder), said in one line.
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .errors import LiteconvError
+from .errors import LiteconvError, first_line
 from .flatbuf import custom_codes
 from .logs import quiet_native_logs
 
@@ -106,7 +106,7 @@ INVOKE_ERRORS = (RuntimeError, ValueError)  # what invoke() raises for a model i
 
 def invoke_failure(source: str, err: Exception) -> InterpreterLoadError:
     """The one-line error for an exception ``invoke()`` raised on ``source``."""
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    first = first_line(err)
     return InterpreterLoadError(f"{source}: the runtime failed to run it ({first})")
 
 

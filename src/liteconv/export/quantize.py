@@ -14,7 +14,7 @@ import re
 
 from liteconv.compat import keras, tfmot
 from liteconv.config import TrainConfig
-from liteconv.device.errors import LiteconvError
+from liteconv.device.errors import LiteconvError, first_line
 from liteconv.keras_layers import AUGMENTATION_LAYERS
 from liteconv.pipeline.data import DataSplits
 from liteconv.pipeline.train import compile_model, one_hot
@@ -134,7 +134,7 @@ def quantization_aware(
         try:
             qat = _quantize_default(model, q)
         except (RuntimeError, ValueError) as err:  # a layer or layout tfmot cannot quantize
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            first = first_line(err)
             raise LiteconvError(
                 f"quantization-aware training: tfmot cannot quantize this model ({first[:240]}); "
                 "use post-training int8 (--mode int8) or put BatchNormalization right after "

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.compat import keras, keras3, tf
-from liteconv.device.errors import LiteconvError
+from liteconv.device.errors import LiteconvError, first_line
 
 HOW_TO_RESAVE = (
     "re-save it from tf_keras (TF_USE_LEGACY_KERAS=1, import tf_keras) or with stock layers"
@@ -40,10 +40,6 @@ SAME_ACTIVATIONS = {
     "exponential", "swish", "mish", "gelu",
 }  # fmt: skip
 SAME_ACTIVATIONS_RENAMED = {"silu": "swish"}
-
-
-def _relu6(x):
-    return tf.nn.relu6(x)
 
 
 def _hard_sigmoid(x):  # Keras 3: relu6(x + 3) / 6
@@ -60,7 +56,7 @@ def _leaky_relu(x):  # Keras 3's default negative slope
 
 # Keras 3 activations rebuilt from TensorFlow ops (tf_keras lacks them or means another function).
 OP_ACTIVATIONS = {
-    "relu6": _relu6,
+    "relu6": tf.nn.relu6,
     "hard_sigmoid": _hard_sigmoid,
     "hard_silu": _hard_silu,
     "hard_swish": _hard_silu,
@@ -122,7 +118,7 @@ def load_keras3(path: str | Path, custom_objects: dict | None = None):
             path, compile=False, safe_mode=True, custom_objects=custom_objects or None
         )
     except Exception as err:  # unknown layer, refused lambda, corrupt weights
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise LiteconvError(f"{path}: Keras 3 cannot load the model ({first[:300]})") from None
     model = _Rebuild(path, k3).model(source)
     check_same_outputs(path, source, model)
@@ -161,10 +157,6 @@ def check_same_outputs(path: Path, source, model, seed: int = 0) -> float:
                 f"(max |diff| {diff:.3g}); {HOW_TO_RESAVE}"
             )
     return worst
-
-
-def _first_line(err: Exception) -> str:
-    return ((str(err).strip().splitlines() or [type(err).__name__])[0])[:200]
 
 
 # Keras 3 options tf_keras lacks, at the values that mean what tf_keras does anyway.
@@ -219,7 +211,7 @@ class _Rebuild:
             try:
                 config = source.get_config()
             except Exception as err:  # a subclassed model has no graph to walk
-                what = f"{source.name!r} is not a Functional model ({_first_line(err)})"
+                what = f"{source.name!r} is not a Functional model ({first_line(err)[:200]})"
                 raise self.fail(what) from None
             if "layers" not in config or "output_layers" not in config:
                 raise self.fail(f"{source.name!r} is a subclassed model (no layer graph)")
@@ -324,7 +316,7 @@ class _Rebuild:
         try:
             layer = cls.from_config(config)
         except Exception as err:
-            raise self.fail(f"layer {source.name!r} ({kind}): {_first_line(err)}") from None
+            raise self.fail(f"layer {source.name!r} ({kind}): {first_line(err)[:200]}") from None
         self.layers[id(source)] = (layer, after)
         self.pairs.append((source, layer))
         return layer, after

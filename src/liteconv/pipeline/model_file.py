@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 from liteconv.compat import keras
-from liteconv.device.errors import LiteconvError
+from liteconv.device.errors import LiteconvError, first_line
 from liteconv.keras_layers.keras3 import is_keras3, load_keras3
 from liteconv.keras_layers.portable import portable_model
 
@@ -89,7 +89,7 @@ def load_keras_model(path: str | Path, custom_objects: list[str] | tuple[str, ..
             path, compile=False, safe_mode=True, custom_objects=objects or None
         )
     except Exception as err:  # unknown layer, corrupt weights, refused lambda, ...
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         hint = "; custom layers need --custom-objects module:Name" if "Unknown" in first else ""
         raise LiteconvError(f"{path}: cannot load the model ({first[:300]}){hint}") from None
     try:  # a strided flattened model saved before its steps had equal strides
