@@ -51,6 +51,22 @@ def test_flattened_and_separable_costs_follow_their_formulas():
     assert model_cost(sep).total_macs / full == pytest.approx(1 / m + 1 / k**2)
 
 
+def test_a_shared_layer_costs_its_macs_at_every_call_and_its_weights_once():
+    """One Conv2D applied to a 10x10 and then a 5x5 map: two calls, two shapes."""
+    inputs = keras.Input((10, 10, 4))
+    shared = keras.layers.Conv2D(4, 3, padding="same", name="shared")
+    a = shared(inputs)  # 10·10·9·4·4
+    b = shared(keras.layers.MaxPooling2D(name="pool")(a))  # 5·5·9·4·4
+    model = keras.Model(inputs, keras.layers.Flatten(name="flat")(b))
+    cost = model_cost(model)
+    macs = _macs(model)
+    assert macs["shared"] == 10 * 10 * 9 * 4 * 4
+    assert macs["shared (call 2)"] == 5 * 5 * 9 * 4 * 4
+    rows = {c.name: c for c in cost.layers}
+    assert rows["shared (call 2)"].output_shape == (None, 5, 5, 4)
+    assert cost.total_params == model.count_params() == 9 * 4 * 4 + 4
+
+
 @pytest.mark.parametrize(
     ("alpha", "size", "macs_m", "params_m"),
     [(1.0, 224, 569, 4.2), (0.5, 160, 76, 1.32), (0.25, 128, 14, 0.47)],

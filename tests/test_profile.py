@@ -93,6 +93,29 @@ def test_each_block_alone_computes_what_it_computes_inside_the_model():
     assert len(model.layers[1]._inbound_nodes) == 1  # the original layers were not reused
 
 
+def test_a_layer_the_model_applies_twice_is_a_block_per_call():
+    """A shared Conv2D (one layer, two calls at two map sizes) runs twice in the .tflite:
+    profiled once it missed half its time; each call's block computes what it does there."""
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    shared = L.Conv2D(6, 3, padding="same", activation="relu", name="shared")
+    a = shared(x)
+    b = shared(L.MaxPooling2D()(a))
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(b)))
+    blocks = prof.model_blocks(model)
+    calls = [b for b in blocks if b.layers[0] is shared]
+    assert [b.name for b in calls] == ["shared", "shared_call2"]
+    assert [list(b.inputs[0].shape[1:]) for b in calls] == [[12, 12, 6], [6, 6, 6]]
+    assert [b.macs for b in calls] == [12 * 12 * 9 * 6 * 6, 6 * 6 * 9 * 6 * 6]
+    assert sum(b.macs for b in blocks) == model_cost(model).total_macs
+    images = np.random.default_rng(2).uniform(size=(2, 12, 12, 3)).astype("float32")
+    acts = prof.block_activations(model, calls, images)
+    expected = keras.Model(model.inputs, [a, b]).predict(images, verbose=0)
+    for block, inputs, want in zip(calls, acts, expected):
+        got = prof.block_model(block).predict(inputs[0], batch_size=1, verbose=0)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=block.name)
+
+
 def test_a_block_converts_to_the_same_bytes_every_time():
     """Estimates are cached by the .tflite's hash: a block (and the one-RELU model) built a
     second time, after other models have taken Keras' default names, converts to the very

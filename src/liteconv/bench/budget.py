@@ -188,7 +188,11 @@ def plan_for_budget(
         raise LiteconvError(f"--budget-ms {budget_ms}: expected a positive number of ms")
     whole = source.profile(model, calibration=calibration, modes=[mode], echo=echo)[mode]
     blocks = prof.model_blocks(model)
-    targets = [(i, b) for i, b in enumerate(blocks) if eligible(b.layers[0])]
+    shared = sorted({b.layers[0].name for b in blocks if b.call > 0})
+    if shared:  # one choice per layer would change every call of it at once
+        echo(f"kept as they are, applied more than once: {', '.join(shared)}")
+    targets = [(i, b) for i, b in enumerate(blocks)
+               if eligible(b.layers[0]) and b.layers[0].name not in shared]  # fmt: skip
     if not targets:
         raise LiteconvError(f"{model.name}: no convolution to decompose (stock Conv2D, k ≥ 2)")
     acts = prof.block_activations(model, [b for _, b in targets], calibration)

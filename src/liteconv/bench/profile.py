@@ -45,7 +45,7 @@ from liteconv.device.profile import (  # noqa: F401 (profile_markdown re-exporte
 from liteconv.device.runtime import resolve_runtime, runtime_version
 from liteconv.device.tables import format_table
 from liteconv.keras_layers import AUGMENTATION_LAYERS
-from liteconv.keras_layers.cost import layer_macs
+from liteconv.keras_layers.cost import layer_calls, layer_macs
 
 L = keras.layers
 ANCHORS = (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Dense)
@@ -67,13 +67,18 @@ MODES = ("fp32", "int8")
 
 @dataclass
 class Block:
-    """Layers the converter runs as one kernel, and where their input comes from."""
+    """Layers the converter runs as one kernel, and where their input comes from.
+    ``nodes``: each layer's call in the model (``cost.layer_calls``; None: the layer's
+    own tensors); ``call``: which call of a shared first layer this block is (0: the first)."""
 
     layers: list = field(default_factory=list)
+    nodes: list = field(default_factory=list)
+    call: int = 0
 
     @property
     def name(self) -> str:
-        return self.layers[0].name
+        name = self.layers[0].name
+        return name if self.call == 0 else f"{name}_call{self.call + 1}"
 
     @property
     def kind(self) -> str:
@@ -100,11 +105,15 @@ class Block:
 
     @property
     def macs(self) -> int:
-        return sum(int(layer_macs(x)) for x in self.layers)
+        return sum(int(layer_macs(x, n)) for x, n in zip(self.layers, self._nodes()))
 
     @property
     def inputs(self) -> list:
-        return layer_inputs(self.layers[0])
+        node = self._nodes()[0]
+        return list(node.keras_inputs) if node is not None else layer_inputs(self.layers[0])
+
+    def _nodes(self) -> list:
+        return self.nodes or [None] * len(self.layers)
 
     def signature(self) -> dict:
         """What the latency depends on: layer types and settings, input shapes."""
@@ -163,27 +172,36 @@ def model_blocks(model) -> list[Block]:
             f"{model.name}: holds a nested model; profile works on a flat model "
             "(rebuild it without the sub-model, e.g. keras.applications with include_top)"
         )
-    layers = [x for x in model.layers if not isinstance(x, L.InputLayer)]
+    # every call of every layer: a layer the model shares (applied twice) runs twice
+    calls = [(layer, node, k) for layer in model.layers if not isinstance(layer, L.InputLayer)
+             for k, node in enumerate(layer_calls(layer, model))]  # fmt: skip
     consumers = defaultdict(list)
-    for layer in layers:
-        for t in layer_inputs(layer):
-            consumers[id(t)].append(layer)
+    for layer, node, _ in calls:
+        for t in list(node.keras_inputs) if node is not None else layer_inputs(layer):
+            consumers[id(t)].append((layer, node))
     absorbed, blocks = set(), []
-    for layer in layers:
-        if id(layer) in absorbed or is_identity(layer):
+    for layer, node, k in calls:
+        if (id(layer), id(node)) in absorbed or is_identity(layer):
             continue
-        block = Block([layer])
+        block = Block([layer], [node], k)
         if isinstance(layer, ANCHORS):
-            current = layer
-            while len(consumers[id(current.output)]) == 1:
-                following = consumers[id(current.output)][0]
-                if not _fuses(following, block):
+            current = (layer, node)
+            while len(consumers[_output_id(*current)]) == 1:
+                following = consumers[_output_id(*current)][0]
+                if not _fuses(following[0], block):
                     break
-                block.layers.append(following)
-                absorbed.add(id(following))
+                block.layers.append(following[0])
+                block.nodes.append(following[1])
+                absorbed.add((id(following[0]), id(following[1])))
                 current = following
         blocks.append(block)
     return blocks
+
+
+def _output_id(layer, node) -> int:
+    """The id of the (first) tensor a call of ``layer`` gives."""
+    out = node.outputs if node is not None else layer.output
+    return id(out[0] if isinstance(out, (list, tuple)) else out)
 
 
 def block_model(block: Block):
@@ -198,7 +216,8 @@ def block_model(block: Block):
         copy = type(layer).from_config(layer.get_config())
         if i == 0:  # called as the model called it: a TFOpLambda takes its tensors (and
             # constants) as separate arguments (x * hard_sigmoid(x)), Add takes one list
-            args, kwargs = _call_arguments(layer, dict(zip(map(id, block.inputs), inputs)))
+            args, kwargs = _call_arguments(layer, block.nodes[0] if block.nodes else None,
+                                           dict(zip(map(id, block.inputs), inputs)))  # fmt: skip
             x = copy(*args, **kwargs)
         else:
             x = copy(x)
@@ -206,14 +225,16 @@ def block_model(block: Block):
     return keras.Model(inputs, x, name=f"block_{block.name}")
 
 
-def _call_arguments(layer, tensors: dict) -> tuple[list, dict]:
-    """The arguments of ``layer``'s call in its model, its input tensors swapped for
-    ``tensors`` (by id); a layer called more than once takes them as one list, as before."""
-    nodes = getattr(layer, "inbound_nodes", None) or []
-    if len(nodes) != 1 or not hasattr(nodes[0], "map_arguments"):
+def _call_arguments(layer, node, tensors: dict) -> tuple[list, dict]:
+    """The arguments of ``layer``'s call ``node`` in its model, its input tensors swapped
+    for ``tensors`` (by id); without the node (a model with no graph), its tensors as one
+    argument (a list where there are several)."""
+    if node is None:
+        nodes = getattr(layer, "inbound_nodes", None) or []
+        node = nodes[0] if len(nodes) == 1 else None
+    if node is None or not hasattr(node, "map_arguments"):
         new = list(tensors.values())
         return [new if len(new) > 1 else new[0]], {}
-    node = nodes[0]
     swapped = defaultdict(list)  # what Keras' own graph replay takes: id -> tensors
     for kt in node.keras_inputs:
         swapped[str(id(kt))].append(tensors[id(kt)])

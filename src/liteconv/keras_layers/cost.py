@@ -76,11 +76,25 @@ def _shape(shape) -> tuple:
     return tuple(shape)
 
 
-def layer_macs(layer) -> int:
-    """MACs of one (unwrapped, built) Keras layer for one example."""
+def layer_calls(layer, model) -> list:
+    """The calls (Keras nodes) of ``layer`` inside ``model``'s graph, in call order: a layer
+    the model shares (one ``Conv2D`` applied twice) has several, each with its own tensors
+    and shapes, and each costs its MACs. ``[None]`` where the model keeps no graph (a
+    subclassed model): the layer's own ``input`` / ``output`` then."""
+    keys = getattr(model, "_network_nodes", None)
+    nodes = getattr(layer, "inbound_nodes", None) or []
+    if not keys or not nodes:
+        return [None]
+    own = [n for i, n in enumerate(nodes) if f"{layer.name}_ib-{i}" in keys and not n.is_input]
+    return own or [None]
+
+
+def layer_macs(layer, node=None) -> int:
+    """MACs of one (unwrapped, built) Keras layer for one example; with ``node`` (one of
+    ``layer_calls``), of that call's shapes (a shared layer's calls may differ)."""
     layers = keras.layers
-    out = _shape(layer.output_shape)
-    inp = _shape(layer.input_shape)
+    out = _shape(node.output_shapes if node is not None else layer.output_shape)
+    inp = _shape(node.input_shapes if node is not None else layer.input_shape)
     if isinstance(layer, (layers.DepthwiseConv2D, layers.SeparableConv2D)):
         spatial = math.prod(out[1:-1])
         c_in = inp[-1]
@@ -97,29 +111,33 @@ def layer_macs(layer) -> int:
 
 
 def _leaf_layers(model):
+    """``(outer, layer, container)``: each leaf layer, the wrapper the model calls (itself
+    where unwrapped) and the model whose graph calls it."""
     for layer in model.layers:
         inner = getattr(layer, "layer", None)  # tfmot QuantizeWrapper / PruneLowMagnitude
         if isinstance(layer, keras.Model):
             yield from _leaf_layers(layer)
         elif isinstance(inner, keras.layers.Layer):
-            yield layer, inner
+            yield layer, inner, model
         else:
-            yield layer, layer
+            yield layer, layer, model
 
 
 def model_cost(model) -> ModelCost:
     """Return the per-layer and total MACs and parameters of a built Keras model."""
     costs = []
-    for outer, layer in _leaf_layers(model):
+    for outer, layer, container in _leaf_layers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        costs.append(
-            LayerCost(
-                name=outer.name,
-                kind=type(layer).__name__,
-                output_shape=_shape(outer.output_shape),
-                params=int(layer.count_params()),
-                macs=int(layer_macs(layer)),
+        calls = layer_calls(outer, container)
+        for k, node in enumerate(calls):  # a shared layer: a row per call, its weights once
+            costs.append(
+                LayerCost(
+                    name=outer.name if k == 0 else f"{outer.name} (call {k + 1})",
+                    kind=type(layer).__name__,
+                    output_shape=_shape(outer.output_shape if node is None else node.output_shapes),
+                    params=int(layer.count_params()) if k == 0 else 0,
+                    macs=int(layer_macs(layer, node if len(calls) > 1 else None)),
+                )
             )
-        )
     return ModelCost(model.name, costs)
