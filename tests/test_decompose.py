@@ -120,6 +120,27 @@ def test_second_stage_starts_as_identity_and_costs_are_reported():
     assert r1[0]["params_after"] == 8 * 8 + 2 * 3 * 8
 
 
+def test_a_convolution_the_model_applies_twice_stays_shared_and_the_rest_decomposes():
+    """A shared Conv2D (two calls, the second after a pooling) is kept, still one layer with
+    its weights; the rank-1 conv before it becomes LVH, and the model answers as before
+    (the rebuild once ran the shared layer's second call before its input existed)."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    shared = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="shared")
+    y = shared(keras.layers.MaxPooling2D(name="pool")(shared(x)))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(y))
+    model.get_layer("conv").set_weights([_rank1_kernel(3, 3, 3, 4), np.zeros(4, np.float32)])
+    flat, report = flatten_model(model)
+    assert [r["layer"] for r in report] == ["conv"] and report[0]["rel_error"] < 1e-6
+    names = [lyr.name for lyr in flat.layers]
+    assert names.count("shared") == 1 and "conv_s1_lateral" in names
+    assert len(flat.get_layer("shared")._inbound_nodes) == 2  # noqa: SLF001
+    x = RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(flat.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    with pytest.raises(ValueError, match="'shared' is applied 2 times"):
+        flatten_model(model, layers=["shared"])
+
+
 def test_bad_requests_are_explained():
     model = _conv_model(_rank1_kernel(3, 3, 2, 2), None, strides=1, padding="same", size=6)
     with pytest.raises(ValueError, match="no layer named 'nope'"):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from liteconv.compat import keras, tf
-from liteconv.keras_layers.cost import layer_macs
+from liteconv.keras_layers.cost import layer_calls, layer_macs
 from liteconv.keras_layers.flattened import flattened_conv, lvh_names, vertical_horizontal
 
 METHODS = ("lvh", "cp")
@@ -190,23 +190,27 @@ def rebuild_graph(model, build_block: Callable, select: Callable = eligible):
               for t in model.inputs]  # fmt: skip
     tensors = {id(old): new for old, new in zip(model.inputs, inputs)}
     clones: dict[int, object] = {}  # a fresh copy of every kept layer (shared ones stay shared)
-    nodes = model._network_nodes  # noqa: SLF001 - the functional graph's own node keys
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        for index, node in enumerate(layer._inbound_nodes):  # noqa: SLF001
-            if f"{layer.name}_ib-{index}" not in nodes:
-                continue
-            args = tf.nest.map_structure(
-                lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
-            )
-            out = build_block(layer, args[0][0]) if select(layer) else None
-            if out is None:
-                if id(layer) not in clones:
-                    clones[id(layer)] = type(layer).from_config(layer.get_config())
-                out = clones[id(layer)](*args[0], **args[1])
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
-                tensors[id(old)] = new
+    # every call of every layer, in layer order; a call runs once its inputs exist (a shared
+    # layer's second call waits for the layers before it: model.layers lists it once)
+    pending = [(layer, node) for layer in model.layers
+               if not isinstance(layer, keras.layers.InputLayer)
+               for node in layer_calls(layer, model) if node is not None]  # fmt: skip
+    while pending:
+        ready = next((i for i, (_, node) in enumerate(pending)
+                      if all(id(t) in tensors for t in node.keras_inputs)), None)  # fmt: skip
+        if ready is None:
+            raise ValueError(f"{model.name}: its graph could not be ordered for rebuilding")
+        layer, node = pending.pop(ready)
+        args = tf.nest.map_structure(
+            lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
+        )
+        out = build_block(layer, args[0][0]) if select(layer) else None
+        if out is None:
+            if id(layer) not in clones:
+                clones[id(layer)] = type(layer).from_config(layer.get_config())
+            out = clones[id(layer)](*args[0], **args[1])
+        for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
+            tensors[id(old)] = new
     outputs = [tensors[id(t)] for t in model.outputs]
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
@@ -303,12 +307,20 @@ def choose_layers(model, layers: list[str] | None = None, min_macs: int = 0) -> 
                 f"layer {bad[0]!r} ({type(by_name[bad[0]]).__name__}) cannot be decomposed: "
                 "only stock Conv2D with a k×k kernel (k ≥ 2), no groups, no dilation"
             )
+        shared = [n for n in layers if len(layer_calls(by_name[n], model)) > 1]
+        if shared:
+            raise ValueError(
+                f"layer {shared[0]!r} is applied {len(layer_calls(by_name[shared[0]], model))} "
+                f"times in {model.name}: only a convolution applied once can be decomposed"
+            )
         return [by_name[n] for n in layers]
-    chosen = [lyr for lyr in model.layers if eligible(lyr) and layer_macs(lyr) >= min_macs]
+    # a layer the model applies more than once is kept (its calls share one set of weights)
+    chosen = [lyr for lyr in model.layers if eligible(lyr) and len(layer_calls(lyr, model)) == 1
+              and layer_macs(lyr) >= min_macs]  # fmt: skip
     if not chosen:
         raise ValueError(
             f"{model.name}: nothing to decompose (no stock Conv2D with a k×k kernel, k ≥ 2"
-            f"{f', and at least {min_macs:,} MACs' if min_macs else ''})"
+            f"{f', and at least {min_macs:,} MACs' if min_macs else ''}, applied once)"
         )
     return chosen
 
