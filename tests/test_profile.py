@@ -116,6 +116,35 @@ def test_a_layer_the_model_applies_twice_is_a_block_per_call():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=block.name)
 
 
+def test_a_nested_backbone_is_profiled_layer_by_layer():
+    """The Keras transfer-learning pattern (a functional backbone called as one layer, with
+    training=False) was refused; its layers are now blocks of their own, as the converter
+    inlines them, and each computes what it computes inside the whole model."""
+    b_in = keras.Input((10, 10, 3))
+    y = L.Conv2D(4, 3, padding="same", use_bias=False)(b_in)
+    y = L.ReLU(6.0)(L.BatchNormalization()(y))
+    y = L.DepthwiseConv2D(3, padding="same", activation="relu")(y)
+    backbone = keras.Model(b_in, L.Add()([y, L.Conv2D(4, 1)(b_in)]), name="backbone")
+    backbone.trainable = False
+    inputs = keras.Input((10, 10, 3))
+    x = backbone(L.Rescaling(2.0, -1.0)(inputs), training=False)
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(x)))
+    blocks = prof.model_blocks(model)
+    assert [b.kind for b in blocks] == ["Rescaling", "Conv2D 3x3+BN+ReLU", "DepthwiseConv2D 3x3",
+                                        "Conv2D 1x1", "Add", "GlobalAveragePooling2D", "Dense"]  # fmt: skip
+    assert sum(b.macs for b in blocks) == model_cost(model).total_macs
+    images = np.random.default_rng(3).uniform(size=(2, 10, 10, 3)).astype("float32")
+    acts = prof.block_activations(model, blocks, images)
+    inner = keras.Model(backbone.inputs, [backbone.get_layer(index=i).output for i in (3, 4, 5, 6)])
+    scaled = images * 2.0 - 1.0
+    expected = [scaled, *inner.predict(scaled, verbose=0)]
+    for block, got_in, want in zip(blocks[1:5], acts[1:5], expected[1:]):
+        got = prof.block_model(block).predict(got_in[0] if len(got_in) == 1 else got_in,
+                                              batch_size=1, verbose=0)  # fmt: skip
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=block.name)
+    np.testing.assert_allclose(acts[1][0], scaled, rtol=1e-6, atol=1e-6)
+
+
 def test_a_block_converts_to_the_same_bytes_every_time():
     """Estimates are cached by the .tflite's hash: a block (and the one-RELU model) built a
     second time, after other models have taken Keras' default names, converts to the very

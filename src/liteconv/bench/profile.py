@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from liteconv.compat import keras
+from liteconv.compat import keras, tf
 from liteconv.device import caches
-from liteconv.device.errors import LiteconvError
+from liteconv.device.errors import LiteconvError, first_line
 from liteconv.device.files import atomic_write_json, read_json
 from liteconv.device.harness import benchmark, pin_cores
 from liteconv.device.machine import machine_info
@@ -165,13 +165,53 @@ def _fuses(layer, block: Block) -> bool:
     return False
 
 
+def flat_model(model):
+    """``model`` with each nested functional model (a transfer-learning backbone) replaced
+    by its own layers, called in its place: the same layers and weights on ``model``'s
+    inputs, so every layer of the backbone is a block of its own, as the converter inlines
+    it. ``model`` itself where nothing is nested."""
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    tensors = {id(t): t for t in model.inputs}
+    _replay(model, tensors)
+    outputs = [tensors[id(t)] for t in model.outputs]
+    try:
+        return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0],
+                           name=model.name)  # fmt: skip
+    except ValueError as err:  # two layers of the same name, one of them nested
+        raise LiteconvError(f"{model.name}: its nested model cannot be profiled in place "
+                            f"({first_line(err)[:200]})") from None  # fmt: skip
+
+
+def _replay(model, tensors: dict) -> None:
+    """Call every layer of ``model``'s graph again on ``tensors`` (id of a tensor of the
+    old graph -> its tensor in the new one), a nested model's layers in its place."""
+    pending = [(layer, node) for layer in model.layers if not isinstance(layer, L.InputLayer)
+               for node in layer_calls(layer, model)]  # fmt: skip
+    if any(node is None for _, node in pending):
+        raise LiteconvError(f"{model.name}: a nested model without a graph (subclassed, or a "
+                            "Sequential never built on an Input); profile works on a "
+                            "functional model")  # fmt: skip
+    while pending:
+        ready = next(i for i, (_, node) in enumerate(pending)
+                     if all(id(t) in tensors for t in node.keras_inputs))  # fmt: skip
+        layer, node = pending.pop(ready)
+        if isinstance(layer, keras.Model):
+            for inner, outer in zip(layer.inputs, node.keras_inputs):
+                tensors[id(inner)] = tensors[id(outer)]
+            _replay(layer, tensors)
+            out = [tensors[id(t)] for t in layer.outputs]
+        else:
+            args, kwargs = tf.nest.map_structure(lambda t: tensors.get(id(t), t),
+                                                 (node.call_args, node.call_kwargs))  # fmt: skip
+            out = layer(*args, **kwargs)
+        for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
+            tensors[id(old)] = new
+
+
 def model_blocks(model) -> list[Block]:
     """The blocks of a built functional or Sequential Keras model, in execution order."""
-    if any(isinstance(layer, keras.Model) for layer in model.layers):
-        raise LiteconvError(
-            f"{model.name}: holds a nested model; profile works on a flat model "
-            "(rebuild it without the sub-model, e.g. keras.applications with include_top)"
-        )
+    model = flat_model(model)
     # every call of every layer: a layer the model shares (applied twice) runs twice
     calls = [(layer, node, k) for layer in model.layers if not isinstance(layer, L.InputLayer)
              for k, node in enumerate(layer_calls(layer, model))]  # fmt: skip
