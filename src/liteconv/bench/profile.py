@@ -45,7 +45,7 @@ from liteconv.device.profile import (  # noqa: F401 (profile_markdown re-exporte
 from liteconv.device.runtime import resolve_runtime, runtime_version
 from liteconv.device.tables import format_table
 from liteconv.keras_layers import AUGMENTATION_LAYERS
-from liteconv.keras_layers.cost import layer_calls, layer_macs
+from liteconv.keras_layers.cost import layer_calls, layer_macs, ordered_calls
 
 L = keras.layers
 ANCHORS = (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Dense)
@@ -186,16 +186,11 @@ def flat_model(model):
 def _replay(model, tensors: dict) -> None:
     """Call every layer of ``model``'s graph again on ``tensors`` (id of a tensor of the
     old graph -> its tensor in the new one), a nested model's layers in its place."""
-    pending = [(layer, node) for layer in model.layers if not isinstance(layer, L.InputLayer)
-               for node in layer_calls(layer, model)]  # fmt: skip
-    if any(node is None for _, node in pending):
-        raise LiteconvError(f"{model.name}: a nested model without a graph (subclassed, or a "
-                            "Sequential never built on an Input); profile works on a "
-                            "functional model")  # fmt: skip
-    while pending:
-        ready = next(i for i, (_, node) in enumerate(pending)
-                     if all(id(t) in tensors for t in node.keras_inputs))  # fmt: skip
-        layer, node = pending.pop(ready)
+    try:
+        calls = ordered_calls(model)
+    except ValueError as err:  # a nested model without a graph
+        raise LiteconvError(f"{err}; profile works on functional models") from None
+    for layer, node in calls:
         if isinstance(layer, keras.Model):
             for inner, outer in zip(layer.inputs, node.keras_inputs):
                 tensors[id(inner)] = tensors[id(outer)]
@@ -213,8 +208,12 @@ def model_blocks(model) -> list[Block]:
     """The blocks of a built functional or Sequential Keras model, in execution order."""
     model = flat_model(model)
     # every call of every layer: a layer the model shares (applied twice) runs twice
-    calls = [(layer, node, k) for layer in model.layers if not isinstance(layer, L.InputLayer)
-             for k, node in enumerate(layer_calls(layer, model))]  # fmt: skip
+    try:
+        calls = [(layer, node, layer_calls(layer, model).index(node))
+                 for layer, node in ordered_calls(model)]  # fmt: skip
+    except ValueError:  # no graph (a subclassed model): each layer once, on its own tensors
+        calls = [(layer, None, 0) for layer in model.layers
+                 if not isinstance(layer, L.InputLayer)]  # fmt: skip
     consumers = defaultdict(list)
     for layer, node, _ in calls:
         for t in list(node.keras_inputs) if node is not None else layer_inputs(layer):

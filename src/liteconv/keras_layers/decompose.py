@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from liteconv.compat import keras, tf
-from liteconv.keras_layers.cost import layer_calls, layer_macs
+from liteconv.keras_layers.cost import layer_calls, layer_macs, ordered_calls
 from liteconv.keras_layers.flattened import flattened_conv, lvh_names, vertical_horizontal
 
 METHODS = ("lvh", "cp")
@@ -190,17 +190,7 @@ def rebuild_graph(model, build_block: Callable, select: Callable = eligible):
               for t in model.inputs]  # fmt: skip
     tensors = {id(old): new for old, new in zip(model.inputs, inputs)}
     clones: dict[int, object] = {}  # a fresh copy of every kept layer (shared ones stay shared)
-    # every call of every layer, in layer order; a call runs once its inputs exist (a shared
-    # layer's second call waits for the layers before it: model.layers lists it once)
-    pending = [(layer, node) for layer in model.layers
-               if not isinstance(layer, keras.layers.InputLayer)
-               for node in layer_calls(layer, model) if node is not None]  # fmt: skip
-    while pending:
-        ready = next((i for i, (_, node) in enumerate(pending)
-                      if all(id(t) in tensors for t in node.keras_inputs)), None)  # fmt: skip
-        if ready is None:
-            raise ValueError(f"{model.name}: its graph could not be ordered for rebuilding")
-        layer, node = pending.pop(ready)
+    for layer, node in ordered_calls(model):  # a shared layer's calls each in their place
         args = tf.nest.map_structure(
             lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
         )
