@@ -101,6 +101,29 @@ def test_a_nested_backbone_and_a_sequential_model_are_rebuilt(tmp_path):
     assert model.get_layer("head").trainable_weights
 
 
+def test_shared_layers_and_a_model_called_twice_are_rebuilt_shared(tmp_path):
+    """A layer applied twice, its second call after a layer the config lists later, and a
+    sub-model called twice: the rebuild once failed with KeyError ('pool', 0)."""
+    k3 = keras3()
+    k3.utils.set_random_seed(1)
+    L = k3.layers
+    inp = k3.Input((16, 16, 3))
+    shared = L.Conv2D(6, 3, padding="same", activation="relu", name="shared")
+    a = shared(L.Conv2D(6, 3, padding="same")(inp))
+    b = shared(L.MaxPooling2D(name="pool")(a))
+    sub_in = k3.Input((8, 8, 6))
+    sub = k3.Model(sub_in, L.Conv2D(6, 1, activation="tanh")(sub_in), name="sub")
+    out = L.Dense(3)(L.GlobalAveragePooling2D()(sub(sub(b))))
+    path = tmp_path / "shared.keras"
+    k3.Model(inp, out, name="siamese").save(path)
+
+    model = load_keras_model(path)
+    _same_answers(path, model)
+    assert len(model.get_layer("shared")._inbound_nodes) == 2  # noqa: SLF001 - still shared
+    assert [layer.name for layer in model.layers].count("shared") == 1
+    assert len(model.get_layer("sub")._inbound_nodes) == 2  # noqa: SLF001
+
+
 def test_what_tf_keras_cannot_rebuild_is_one_line_naming_the_layer(tmp_path):
     k3 = keras3()
     cases = {

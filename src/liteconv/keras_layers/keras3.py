@@ -172,6 +172,21 @@ def _neutral(key: str, value) -> bool:
     )
 
 
+def _references(node: dict) -> list[tuple[str, int]]:
+    """``(layer name, call index)`` of every tensor a config's call takes."""
+    found, todo = [], [node.get("args", []), node.get("kwargs", {})]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+            name, call, _ = value["config"]["keras_history"]
+            found.append((name, call))
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            todo.extend(value)
+    return found
+
+
 class _Rebuild:
     """Calls a Keras 3 model's graph again with tf_keras layers; remembers the layer pairs."""
 
@@ -239,6 +254,7 @@ class _Rebuild:
     def _functional(self, source, config):
         operations = {op.name: op for op in source.operations}
         outputs: dict[tuple[str, int], object] = {}
+        pending: list[tuple] = []
         for entry in config["layers"]:
             name = entry.get("name") or entry["config"]["name"]
             if entry["class_name"] == "InputLayer":
@@ -252,10 +268,19 @@ class _Rebuild:
             op = operations.get(name)
             if op is None:
                 raise self.fail(f"layer {name!r} of its config is not in the model")
-            for index, node in enumerate(entry.get("inbound_nodes", [])):
-                args = self._resolve(node.get("args", []), outputs)
-                kwargs = self._resolve(node.get("kwargs", {}), outputs)
-                outputs[(name, index)] = self._call(op, args, kwargs)
+            pending += [(name, index, op, node)
+                        for index, node in enumerate(entry.get("inbound_nodes", []))]  # fmt: skip
+        # each call once the calls giving its inputs ran (the config lists a layer once, with
+        # all its calls: a shared layer's second call may need layers listed after it)
+        while pending:
+            ready = next((i for i, (*_, node) in enumerate(pending)
+                          if all(ref in outputs for ref in _references(node))), None)  # fmt: skip
+            if ready is None:
+                raise self.fail(f"the calls of {source.name!r} cannot be ordered")
+            name, index, op, node = pending.pop(ready)
+            args = self._resolve(node.get("args", []), outputs)
+            kwargs = self._resolve(node.get("kwargs", {}), outputs)
+            outputs[(name, index)] = self._call(op, args, kwargs)
         ins = self._pick(config["input_layers"], outputs)
         outs = self._pick(config["output_layers"], outputs)
         return keras.Model(ins, outs, name=source.name)
