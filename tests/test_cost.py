@@ -65,6 +65,12 @@ def test_a_shared_layer_costs_its_macs_at_every_call_and_its_weights_once():
     rows = {c.name: c for c in cost.layers}
     assert rows["shared (call 2)"].output_shape == (None, 5, 5, 4)
     assert cost.total_params == model.count_params() == 9 * 4 * 4 + 4
+    # a nested model the outer one calls twice runs its layers twice
+    sub_in = keras.Input((5, 5, 4))
+    sub = keras.Model(sub_in, keras.layers.Conv2D(2, 1, name="pw")(sub_in), name="sub")
+    outer_in = keras.Input((5, 5, 4))
+    twice = keras.Model(outer_in, keras.layers.Add()([sub(outer_in), sub(outer_in)]))
+    assert model_cost(twice).total_macs == 2 * 5 * 5 * 4 * 2
 
 
 @pytest.mark.parametrize(

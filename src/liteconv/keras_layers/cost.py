@@ -135,23 +135,25 @@ def layer_macs(layer, node=None) -> int:
     return 0
 
 
-def _leaf_layers(model):
-    """``(outer, layer, container)``: each leaf layer, the wrapper the model calls (itself
-    where unwrapped) and the model whose graph calls it."""
+def _leaf_layers(model, times: int = 1):
+    """``(outer, layer, container, times)``: each leaf layer, the wrapper the model calls
+    (itself where unwrapped), the model whose graph calls it and how many times the models
+    around it run (a nested model the outer one calls twice runs its layers twice)."""
     for layer in model.layers:
         inner = getattr(layer, "layer", None)  # tfmot QuantizeWrapper / PruneLowMagnitude
         if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
+            calls = len([n for n in layer_calls(layer, model) if n is not None]) or 1
+            yield from _leaf_layers(layer, times * calls)
         elif isinstance(inner, keras.layers.Layer):
-            yield layer, inner, model
+            yield layer, inner, model, times
         else:
-            yield layer, layer, model
+            yield layer, layer, model, times
 
 
 def model_cost(model) -> ModelCost:
     """Return the per-layer and total MACs and parameters of a built Keras model."""
     costs = []
-    for outer, layer, container in _leaf_layers(model):
+    for outer, layer, container, times in _leaf_layers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         calls = layer_calls(outer, container)
@@ -162,7 +164,7 @@ def model_cost(model) -> ModelCost:
                     kind=type(layer).__name__,
                     output_shape=_shape(outer.output_shape if node is None else node.output_shapes),
                     params=int(layer.count_params()) if k == 0 else 0,
-                    macs=int(layer_macs(layer, node if len(calls) > 1 else None)),
+                    macs=times * int(layer_macs(layer, node if len(calls) > 1 else None)),
                 )
             )
     return ModelCost(model.name, costs)
