@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liteconv.compat import keras, tf
+from liteconv.compat import keras
 from liteconv.device import caches
 from liteconv.device.errors import LiteconvError, first_line
 from liteconv.device.files import atomic_write_json, read_json
@@ -45,7 +45,8 @@ from liteconv.device.profile import (  # noqa: F401 (profile_markdown re-exporte
 from liteconv.device.runtime import resolve_runtime, runtime_version
 from liteconv.device.tables import format_table
 from liteconv.keras_layers import AUGMENTATION_LAYERS
-from liteconv.keras_layers.cost import layer_calls, layer_macs, ordered_calls
+from liteconv.keras_layers.cost import layer_macs
+from liteconv.keras_layers.graph import inline_nested, layer_calls, ordered_calls
 
 L = keras.layers
 ANCHORS = (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Dense)
@@ -166,42 +167,14 @@ def _fuses(layer, block: Block) -> bool:
 
 
 def flat_model(model):
-    """``model`` with each nested functional model (a transfer-learning backbone) replaced
-    by its own layers, called in its place: the same layers and weights on ``model``'s
-    inputs, so every layer of the backbone is a block of its own, as the converter inlines
-    it. ``model`` itself where nothing is nested."""
-    if not any(isinstance(layer, keras.Model) for layer in model.layers):
-        return model
-    tensors = {id(t): t for t in model.inputs}
-    _replay(model, tensors)
-    outputs = [tensors[id(t)] for t in model.outputs]
+    """``model`` with its nested models inlined (``graph.inline_nested``): every layer of a
+    backbone a block of its own, as the converter inlines it."""
     try:
-        return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0],
-                           name=model.name)  # fmt: skip
-    except ValueError as err:  # two layers of the same name, one of them nested
-        raise LiteconvError(f"{model.name}: its nested model cannot be profiled in place "
-                            f"({first_line(err)[:200]})") from None  # fmt: skip
-
-
-def _replay(model, tensors: dict) -> None:
-    """Call every layer of ``model``'s graph again on ``tensors`` (id of a tensor of the
-    old graph -> its tensor in the new one), a nested model's layers in its place."""
-    try:
-        calls = ordered_calls(model)
-    except ValueError as err:  # a nested model without a graph
-        raise LiteconvError(f"{err}; profile works on functional models") from None
-    for layer, node in calls:
-        if isinstance(layer, keras.Model):
-            for inner, outer in zip(layer.inputs, node.keras_inputs):
-                tensors[id(inner)] = tensors[id(outer)]
-            _replay(layer, tensors)
-            out = [tensors[id(t)] for t in layer.outputs]
-        else:
-            args, kwargs = tf.nest.map_structure(lambda t: tensors.get(id(t), t),
-                                                 (node.call_args, node.call_kwargs))  # fmt: skip
-            out = layer(*args, **kwargs)
-        for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
-            tensors[id(old)] = new
+        return inline_nested(model)
+    except ValueError as err:  # no graph, or a nested layer's name taken outside it
+        raise LiteconvError(f"{model.name}: cannot be profiled layer by layer "
+                            f"({first_line(err)[:200]}); profile works on functional "
+                            "models") from None  # fmt: skip
 
 
 def model_blocks(model) -> list[Block]:

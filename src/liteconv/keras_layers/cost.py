@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from liteconv.compat import keras, tf
+from liteconv.compat import keras
 from liteconv.device.tables import format_table
+from liteconv.keras_layers.graph import layer_calls
 
 
 @dataclass(frozen=True)
@@ -74,44 +75,6 @@ def _shape(shape) -> tuple:
     if isinstance(shape, list):  # several inputs/outputs: count the first
         shape = shape[0]
     return tuple(shape)
-
-
-def layer_calls(layer, model) -> list:
-    """The calls (Keras nodes) of ``layer`` inside ``model``'s graph, in call order: a layer
-    the model shares (one ``Conv2D`` applied twice) has several, each with its own tensors
-    and shapes, and each costs its MACs. ``[None]`` where the model keeps no graph (a
-    subclassed model): the layer's own ``input`` / ``output`` then."""
-    keys = getattr(model, "_network_nodes", None)
-    nodes = getattr(layer, "inbound_nodes", None) or []
-    if not keys or not nodes:
-        return [None]
-    own = [n for i, n in enumerate(nodes) if f"{layer.name}_ib-{i}" in keys and not n.is_input]
-    return own or [None]
-
-
-def ordered_calls(model) -> list[tuple]:
-    """``(layer, node)`` for every call of a layer in ``model``'s graph, in ``model.layers``
-    order except where a call's inputs come later (a shared layer's second call, listed
-    with its first): each call after the calls that give its inputs.
-
-    Raises:
-        ValueError: the model keeps no graph (subclassed), or its graph cannot be ordered.
-    """
-    pending = [(layer, node) for layer in model.layers
-               if not isinstance(layer, keras.layers.InputLayer)
-               for node in layer_calls(layer, model)]  # fmt: skip
-    if any(node is None for _, node in pending):
-        raise ValueError(f"{model.name}: keeps no graph of its calls (a subclassed model, or "
-                         "a Sequential never built on an Input)")  # fmt: skip
-    have, order = {id(t) for t in model.inputs}, []
-    while pending:
-        ready = next((i for i, (_, node) in enumerate(pending)
-                      if all(id(t) in have for t in node.keras_inputs)), None)  # fmt: skip
-        if ready is None:
-            raise ValueError(f"{model.name}: its graph's calls cannot be ordered")
-        order.append(pending.pop(ready))
-        have.update(id(t) for t in tf.nest.flatten(order[-1][1].outputs))
-    return order
 
 
 def layer_macs(layer, node=None) -> int:

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from liteconv.compat import keras, tf
-from liteconv.keras_layers.cost import layer_calls, layer_macs, ordered_calls
+from liteconv.keras_layers.cost import layer_macs
 from liteconv.keras_layers.flattened import flattened_conv, lvh_names, vertical_horizontal
+from liteconv.keras_layers.graph import layer_calls, ordered_calls
 
 METHODS = ("lvh", "cp")
 

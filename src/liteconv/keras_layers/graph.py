@@ -1,0 +1,88 @@
+"""A Keras model's graph as it runs: every call of every layer (a layer the model applies
+twice has two), in an order each call's inputs exist, and nested models inlined.
+
+Keras lists a layer once in ``model.layers`` however often the model calls it, and a nested
+model (a transfer-learning backbone) as one layer; what the TFLite converter runs, and what
+costs time and MACs, is every call of every leaf layer.
+
+Example:
+    >>> for layer, node in ordered_calls(model): ...
+    >>> flat = inline_nested(model)   # a backbone's layers called in its place
+"""
+
+from __future__ import annotations
+
+from liteconv.compat import keras, tf
+
+
+def layer_calls(layer, model) -> list:
+    """The calls (Keras nodes) of ``layer`` inside ``model``'s graph, in call order: a layer
+    the model shares (one ``Conv2D`` applied twice) has several, each with its own tensors
+    and shapes, and each costs its MACs. ``[None]`` where the model keeps no graph (a
+    subclassed model): the layer's own ``input`` / ``output`` then."""
+    keys = getattr(model, "_network_nodes", None)
+    nodes = getattr(layer, "inbound_nodes", None) or []
+    if not keys or not nodes:
+        return [None]
+    own = [n for i, n in enumerate(nodes) if f"{layer.name}_ib-{i}" in keys and not n.is_input]
+    return own or [None]
+
+
+def ordered_calls(model) -> list[tuple]:
+    """``(layer, node)`` for every call of a layer in ``model``'s graph, in ``model.layers``
+    order except where a call's inputs come later (a shared layer's second call, listed
+    with its first): each call after the calls that give its inputs.
+
+    Raises:
+        ValueError: the model keeps no graph (subclassed), or its graph cannot be ordered.
+    """
+    pending = [(layer, node) for layer in model.layers
+               if not isinstance(layer, keras.layers.InputLayer)
+               for node in layer_calls(layer, model)]  # fmt: skip
+    if any(node is None for _, node in pending):
+        raise ValueError(f"{model.name}: keeps no graph of its calls (a subclassed model, or "
+                         "a Sequential never built on an Input)")  # fmt: skip
+    have, order = {id(t) for t in model.inputs}, []
+    while pending:
+        ready = next((i for i, (_, node) in enumerate(pending)
+                      if all(id(t) in have for t in node.keras_inputs)), None)  # fmt: skip
+        if ready is None:
+            raise ValueError(f"{model.name}: its graph's calls cannot be ordered")
+        order.append(pending.pop(ready))
+        have.update(id(t) for t in tf.nest.flatten(order[-1][1].outputs))
+    return order
+
+
+def inline_nested(model):
+    """``model`` with each nested functional model (a transfer-learning backbone) replaced
+    by its own layers, called in its place: the same layers and weights on ``model``'s
+    inputs, as the converter inlines it (and as tfmot, which refuses nested models, can
+    quantize it). ``model`` itself where nothing is nested.
+
+    Raises:
+        ValueError: a nested model without a graph (subclassed), or two layers of one name.
+    """
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    tensors = {id(t): t for t in model.inputs}
+    _replay(model, tensors)
+    outputs = [tensors[id(t)] for t in model.outputs]
+    return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0],
+                       name=model.name)  # fmt: skip
+
+
+def _replay(model, tensors: dict) -> None:
+    """Call every layer of ``model``'s graph again on ``tensors`` (id of a tensor of the
+    old graph -> its tensor in the new one), a nested model's layers in its place."""
+    for layer, node in ordered_calls(model):
+        if isinstance(layer, keras.Model):
+            for inner, outer in zip(layer.inputs, node.keras_inputs):
+                tensors[id(inner)] = tensors[id(outer)]
+            _replay(layer, tensors)
+            out = [tensors[id(t)] for t in layer.outputs]
+        else:
+            args, kwargs = tf.nest.map_structure(lambda t: tensors.get(id(t), t),
+                                                 (node.call_args, node.call_kwargs))  # fmt: skip
+            out = layer(*args, **kwargs)
+        for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
+            tensors[id(old)] = new
