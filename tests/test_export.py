@@ -182,6 +182,34 @@ def test_qat_of_a_model_with_preprocessing_layers_matches_its_int8_tflite():
     assert diff.mean() <= ONE_STEP and np.quantile(diff, 0.99) <= 5 * ONE_STEP
 
 
+def test_qat_of_a_model_with_a_nested_backbone_matches_its_int8_tflite():
+    """The Keras transfer-learning layout (a functional backbone called as one layer, as an
+    imported model has it) was refused by tfmot ('Quantizing a keras Model inside another
+    keras Model is not supported'); its layers are now called in its place, same weights,
+    and the int8 graph computes what the fake-quant model does."""
+    splits = load_dataset(DataConfig(name="digits"), batch_size=64, seed=0)
+    b_in = keras.Input((8, 8, 1))
+    y = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(b_in)
+    y = keras.layers.ReLU()(keras.layers.BatchNormalization()(y))
+    backbone = keras.Model(b_in, keras.layers.DepthwiseConv2D(3, activation="relu")(y),
+                           name="backbone")  # fmt: skip
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(backbone(inputs, training=False))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(splits.train, epochs=4, verbose=0)
+    x, _ = splits.arrays("test")
+    before = model.predict(x, verbose=0)
+    qat = optimize.quantization_aware(model, splits, epochs=1, learning_rate=1e-4, verbose=0)
+    assert not any(isinstance(layer, keras.Model) for layer in qat.layers)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)  # the model unchanged
+    blob = to_tflite(qat, mode="int8", representative_data=x[:100])
+    assert float_ops(blob) == []
+    diff = np.abs(tflite_predict(blob, x) - qat.predict(x, verbose=0))
+    assert diff.mean() <= ONE_STEP and np.quantile(diff, 0.99) <= 5 * ONE_STEP
+    assert (tflite_predict(blob, x).argmax(1) == before.argmax(1)).mean() >= 0.9
+
+
 def test_unquantizable_op_is_a_clear_error_in_int8_mode():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3)(inputs)

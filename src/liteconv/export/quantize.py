@@ -16,6 +16,7 @@ from liteconv.compat import keras, tfmot
 from liteconv.config import TrainConfig
 from liteconv.device.errors import LiteconvError, first_line
 from liteconv.keras_layers import AUGMENTATION_LAYERS
+from liteconv.keras_layers.graph import inline_nested
 from liteconv.pipeline.data import DataSplits
 from liteconv.pipeline.train import compile_model, one_hot
 
@@ -110,6 +111,11 @@ def quantization_aware(
             f"({QAT_REFUSED[backbone]}); use post-training int8 (--mode int8)"
         )
     q = tfmot().quantization.keras
+    try:  # tfmot refuses a model inside a model (an imported transfer model's backbone):
+        model = inline_nested(model)  # its layers are called in its place, same weights
+    except ValueError as err:
+        raise LiteconvError(f"quantization-aware training: {first_line(err)[:240]}; use "
+                            "post-training int8 (--mode int8)") from None  # fmt: skip
     reserve_layer_names(model)
     if not per_channel:
         if preserve_sparsity:
