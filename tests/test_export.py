@@ -182,20 +182,41 @@ def test_qat_of_a_model_with_preprocessing_layers_matches_its_int8_tflite():
     assert diff.mean() <= ONE_STEP and np.quantile(diff, 0.99) <= 5 * ONE_STEP
 
 
+def _transfer_model():
+    """A digits model in the Keras transfer-learning layout: a functional backbone called
+    as one layer."""
+    b_in = keras.Input((8, 8, 1))
+    y = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="bb_conv")(b_in)
+    y = keras.layers.ReLU()(keras.layers.BatchNormalization()(y))
+    y = keras.layers.DepthwiseConv2D(3, activation="relu", name="bb_dw")(y)
+    backbone = keras.Model(b_in, y, name="backbone")
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(backbone(inputs, training=False))
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(x))
+
+
+def test_pruning_a_model_with_a_nested_backbone_prunes_the_backbone():
+    """tfmot wraps a nested model as one layer and pruned none of its weights: the
+    backbone's kernels stayed dense while the report gave only the head."""
+    splits = load_dataset(DataConfig(name="digits"), batch_size=64, seed=0)
+    model = _transfer_model()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(splits.train, epochs=2, verbose=0)
+    stripped, report = optimize.prune(model, splits, sparsity=0.5, epochs=3, learning_rate=1e-4,
+                                      verbose=0)  # fmt: skip
+    for name in ("bb_conv", "head"):
+        kernel = stripped.get_layer(name).get_weights()[0]
+        assert abs((kernel == 0).mean() - 0.5) < 0.02, name
+        assert report[name] == pytest.approx((kernel == 0).mean(), abs=1e-4)
+
+
 def test_qat_of_a_model_with_a_nested_backbone_matches_its_int8_tflite():
     """The Keras transfer-learning layout (a functional backbone called as one layer, as an
     imported model has it) was refused by tfmot ('Quantizing a keras Model inside another
     keras Model is not supported'); its layers are now called in its place, same weights,
     and the int8 graph computes what the fake-quant model does."""
     splits = load_dataset(DataConfig(name="digits"), batch_size=64, seed=0)
-    b_in = keras.Input((8, 8, 1))
-    y = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(b_in)
-    y = keras.layers.ReLU()(keras.layers.BatchNormalization()(y))
-    backbone = keras.Model(b_in, keras.layers.DepthwiseConv2D(3, activation="relu")(y),
-                           name="backbone")  # fmt: skip
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Flatten()(backbone(inputs, training=False))
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    model = _transfer_model()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(splits.train, epochs=4, verbose=0)
     x, _ = splits.arrays("test")

@@ -183,6 +183,12 @@ def prune(
         end_step=max(1, int(steps * epochs * 0.8)),  # the last 20% recover at full sparsity
         frequency=max(1, steps // 10),
     )
+    # a nested backbone is one layer to tfmot, which prunes none of its weights: its layers
+    # are called in its place (same weights) so that every convolution is pruned
+    try:
+        model = inline_nested(model)
+    except ValueError as err:
+        raise LiteconvError(f"pruning: {first_line(err)[:240]}") from None
     pruned = sparsity_api.prune_low_magnitude(model, pruning_schedule=schedule)
     _compile(pruned, learning_rate, steps, epochs)
     n = splits.num_classes
