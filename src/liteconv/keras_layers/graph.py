@@ -54,10 +54,12 @@ def ordered_calls(model) -> list[tuple]:
 
 
 def inline_nested(model):
-    """``model`` with each nested functional model (a transfer-learning backbone) replaced
-    by its own layers, called in its place: the same layers and weights on ``model``'s
-    inputs, as the converter inlines it (and as tfmot, which refuses nested models, can
-    quantize it). ``model`` itself where nothing is nested.
+    """A copy of ``model`` with each nested functional model (a transfer-learning backbone)
+    replaced by copies of its own layers, called in its place with the same weights and
+    trainable flags: the graph the converter inlines, which tfmot (it refuses or skips a
+    model in a model), profile's blocks and flatten's choice of layers can walk. A layer
+    shared by several calls stays shared. ``model`` itself where nothing is nested; the
+    model given is not changed (its layers are not called again).
 
     Raises:
         ValueError: a nested model without a graph (subclassed), or two layers of one name.
@@ -65,24 +67,37 @@ def inline_nested(model):
     if not any(isinstance(layer, keras.Model) for layer in model.layers):
         return model
     tensors = {id(t): t for t in model.inputs}
-    _replay(model, tensors)
+    copies: dict[int, object] = {}
+    _replay(model, tensors, copies, None)
     outputs = [tensors[id(t)] for t in model.outputs]
-    return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0],
-                       name=model.name)  # fmt: skip
+    flat = keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    for layer, copy in copies.values():
+        copy.set_weights(layer.get_weights())
+        copy.trainable = layer.trainable
+    return flat
 
 
-def _replay(model, tensors: dict) -> None:
-    """Call every layer of ``model``'s graph again on ``tensors`` (id of a tensor of the
-    old graph -> its tensor in the new one), a nested model's layers in its place."""
+def _replay(model, tensors: dict, copies: dict, training: bool | None) -> None:
+    """Call a copy of every layer of ``model``'s graph on ``tensors`` (id of a tensor of
+    the old graph -> its tensor in the new one), a nested model's layers in its place;
+    ``copies``: id of a layer -> (layer, its copy), one copy per layer however often called.
+    ``training``: what the call of the model around them fixed (a backbone called with
+    ``training=False`` runs its BatchNormalization in inference mode even while the outer
+    model trains), passed on to every layer that takes it."""
     for layer, node in ordered_calls(model):
         if isinstance(layer, keras.Model):
             for inner, outer in zip(layer.inputs, node.keras_inputs):
                 tensors[id(inner)] = tensors[id(outer)]
-            _replay(layer, tensors)
+            fixed = node.call_kwargs.get("training", training)
+            _replay(layer, tensors, copies, training if fixed is None else fixed)
             out = [tensors[id(t)] for t in layer.outputs]
         else:
+            if id(layer) not in copies:
+                copies[id(layer)] = (layer, type(layer).from_config(layer.get_config()))
             args, kwargs = tf.nest.map_structure(lambda t: tensors.get(id(t), t),
                                                  (node.call_args, node.call_kwargs))  # fmt: skip
-            out = layer(*args, **kwargs)
+            if training is not None and getattr(layer, "_expects_training_arg", False):
+                kwargs = {**kwargs, "training": training}
+            out = copies[id(layer)][1](*args, **kwargs)
         for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
             tensors[id(old)] = new
