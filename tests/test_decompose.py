@@ -141,6 +141,29 @@ def test_a_convolution_the_model_applies_twice_stays_shared_and_the_rest_decompo
         flatten_model(model, layers=["shared"])
 
 
+def test_the_convolutions_of_a_nested_backbone_are_decomposed():
+    """A transfer model (its backbone one layer of the outer model) had 'nothing to
+    decompose'; the backbone's rank-1 conv now becomes LVH, outputs unchanged."""
+    b_in = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="bb_conv")(b_in)
+    backbone = keras.Model(b_in, y, name="backbone")
+    backbone.get_layer("bb_conv").set_weights([_rank1_kernel(3, 3, 3, 4), np.ones(4, np.float32)])
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone(inputs, training=False))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    flat, report = flatten_model(model)
+    assert [r["layer"] for r in report] == ["bb_conv"] and report[0]["rel_error"] < 1e-6
+    assert "bb_conv_s1_lateral" in [lyr.name for lyr in flat.layers]
+    x = RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(flat.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    # the data-aware refit reads the parent layer's inputs inside the backbone
+    from liteconv.keras_layers.data_aware import fit_to_outputs
+
+    images = RNG.uniform(size=(16, 8, 8, 3)).astype(np.float32)
+    rows = fit_to_outputs(model, flat, images, report)
+    assert rows[0]["output_error"] < 1e-3
+
+
 def test_bad_requests_are_explained():
     model = _conv_model(_rank1_kernel(3, 3, 2, 2), None, strides=1, padding="same", size=6)
     with pytest.raises(ValueError, match="no layer named 'nope'"):

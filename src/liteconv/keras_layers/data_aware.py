@@ -43,6 +43,7 @@ import numpy as np
 from liteconv.compat import keras, tf
 from liteconv.keras_layers.decompose import cp_names
 from liteconv.keras_layers.flattened import lvh_names
+from liteconv.keras_layers.graph import inline_nested
 
 ROWS = 20000  # image positions per fit (Zhang et al.: 3,000 images x 10 positions)
 HELD_OUT = 0.125  # share of the images kept out of the fit, for the reported errors
@@ -337,6 +338,7 @@ def fit_to_outputs(
     Raises:
         ValueError: fewer than 2 images, or a decomposed layer used more than once.
     """
+    parent = inline_nested(parent)  # a backbone's layers are the parent's own (flatten's)
     images = np.asarray(images)
     if len(images) < 2:
         raise ValueError(f"data-aware fit: expected at least 2 images, received {len(images)}")

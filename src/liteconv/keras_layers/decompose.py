@@ -30,7 +30,7 @@ import numpy as np
 from liteconv.compat import keras, tf
 from liteconv.keras_layers.cost import layer_macs
 from liteconv.keras_layers.flattened import flattened_conv, lvh_names, vertical_horizontal
-from liteconv.keras_layers.graph import layer_calls, ordered_calls
+from liteconv.keras_layers.graph import inline_nested, layer_calls, ordered_calls
 
 METHODS = ("lvh", "cp")
 
@@ -372,6 +372,8 @@ def flatten_model(
         raise ValueError(f"Expected a positive rank, received rank={rank!r}")
     if rank_ratio is not None and not 0 < rank_ratio <= 4:
         raise ValueError(f"Expected 0 < rank_ratio <= 4, received rank_ratio={rank_ratio!r}")
+    # a backbone nested as one layer (a transfer model): its convolutions are the model's
+    model = inline_nested(model)
     if plan is not None:
         choices = {name: parse_choice(choice) for name, choice in plan.items()}
         choices = {name: c for name, c in choices.items() if c[0] != "keep"}
