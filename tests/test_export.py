@@ -279,6 +279,26 @@ def test_pruning_reaches_target_sparsity_and_compresses(run_copy):
     assert results["pruned60_fp32"]["accuracy"] > 0.8
 
 
+def test_a_tflite_that_answers_otherwise_than_its_keras_model_gets_a_note(run_copy):
+    """Verified against a model it was not converted from (another initialisation of the
+    same architecture), the fp32 file agrees on few test images: one note says so; against
+    its own model, none."""
+    from liteconv.export.verify import LOW_AGREEMENT, verify_run
+    from liteconv.pipeline.model_file import load_keras_model
+
+    export_run(run_copy, modes=["fp32"], verify=False, echo=quiet)
+    own = load_keras_model(run_copy / "model.keras")
+    said: list[str] = []
+    verify_run(run_copy, model=own, echo=said.append)
+    assert not [line for line in said if line.startswith("note:")]
+    other = keras.models.clone_model(own)  # same layers, fresh random weights
+    said.clear()
+    rows = verify_run(run_copy, model=other, echo=said.append)
+    assert rows["fp32"]["agreement"] < LOW_AGREEMENT
+    notes = [line for line in said if line.startswith("note:")]
+    assert len(notes) == 1 and "fp32.tflite answers like the Keras model on only" in notes[0]
+
+
 def test_export_errors_are_one_line_and_write_nothing(tmp_path, digits_run, monkeypatch):
     monkeypatch.setenv("LITECONV_NO_VERIFY_HASHES", "0")  # --no-verify-hashes sets it below
     runner = CliRunner()
