@@ -127,7 +127,7 @@ def model_cost(model) -> ModelCost:
                     kind=type(layer).__name__,
                     output_shape=_shape(outer.output_shape if node is None else node.output_shapes),
                     params=int(layer.count_params()) if k == 0 else 0,
-                    macs=times * int(layer_macs(layer, node if len(calls) > 1 else None)),
+                    macs=times * int(layer_macs(layer, node)),
                 )
             )
     return ModelCost(model.name, costs)
