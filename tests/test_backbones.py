@@ -227,6 +227,30 @@ def test_qat_names_the_backbones_tfmot_refuses_and_tfmot_does_refuse_them(backbo
         quantization_aware(model, None, epochs=0, learning_rate=1e-4, per_channel=False)
 
 
+def test_qat_of_the_efficientnet_b0_backbone_converts_to_integer_only_int8():
+    """EfficientNetB0 was refused (its SE Multiply and in-model Rescaling / Normalization
+    have no tfmot config); their outputs are now quantized, and the int8 file computes what
+    the fake-quant model does."""
+    from liteconv.config import DataConfig
+    from liteconv.export.convert import float_ops, to_tflite
+    from liteconv.export.quantize import quantization_aware
+    from liteconv.export.verify import tflite_predict
+    from liteconv.pipeline.data import load_dataset
+
+    cfg = DataConfig(name="synthetic", synthetic_shape=[32, 32, 3], synthetic_samples=32,
+                     synthetic_classes=3)  # fmt: skip
+    splits = load_dataset(cfg, batch_size=16, seed=0)
+    model = create_model("pretrained", input_shape=(32, 32, 3), num_classes=3,
+                         backbone="efficientnet_b0", weights=None)  # fmt: skip
+    qat = quantization_aware(model, splits, epochs=0, learning_rate=1e-4, verbose=0)
+    kinds = {type(layer.layer).__name__ for layer in qat.layers if hasattr(layer, "layer")}
+    assert {"Multiply", "Rescaling", "Normalization"} <= kinds
+    x, _ = splits.arrays("train", limit=16)
+    blob = to_tflite(qat, mode="int8", representative_data=x)
+    assert float_ops(blob) == []
+    assert np.abs(tflite_predict(blob, x) - qat.predict(x, verbose=0)).max() < 2 / 256
+
+
 @pytest.mark.large
 def test_a_pretrained_run_killed_in_phase_2_resumes_there(tmp_path):
     """SIGKILL at the end of epoch 2 (phase 2 of head 1 + 2 epochs), then the same command:

@@ -12,6 +12,7 @@ from conftest import copy_run, quiet
 from liteconv.cli import cli
 from liteconv.compat import keras, tf, tfmot
 from liteconv.config import DataConfig
+from liteconv.device.errors import LiteconvError
 from liteconv.device.tensors import output_step
 from liteconv.export import quantize as optimize
 from liteconv.export.convert import ConversionError, float_ops, to_tflite
@@ -147,6 +148,63 @@ def test_qat_ranges_start_at_the_float_tensors_ranges():
     floats, calibrated = model.predict(x, verbose=0), qat.predict(x, verbose=0)
     agree = (calibrated.argmax(1) == floats.argmax(1)).mean()
     assert agree >= 0.95 > (ema_only.argmax(1) == floats.argmax(1)).mean()
+
+
+@pytest.mark.large
+def test_qat_takes_layers_tfmot_refuses_with_their_output_quantized():
+    """A squeeze-and-excitation Multiply (EfficientNetV2), a pre-activation BatchNormalization
+    (ResNetV2, NASNet) and one after a ReLU convolution: tfmot's registry refused each, so
+    QAT refused the model. Now their outputs are quantized, and the int8 file computes
+    what the fake-quant model does and answers like the float one. An AveragePooling2D
+    (DenseNet's transitions) is left at its input's scale: the converter had refused its
+    own output range."""
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    splits = load_dataset(DataConfig(name="digits"), batch_size=64, seed=0)
+    inputs = keras.Input((8, 8, 1))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(16, 3, padding="same")(inputs)))
+    y = layers.ReLU()(layers.BatchNormalization(name="preact_bn")(x))
+    y = layers.Conv2D(16, 3, padding="same", activation="relu")(y)
+    y = layers.BatchNormalization(name="bn_after_relu_conv")(y)
+    squeeze = layers.GlobalAveragePooling2D(keepdims=True)(y)
+    squeeze = layers.Conv2D(4, 1, activation="relu")(squeeze)
+    squeeze = layers.Conv2D(16, 1, activation="sigmoid")(squeeze)
+    y = layers.Multiply(name="se_excite")([y, squeeze])
+    x = layers.AveragePooling2D(name="transition_pool")(layers.Add()([x, y]))
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax")(
+        layers.GlobalAveragePooling2D()(x)))  # fmt: skip
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(splits.train, epochs=8, verbose=0)
+    qat = optimize.quantization_aware(model, splits, epochs=1, learning_rate=1e-4, verbose=0)
+    for name in ("preact_bn", "bn_after_relu_conv", "se_excite"):
+        config = qat.get_layer(f"quant_{name}").quantize_config
+        assert type(config).__name__ == "Default8BitOutputQuantizeConfig"
+    assert type(qat.get_layer("quant_transition_pool").quantize_config).__name__ == (
+        "NoOpQuantizeConfig")  # fmt: skip
+    x_test, _ = splits.arrays("test")
+    blob = to_tflite(qat, mode="int8", representative_data=x_test[:100])
+    assert float_ops(blob) == []
+    ours, fake_quant = tflite_predict(blob, x_test), qat.predict(x_test, verbose=0)
+    assert np.abs(ours - fake_quant).mean() <= 2 * ONE_STEP
+    assert (ours.argmax(1) == fake_quant.argmax(1)).mean() >= 0.97
+    floats = model.predict(x_test, verbose=0)
+    assert (ours.argmax(1) == floats.argmax(1)).mean() >= 0.9
+
+
+def test_qat_of_a_layer_tfmot_cannot_clone_is_a_one_line_error():
+    """MobileNetV3's hard-swish and RegNet's residual adds are TFOpLambda layers that tfmot's
+    own model cloning fails on with AttributeError: a one-line error naming the layer and
+    post-training int8, not an unexpected crash."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = x * tf.nn.relu6(x + 3.0) / 6.0  # hard-swish as keras.applications writes it
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Flatten()(x)))  # fmt: skip
+    splits = load_dataset(DataConfig(name="digits"), batch_size=64, seed=0)
+    with pytest.raises(LiteconvError) as err:
+        optimize.quantization_aware(model, splits, epochs=0, learning_rate=1e-4, verbose=0)
+    message = str(err.value)
+    assert "\n" not in message and "TFOpLambda" in message and "--mode int8" in message
 
 
 @pytest.mark.large

@@ -57,35 +57,80 @@ def reserve_layer_names(model) -> None:
 _PREPROCESSING = ("Rescaling", "Normalization", "Resizing", "CenterCrop")
 
 
-def _quantize_default(model, q):
-    """tfmot's default 8-bit QAT of ``model``; a model with preprocessing layers at its top
-    level (an imported one: ``Rescaling``, ``RandomFlip``, ...) gets them annotated first,
-    augmentation unquantized (an identity at inference), the others with their output
-    quantized."""
-    kinds = {type(layer).__name__ for layer in model.layers}
-    if not kinds & set(AUGMENTATION_LAYERS + _PREPROCESSING):
-        return q.quantize_model(model)
+# Layers tfmot's 8-bit registry refuses that QAT can still take with their output quantized
+# (the converter's int8 graph quantizes them so): weightless elementwise merges (a
+# squeeze-and-excitation's Multiply) and a BatchNormalization no convolution folds (a
+# pre-activation or NASNet's BN after a concatenation: MUL + ADD in int8).
+_OUTPUT_ONLY = ("Multiply", "Subtract", "Maximum", "Minimum", "Average", "BatchNormalization")
+_FOLDS_BN = ("Conv2D", "DepthwiseConv2D", "Dense")
+# Layers whose int8 kernel keeps its input's scale (TFLite's AVERAGE_POOL_2D): tfmot
+# quantizes their output with a range of its own, which the converter refuses ("violate
+# the same scale constraint": DenseNet's transitions); left unquantized, they keep the
+# input's scale.
+_SAME_SCALE = ("AveragePooling1D", "AveragePooling2D")
+_UNSUPPORTED = re.compile(r"Layer (\S+?):<class '[\w.]*?\.(\w+)'> is not supported")
+
+
+def _output_only(model) -> set[str]:
+    """Names of ``model``'s layers QAT quantizes at their output only (``_OUTPUT_ONLY``;
+    a BatchNormalization right after a convolution is left to tfmot, which folds it)."""
+    names = set()
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in _PREPROCESSING or (kind in _OUTPUT_ONLY and kind != "BatchNormalization"):
+            names.add(layer.name)
+        elif kind == "BatchNormalization":
+            parents = {type(node.inbound_layers).__name__ for node in layer.inbound_nodes
+                       if not isinstance(node.inbound_layers, list)}  # fmt: skip
+            if not parents <= set(_FOLDS_BN) or not parents:
+                names.add(layer.name)
+    return names
+
+
+def _quantize(model, q, scheme=None):
+    """tfmot's QAT wrapping of ``model`` (``scheme``: tfmot's default 8-bit one when None).
+    Layers its registry refuses are annotated first: augmentation (an identity at inference)
+    and ``_SAME_SCALE`` layers unquantized; preprocessing (``Rescaling``, ...) and
+    ``_OUTPUT_ONLY`` layers with their output quantized. A layer tfmot still refuses is
+    named in the error."""
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_configs as configs,
     )
 
-    def annotate(layer):
-        clone = type(layer).from_config(layer.get_config())
-        if type(layer).__name__ in AUGMENTATION_LAYERS:
-            return q.quantize_annotate_layer(clone, configs.NoOpQuantizeConfig())
-        if type(layer).__name__ in _PREPROCESSING:
-            return q.quantize_annotate_layer(clone, configs.Default8BitOutputQuantizeConfig())
-        return clone
-
-    annotated = keras.models.clone_model(model, clone_function=annotate)
-    annotated.set_weights(model.get_weights())
+    schemes = () if scheme is None else (scheme,)
+    output_only = _output_only(model)
+    unquantized = {layer.name for layer in model.layers
+                   if type(layer).__name__ in AUGMENTATION_LAYERS + _SAME_SCALE}  # fmt: skip
+    if not output_only and not unquantized:
+        return q.quantize_apply(q.quantize_annotate_model(model), *schemes)
     scope = {"NoOpQuantizeConfig": configs.NoOpQuantizeConfig,
              "Default8BitOutputQuantizeConfig": configs.Default8BitOutputQuantizeConfig}  # fmt: skip
-    with q.quantize_scope(scope):
-        return q.quantize_apply(q.quantize_annotate_model(annotated))
+    while True:
+
+        def annotate(layer):
+            clone = type(layer).from_config(layer.get_config())
+            if layer.name in unquantized:
+                return q.quantize_annotate_layer(clone, configs.NoOpQuantizeConfig())
+            if layer.name in output_only:
+                return q.quantize_annotate_layer(clone, configs.Default8BitOutputQuantizeConfig())
+            return clone
+
+        annotated = keras.models.clone_model(model, clone_function=annotate)
+        annotated.set_weights(model.get_weights())
+        try:
+            with q.quantize_scope(scope):
+                return q.quantize_apply(q.quantize_annotate_model(annotated), *schemes)
+        except RuntimeError as err:  # a BatchNormalization tfmot did not fold after all
+            refused = _UNSUPPORTED.search(str(err))
+            if not refused or refused[2] not in _OUTPUT_ONLY or refused[1] in output_only:
+                raise
+            output_only.add(refused[1])
 
 
-def calibrate_ranges(qat, batches, max_batches: int = 16) -> int:
+_MIN_RANGE = 1e-3  # of a calibrated activation range
+
+
+def calibrate_ranges(qat, batches, max_batches: int = 16, training: bool = True) -> int:
     """Start every activation range of the tfmot model ``qat`` where its fine-tune would
     take it, from the float tensors on ``batches`` (``(x, y)`` or ``x``; up to
     ``max_batches``); returns the number of ranges set.
@@ -97,12 +142,21 @@ def calibrate_ranges(qat, batches, max_batches: int = 16) -> int:
     stays clipped. Here each range gets the mean of the batches' minima and maxima (the
     EMA's own fixed point at the training batch size; 0 kept inside, as tfmot does), and
     each weight range what tfmot's training step gives it, so a short fine-tune — or none
-    (``epochs=0``) — starts from ranges that fit the model. The pass runs the model in
-    inference mode with no fake quantization, so each range sees the float tensors."""
+    (``epochs=0``) — starts from ranges that fit the model. The pass runs the model with
+    no fake quantization, so each range sees the float tensors, and as it will run next:
+    ``training`` (a fine-tune follows: BatchNormalization on each batch's statistics, as
+    tfmot's own moving average sees them; the moving statistics and every other variable
+    the pass updates are put back) or not (the model is converted as it is). An untrained
+    DenseNet121 shows why: in inference mode its last ReLU ranges came out 0.08 wide
+    against the 3.9 its training-mode tensors span, and its fine-tune diverged (gradients
+    of 1e20 at step 2); an untrained EfficientNetB0's training-mode ranges, converted with
+    no fine-tune, gave an int8 file XNNPACK refused to prepare."""
     import tensorflow as tf
     from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
     seen: dict = {}  # min variable's ref -> [min variable, max variable, [minima], [maxima]]
+    assigned: set = set()  # the weight ranges' variables
+    kept = [(v, v.numpy()) for v in qat.non_trainable_weights]  # BN's moving mean / variance
 
     def record(inputs, min_var, max_var, per_channel=False, symmetric=False, **_):
         axes = list(range(len(inputs.shape) - 1)) if per_channel else None
@@ -118,6 +172,7 @@ def calibrate_ranges(qat, batches, max_batches: int = 16) -> int:
 
     def weights(inputs, min_var, max_var, **kwargs):  # tfmot's own training-mode update
         originals["LastValueQuantize"](inputs, min_var, max_var, **{**kwargs, "is_training": True})
+        assigned.update((min_var.ref(), max_var.ref()))
         return inputs
 
     originals = {name: getattr(quant_ops, name)
@@ -128,13 +183,21 @@ def calibrate_ranges(qat, batches, max_batches: int = 16) -> int:
         for i, batch in enumerate(batches):
             if i == max_batches:
                 break
-            qat(batch[0] if isinstance(batch, tuple) else batch, training=False)
+            qat(batch[0] if isinstance(batch, tuple) else batch, training=training)
     finally:
         for name, fn in originals.items():
             setattr(quant_ops, name, fn)
+        for variable, value in kept:
+            if variable.ref() not in assigned:
+                variable.assign(value)
     for min_var, max_var, minima, maxima in seen.values():
-        min_var.assign(np.reshape(np.minimum(np.mean(minima, axis=0), 0.0), min_var.shape))
-        max_var.assign(np.reshape(np.maximum(np.mean(maxima, axis=0), 0.0), max_var.shape))
+        low = np.minimum(np.mean(minima, axis=0), 0.0)
+        high = np.maximum(np.mean(maxima, axis=0), 0.0)
+        # a tensor that is 0 on every batch (a dead ReLU) would get a zero range and a zero
+        # scale: give it a small one
+        high = np.where(high - low < _MIN_RANGE, low + _MIN_RANGE, high)
+        min_var.assign(np.reshape(low, min_var.shape))
+        max_var.assign(np.reshape(high, max_var.shape))
     return len(seen)
 
 
@@ -172,6 +235,7 @@ def quantization_aware(
         raise LiteconvError(f"quantization-aware training: {first_line(err)[:240]}; use "
                             "post-training int8 (--mode int8)") from None  # fmt: skip
     reserve_layer_names(model)
+    scheme = None  # tfmot's default 8-bit scheme
     if not per_channel:
         if preserve_sparsity:
             raise ValueError("prune-preserving QAT is per-channel only; drop per_channel=False")
@@ -179,29 +243,23 @@ def quantization_aware(
             DefaultNBitQuantizeScheme,
         )
 
-        qat = q.quantize_apply(
-            q.quantize_annotate_model(model), DefaultNBitQuantizeScheme(disable_per_axis=True)
-        )
+        scheme = DefaultNBitQuantizeScheme(disable_per_axis=True)
     elif preserve_sparsity:
         from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
             default_8bit_prune_preserve_quantize_scheme as pqat,
         )
 
-        qat = q.quantize_apply(
-            q.quantize_annotate_model(model),
-            pqat.Default8BitPrunePreserveQuantizeScheme(),
-        )
-    else:
-        try:
-            qat = _quantize_default(model, q)
-        except (RuntimeError, ValueError) as err:  # a layer or layout tfmot cannot quantize
-            first = first_line(err)
-            raise LiteconvError(
-                f"quantization-aware training: tfmot cannot quantize this model ({first[:240]}); "
-                "use post-training int8 (--mode int8) or put BatchNormalization right after "
-                "its convolution"
-            ) from None
-    calibrate_ranges(qat, splits.train)
+        scheme = pqat.Default8BitPrunePreserveQuantizeScheme()
+    try:
+        qat = _quantize(model, q, scheme)
+    except (RuntimeError, ValueError, AttributeError, TypeError, KeyError) as err:
+        # a layer or layout tfmot cannot quantize; its own cloning of some TFOpLambda layers
+        # (MobileNetV3's hard-swish, RegNet's adds) fails with AttributeError
+        raise LiteconvError(
+            f"quantization-aware training: tfmot cannot quantize this model "
+            f"({first_line(err)[:240]}); use post-training int8 (--mode int8)"
+        ) from None
+    calibrate_ranges(qat, splits.train, training=epochs > 0)
     _compile(qat, learning_rate, splits.steps_per_epoch, max(epochs, 1))
     if epochs:
         n = splits.num_classes

@@ -88,8 +88,6 @@ _HARD_SWISH = "its hard-swish is built from TFOpLambda ops (x + 3, x * 1/6) tfmo
 QAT_REFUSED = {
     "mobilenet_v3_small": _HARD_SWISH,
     "mobilenet_v3_large": _HARD_SWISH,
-    "efficientnet_b0": "its in-model Rescaling and Normalization layers have no tfmot "
-    "QuantizeConfig",
 }
 
 
