@@ -382,6 +382,31 @@ def test_pruning_reaches_target_sparsity_and_compresses(run_copy):
     assert results["pruned60_fp32"]["accuracy"] > 0.8
 
 
+@pytest.mark.large
+def test_prune_preserving_qat_keeps_the_zeros_in_the_int8_file(run_copy):
+    """--prune with qat_int8: the pruned model is fine-tuned with tfmot's prune-preserving
+    scheme and calibrated ranges; every pruned 1x1 lateral kernel of the int8 file is still
+    half zeros, and the file answers like its Keras model."""
+    from liteconv.device.runtime import load_interpreter
+
+    results = export_run(run_copy, modes=["qat_int8"], prune_sparsity=0.5, prune_epochs=2,
+                         echo=quiet)  # fmt: skip
+    assert results["pruned50_qat_int8"]["agreement"] >= 0.9
+    blob = (run_copy / "export" / "pruned50_qat_int8.tflite").read_bytes()
+    interp = load_interpreter(model_content=blob, xnnpack=False)
+    zeros = {}
+    for detail in interp.get_tensor_details():
+        name = detail["name"]
+        if (
+            detail["dtype"] == np.int8
+            and len(detail["shape"]) == 4
+            and "lateral" in name
+            and "LastValueQuant" in name
+        ):  # a kernel: its weights' fake-quant node's name
+            zeros[name] = float((interp.get_tensor(detail["index"]) == 0).mean())
+    assert len(zeros) >= 4 and all(z >= 0.49 for z in zeros.values()), zeros
+
+
 def test_a_tflite_that_answers_otherwise_than_its_keras_model_gets_a_note(run_copy):
     """Verified against a model it was not converted from (another initialisation of the
     same architecture), the fp32 file agrees on few test images: one note says so; against
