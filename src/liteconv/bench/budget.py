@@ -186,6 +186,7 @@ def plan_for_budget(
     threads = source.threads
     if budget_ms <= 0:
         raise LiteconvError(f"--budget-ms {budget_ms}: expected a positive number of ms")
+    model = prof.flat_model(model)  # once: profile and model_blocks would each inline it
     whole = source.profile(model, calibration=calibration, modes=[mode], echo=echo)[mode]
     blocks = prof.model_blocks(model)
     shared = sorted({b.layers[0].name for b in blocks if b.call > 0})

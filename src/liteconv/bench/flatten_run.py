@@ -26,6 +26,7 @@ from liteconv.device.errors import LiteconvError
 from liteconv.keras_layers import model_cost
 from liteconv.keras_layers.data_aware import fit_to_outputs
 from liteconv.keras_layers.decompose import flatten_model
+from liteconv.keras_layers.graph import inline_nested
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.data import DataSplits, load_dataset
 from liteconv.pipeline.evaluate import classification_metrics, load_run_model
@@ -201,8 +202,9 @@ def flatten_run(
         echo(f"resuming the interrupted fine-tune in {resumable.path}")
         return train(None, out=out, resume=resumable.path, echo=echo,
                      callbacks=[TestAccuracyPerEpoch(resumable, splits)])  # fmt: skip
-    try:
-        flat, report = flatten_model(model, method=method, stages=stages, rank=rank,
+    try:  # a nested backbone inlined once, for the decomposition and the refit alike
+        graph = inline_nested(model)
+        flat, report = flatten_model(graph, method=method, stages=stages, rank=rank,
                                      rank_ratio=rank_ratio, layers=layers, min_macs=min_macs,
                                      progress=progress,
                                      plan=plan.choices if plan else None)  # fmt: skip
@@ -214,7 +216,7 @@ def flatten_run(
         echo(f"fitting {len(report)} layer(s) to the parent's outputs on "
              f"{min(fit_images, len(images))} training images")  # fmt: skip
     try:
-        report = fit_to_outputs(model, flat, images[:fit_images], report, refit=data_aware,
+        report = fit_to_outputs(graph, flat, images[:fit_images], report, refit=data_aware,
                                 progress=progress if data_aware else None)  # fmt: skip
     except ValueError as err:
         raise LiteconvError(f"{err}") from None
