@@ -77,13 +77,13 @@ def _output_only(model) -> set[str]:
     names = set()
     for layer in model.layers:
         kind = type(layer).__name__
-        if kind in _PREPROCESSING or (kind in _OUTPUT_ONLY and kind != "BatchNormalization"):
-            names.add(layer.name)
-        elif kind == "BatchNormalization":
+        if kind == "BatchNormalization":
             parents = {type(node.inbound_layers).__name__ for node in layer.inbound_nodes
                        if not isinstance(node.inbound_layers, list)}  # fmt: skip
-            if not parents <= set(_FOLDS_BN) or not parents:
-                names.add(layer.name)
+            if parents and parents <= set(_FOLDS_BN):
+                continue  # tfmot folds it into its convolution
+        if kind in _PREPROCESSING + _OUTPUT_ONLY:
+            names.add(layer.name)
     return names
 
 
