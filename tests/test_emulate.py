@@ -546,6 +546,42 @@ def test_every_input_is_set_and_any_output_shape_is_checked(tmp_path):
         assert record["estimated_ms"] > 0
 
 
+@pytest.mark.large
+def test_a_model_the_emulated_runtime_cannot_run_is_named_and_the_others_go_on(tmp_path):
+    """tflite-runtime 2.14 (the 32-bit board's) has no kernel for a per-channel
+    dynamic-range FULLY_CONNECTED (version 12): that model gets a warning naming the
+    operator and no estimate, uncached; the LSTM beside it still gets one. The LSTM keeps
+    state between invokes (its outputs after three invokes are not the first's): the
+    emulated output checked is the first invoke's, as the host's reference."""
+    from liteconv.compat import keras
+    from liteconv.device.targets import load_target
+    from liteconv.emulate.estimate import estimate_models, no_estimate
+    from liteconv.export.convert import to_tflite
+
+    _need_tools()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    dense = keras.Model(inputs, keras.layers.Dense(32)(keras.layers.Dense(64)(inputs)))
+    seq = keras.Input((6, 4), batch_size=1)
+    lstm = keras.Model(seq, keras.layers.Dense(3)(keras.layers.LSTM(8)(seq)))
+    files = [tmp_path / "dense-dynamic.tflite", tmp_path / "lstm.tflite"]
+    files[0].write_bytes(to_tflite(dense, mode="dynamic"))
+    files[1].write_bytes(to_tflite(lstm, mode="fp32"))
+    said = []
+    cache = tmp_path / "c"
+    a32 = estimate_models([str(f) for f in files], load_target("raspberry-pi-3-32bit"),
+                          cache=cache, arm64_cache=ARM64_CACHE, echo=said.append)  # fmt: skip
+    assert "FULLY_CONNECTED" in a32[0]["error"] and no_estimate(a32[0])
+    assert a32[0]["estimated_ms"] is None and a32[0]["instructions_per_invoke"] is None
+    warned = [line for line in said if line.startswith("warning: dense-dynamic.tflite")]
+    assert len(warned) == 1 and "FULLY_CONNECTED" in warned[0], said
+    assert a32[1]["check"]["passed"] and a32[1]["estimated_ms"] > 0, a32[1]["check"]
+    assert len(list(cache.glob("*.json"))) == 1  # the LSTM's: the failure is not kept
+    a64 = estimate_models([str(f) for f in files], load_target("raspberry-pi-4"),
+                          cache=tmp_path / "d", arm64_cache=ARM64_CACHE)  # fmt: skip
+    assert all(r["check"]["passed"] and r["estimated_ms"] > 0 for r in a64), a64
+
+
 def _small_cnn():
     from liteconv.compat import keras
 

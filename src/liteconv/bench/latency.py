@@ -177,7 +177,10 @@ class Emulated:
                   else rec["estimated_ms_threads"][str(self.threads)])  # fmt: skip
             entry = {"p50_ms": ms, "estimated": True,
                      "instructions_per_invoke": rec["instructions_per_invoke"]}  # fmt: skip
-            if ms is None:
+            if rec.get("error"):
+                entry["why"] = (f"{rec['runtime']} cannot run it under emulation "
+                                f"({rec['error']})")  # fmt: skip
+            elif ms is None:
                 entry["why"] = (f"its emulated outputs on {self.board.core} differ from the "
                                 f"host's (max |diff| {rec['check']['max_abs_diff']:.3g})")  # fmt: skip
             out.append(entry)

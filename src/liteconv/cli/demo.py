@@ -44,7 +44,7 @@ def board_estimates(
     from liteconv.device.files import read_json
     from liteconv.device.tables import format_table
     from liteconv.device.targets import load_target
-    from liteconv.emulate.estimate import core_model, estimate_models
+    from liteconv.emulate.estimate import core_model, estimate_models, no_estimate
 
     target = load_target(target_name)
     try:
@@ -60,8 +60,8 @@ def board_estimates(
             host.setdefault(r.get("file"), r.get("p50_ms"))
     most = max(target.threads)
     rows = [[Path(e["file"]).stem, host.get(e["file"], ""),
-             f"{e['instructions_per_invoke'] / 1e6:.2f} M",
-             "outputs differ" if e["estimated_ms"] is None else e["estimated_ms"],
+             "" if e["instructions_per_invoke"] is None else f"{e['instructions_per_invoke'] / 1e6:.2f} M",
+             no_estimate(e) or e["estimated_ms"],
              e["estimated_ms_threads"].get(str(most)) or ""] for e in estimates]  # fmt: skip
     table = format_table(["model", "this host p50 ms (1 thread, measured)",
                           "instructions / invoke", f"{target.name} ms (1 thread, estimated)",

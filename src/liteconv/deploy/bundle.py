@@ -61,7 +61,7 @@ ai-edge-litert
 
 def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str]:
     """The README section on what this board should show, estimated by emulating its core."""
-    from liteconv.emulate.estimate import cycles_source, describe_memory
+    from liteconv.emulate.estimate import cycles_source, describe_memory, no_estimate
 
     most = max(target.threads)
     lines = [
@@ -79,11 +79,12 @@ def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str
     ]
     for m, e in zip(models, estimates):
         many = e["estimated_ms_threads"].get(str(most))
-        ms = ("outputs differ: no estimate | " if e["estimated_ms"] is None
-              else f"{e['estimated_ms']:.4f} | {many:.4f}")  # fmt: skip
+        why = no_estimate(e)
+        ms = f"{why}: no estimate | " if why else f"{e['estimated_ms']:.4f} | {many:.4f}"
         traffic = f"{e['dram_bytes'] / 1e6:.2f} MB" if e.get("memory") else "not modelled"
-        lines.append(f"| {m['name']} | {m['mode']} | {e['instructions_per_invoke'] / 1e6:.2f} M "
-                     f"| {traffic} | {ms} |")  # fmt: skip
+        count = e["instructions_per_invoke"]
+        count = "" if count is None else f"{count / 1e6:.2f} M"
+        lines.append(f"| {m['name']} | {m['mode']} | {count} | {traffic} | {ms} |")
     return [*lines, ""]
 
 

@@ -92,7 +92,8 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
                  arm64_cache: Path, invokes: int = 2, warmup: int = 1,
                  caches: dict | None = None, arch: str = "aarch64") -> list[dict]:  # fmt: skip
     """Per model (``inputs``: its input tensors, one per model input, in its order):
-    ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
+    ``{"model", "error"}`` where the emulated runtime could not load or run it (its
+    exception's text), else ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
     emulated ``output`` (for the check against the host's), the guest's memory ``maps``
     (text of ``/proc/self/maps``) and arm64 ``root`` (to name blocks, ``symbols``) and,
     with ``caches``, the
@@ -114,7 +115,8 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
                 np.save(path, array)
         spec = {"models": [str(Path(m).resolve()) for m in models], "inputs": paths,
                 "warmup": warmup, "invokes": invokes, "outputs": str(Path(tmp) / "out.npz"),
-                "maps": str(Path(tmp) / "maps.txt")}  # fmt: skip
+                "maps": str(Path(tmp) / "maps.txt"),
+                "errors": str(Path(tmp) / "errors.json")}  # fmt: skip
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
         env.update(PYTHONPATH=site, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
@@ -124,8 +126,13 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
         )  # fmt: skip
         outputs = np.load(spec["outputs"])
         maps = Path(spec["maps"]).read_text() if Path(spec["maps"]).is_file() else ""
+        failed = Path(spec["errors"])
+        errors = json.loads(failed.read_text()) if failed.is_file() else {}
         results = []
         for i, model in enumerate(models):
+            if str(i) in errors:  # the emulated runtime could not load or run it
+                results.append({"model": model, "error": errors[str(i)]})
+                continue
             if i not in regions:
                 raise LiteconvError(f"{model}: the emulated run counted nothing for it")
             region = regions[i]

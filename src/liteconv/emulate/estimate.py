@@ -257,6 +257,25 @@ def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
             "estimated_ms_threads": threads}  # fmt: skip
 
 
+def _not_run(target: Target, error: str) -> dict:
+    """The record of a model the emulated runtime could not load or run: no counts, no
+    estimates, ``error`` (the runtime's words, shortened)."""
+    threads = {str(t): None for t in sorted(set(target.threads) | {1})}
+    none = dict.fromkeys(("instructions_per_invoke", "estimated_cycles", "cycle_model",
+                          "dispatches", "memory", "dram_bytes", "compute_ms", "sync_ms",
+                          "memory_ms", "estimated_ms"))  # fmt: skip
+    return {**none, "estimated_ms_threads": threads, "error": error[:400],
+            "check": {"passed": False, "max_abs_diff": None, "tolerance": None}}  # fmt: skip
+
+
+def no_estimate(record: dict) -> str | None:
+    """Why an ``estimate_models`` record has no estimate, in a few words for a table cell
+    (None when it has one)."""
+    if record.get("error"):
+        return "emulated runtime cannot run it"
+    return "outputs differ" if record["estimated_ms"] is None else None
+
+
 def estimate_models(models: list[str], target: Target, *, cache: str | Path = str(caches.EMULATE),
                     arm64_cache: str | Path = str(caches.ARM64), echo=print) -> list[dict]:  # fmt: skip
     """One record per model: ``target``, ``core``, ``instructions_per_invoke``,
@@ -264,7 +283,9 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
     a cache model), ``dram_bytes``, ``compute_ms``, ``memory_ms``, ``estimated_ms`` (1
     thread), ``estimated_ms_threads`` (``{"T": ms}`` for the target's thread counts) and
     ``check`` (emulated vs host outputs); the estimates are ``None`` when the outputs do
-    not match."""
+    not match, and the counts too, with ``error``, when the emulated runtime cannot load or
+    run the model (an operator newer than it, say: a warning line, the other models go on;
+    see ``no_estimate``)."""
     if not target.core or not target.qemu_cpu or not target.clock_mhz:
         raise LiteconvError(
             f"target {target.name}: no core/qemu_cpu/clock_mhz for emulation; add them to its "
@@ -300,10 +321,10 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
                                       arm64_cache=Path(arm64_cache),
                                       caches=caches_of(target), arch=arch)  # fmt: skip
         counted = dict(zip(todo, results))
-        if arch == "aarch64":
-            names = symbols.Symbolizer(results[0]["maps"], root=results[0]["root"],
-                                       llvm=target.llvm)  # fmt: skip
-            for one in results:
+        ran = [one for one in results if "error" not in one]
+        if arch == "aarch64" and ran:
+            names = symbols.Symbolizer(ran[0]["maps"], root=ran[0]["root"], llvm=target.llvm)
+            for one in ran:
                 one["symbolizer"] = names
         else:
             for i, one in counted.items():
@@ -311,7 +332,11 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
     records = []
     for i, path in enumerate(paths):
         ref = refs[i]
-        if i in counted:
+        if i in counted and "error" in counted[i]:  # not cached: a later runtime may run it
+            entry = _not_run(target, counted[i]["error"])
+            echo(f"warning: {path.name}: {emulated_runtime(target)} cannot run it, so no "
+                 f"estimate on {target.name}: {entry['error']}")  # fmt: skip
+        elif i in counted:
             emulated = as_rows(dequantize(counted[i]["output"], ref["detail"]))
             check = compare_outputs(emulated, ref["output"], ref["step"])
             entry = _record(target, counted[i], None)

@@ -21,6 +21,7 @@ from liteconv.emulate.estimate import (
     describe_memory,
     emulated_runtime,
     estimate_models,
+    no_estimate,
     time_ms,
 )
 
@@ -43,6 +44,8 @@ def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
                                          "instructions_per_invoke", "estimated_cycles",
                                          "memory", "dram_bytes", "compute_ms", "memory_ms",
                                          "estimated_ms", "check")}  # fmt: skip
+            if est.get("error"):
+                entry["error"] = est["error"]
             entry["estimated_ms_at_threads"] = None if scaled is None else round(scaled, 4)
             r.setdefault("estimates", []).append(entry)
             r.update({"target": target.name, "core": target.core,
@@ -50,11 +53,12 @@ def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
                       "estimated_cycles": est["estimated_cycles"],
                       "dram_bytes": est["dram_bytes"], "estimated_ms": ms_1,
                       "estimated_ms_at_threads": entry["estimated_ms_at_threads"]})  # fmt: skip
+            ran = est["instructions_per_invoke"] is not None
             rows.append([r["model"], r["mode"], r["threads"],
-                         f"{est['instructions_per_invoke'] / 1e6:.3f} M",
-                         f"{est['estimated_cycles'] / 1e6:.3f} M",
+                         f"{est['instructions_per_invoke'] / 1e6:.3f} M" if ran else "",
+                         f"{est['estimated_cycles'] / 1e6:.3f} M" if ran else "",
                          f"{est['dram_bytes'] / 1e6:.2f} MB" if est.get("memory") else "",
-                         "outputs differ" if ms_1 is None else ms_1,
+                         no_estimate(est) or ms_1,
                          "" if scaled is None else round(scaled, 4), r["p50_ms"]])  # fmt: skip
         tables.append(estimate_title(target) + "\n\n" + format_table(
             ["model", "mode", "threads", "instructions/invoke", "estimated cycles",
