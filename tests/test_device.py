@@ -87,9 +87,58 @@ def test_bench_uses_sidecar_macs_for_gmacs(models, tmp_path):
     (rec,) = benchmark([path], runs=5, warmup=1)
     assert rec["mode"] == "fp32"
     assert rec["gmacs_per_s"] == pytest.approx(1e6 / (rec["p50_ms"] / 1000) / 1e9, rel=0.01)
-    path.with_suffix(".json").write_text("[1, 2]")  # a sidecar that is not a mapping
-    (rec,) = benchmark([path], runs=2, warmup=0)
-    assert rec["mode"] is None and rec["gmacs_per_s"] is None
+    path.with_suffix(".json").write_text("[1, 2]")  # a sidecar that is not a mapping:
+    (rec,) = benchmark([path], runs=2, warmup=0)  # the file's own mode and MACs
+    macs = 10 * 10 * 8 * 3 * 3 * 3 + 8 * 4  # _small_model's valid 3x3 conv and dense
+    assert rec["mode"] == "fp32"
+    assert rec["gmacs_per_s"] == pytest.approx(macs / (rec["p50_ms"] / 1000) / 1e9, rel=0.01)
+
+
+def test_a_model_without_sidecar_shows_the_mode_its_converter_made():
+    """Every export mode of the converter, read back from the file's compute operators
+    (QAT int8 reads as int8: the file alone cannot tell); MACs as the sidecar would say."""
+    from liteconv.device.graph import model_facts, precision
+
+    inputs = keras.Input((12, 12, 3))  # weights over the converter's 1024 elements, under
+    x = keras.layers.Conv2D(16, 3, activation="relu")(inputs)  # which dynamic stays fp32
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(16, 3)(x))
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
+    macs = 10 * 10 * 16 * 27 + 8 * 8 * 16 * 144 + 16 * 4
+    data = RNG.uniform(size=(8, 12, 12, 3)).astype("float32")
+    for mode in ("fp32", "fp16", "dynamic", "int8", "int16x8"):
+        blob = to_tflite(model, mode=mode, representative_data=data, num_calibration=8)
+        facts = model_facts(blob)
+        assert facts == {"mode": mode, "macs": macs}, (mode, facts)
+    assert precision([]) is None
+
+
+def test_macs_of_transposed_convolutions_matmuls_and_lstms_by_hand():
+    """The operators beyond convolutions and dense layers, each against its own count."""
+    from liteconv.device.graph import model_macs
+
+    image = keras.Input((8, 8, 4))
+    up = keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same")(image)  # 8x8x4 in
+    tokens = keras.Input((5, 16))
+    scores = keras.layers.Dot(axes=(2, 2))([tokens, tokens])  # (5, 16) x (16, 5): 5*5*16
+    seq = keras.Input((7, 3), batch_size=1)
+    lstm = keras.layers.LSTM(10)(seq)  # 7 steps x 4 gates x 10 units x (3 + 10)
+    cases = {
+        "transpose": (keras.Model(image, up), 8 * 8 * 4 * 3 * 3 * 6),
+        "matmul": (keras.Model(tokens, scores), 5 * 5 * 16),
+        "lstm": (keras.Model(seq, lstm), 7 * 4 * 10 * (3 + 10)),
+    }
+    for name, (model, expected) in cases.items():
+        assert model_macs(to_tflite(model)) == expected, name
+
+
+def test_delegation_warning_once_per_model_with_a_hint_that_fits_the_runtime():
+    record = {"model": "m", "xnnpack": True, "nodes": 3, "delegated_nodes": 1,
+              "runtime": "litert", "runtime_version": "2.3.0"}  # fmt: skip
+    lines = harness.delegation_warnings([{**record, "threads": 1}, {**record, "threads": 4}])
+    assert len(lines) == 1 and "1 of 3" in lines[0] and "try ai-edge-litert" not in lines[0]
+    (old,) = harness.delegation_warnings([{**record, "runtime": "tflite_runtime"}])
+    assert old.endswith("try ai-edge-litert")
+    assert harness.delegation_warnings([{**record, "delegated_nodes": 2}]) == []
 
 
 BLOCK_TF = textwrap.dedent("""

@@ -81,20 +81,91 @@ def delegation(interp) -> tuple[int, int]:
     return len(taken), len(plain)
 
 
+# The operators whose tensor types say what a converter made of a model's precision.
+COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
+               "BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM")  # fmt: skip
+
+
+def precision(ops: list[OpInfo]) -> str | None:
+    """What a converter made of a model, read from its compute operators' tensor types:
+    ``int16x8`` (int16 activations), ``int8`` / ``uint8`` (integer activations in most of
+    them), ``dynamic`` (any with float activations and integer weights: the converter
+    leaves small weights float), ``fp16`` (weights stored as float16 and dequantized),
+    else ``fp32``; None for a model with no compute operator. The names are ``liteconv
+    export``'s modes (QAT int8 reads as ``int8``)."""
+    votes: dict[str, int] = {}
+    for op in ops:
+        if op.name not in COMPUTE_OPS or not op.output_types:
+            continue
+        out, ins = op.output_types[0], set(op.input_types)
+        mode = {"int16": "int16x8", "int8": "int8", "uint8": "uint8"}.get(out)
+        if mode is None:
+            mode = "dynamic" if ins & {"int8", "uint8"} else "fp32"
+        votes[mode] = votes.get(mode, 0) + 1
+    if not votes:
+        return None
+    if "int16x8" in votes:
+        return "int16x8"
+    integer = max(("int8", "uint8"), key=lambda m: votes.get(m, 0))
+    if 2 * votes.get(integer, 0) > sum(votes.values()):
+        return integer
+    if "dynamic" in votes:
+        return "dynamic"
+    if any(op.name == "DEQUANTIZE" and "float16" in op.input_types for op in ops):
+        return "fp16"
+    return "fp32"
+
+
+def model_facts(blob: bytes, runtime: str = "auto") -> dict:
+    """``{"mode": precision(...), "macs": model_macs(...)}`` of the ``.tflite`` bytes
+    ``blob``, from one interpreter: what a model without ``liteconv export``'s sidecar shows."""
+    interp = load_interpreter(model_content=blob, runtime=runtime, xnnpack=False)
+    return {"mode": precision(interpreter_ops(interp)), "macs": _macs(interp)}
+
+
 def model_macs(blob: bytes) -> int:
-    """Multiply-accumulates per invoke of the ``.tflite`` bytes ``blob``: its CONV_2D
-    (output elements × kh × kw × input channels), DEPTHWISE_CONV_2D (output elements ×
-    kh × kw) and FULLY_CONNECTED (output elements × inputs) operators, from the weight
-    and output tensors' shapes; other operators count none."""
-    interp = load_interpreter(model_content=blob, xnnpack=False)
+    """Multiply-accumulates per invoke of the ``.tflite`` bytes ``blob`` (``op_macs`` of
+    each operator, from its weight and output tensors' shapes)."""
+    return _macs(load_interpreter(model_content=blob, xnnpack=False))
+
+
+def op_macs(name: str, shapes: list[list[int]], out: list[int]) -> int:
+    """Multiply-accumulates of one operator ``name`` with input tensor ``shapes`` (None
+    for an absent optional input) and output shape ``out``: CONV_2D output elements × kh ×
+    kw × input channels, DEPTHWISE_CONV_2D output elements × kh × kw, CONV_3D output
+    elements × kd × kh × kw × input channels, FULLY_CONNECTED output elements × inputs,
+    TRANSPOSE_CONV input elements × kh × kw × output channels, BATCH_MATMUL output
+    elements × the contracted size, UNIDIRECTIONAL_SEQUENCE_LSTM steps × gates × units ×
+    (inputs + units); every other operator none."""
+    size = lambda dims: int(np.prod(dims)) if dims else 0  # noqa: E731
+    if name == "CONV_2D":
+        w = shapes[1]
+        return size(out) * w[1] * w[2] * w[3]
+    if name == "DEPTHWISE_CONV_2D":
+        return size(out) * shapes[1][1] * shapes[1][2]
+    if name == "CONV_3D":
+        w = shapes[1]
+        return size(out) * w[0] * w[1] * w[2] * w[3]
+    if name == "FULLY_CONNECTED":
+        return size(out) * shapes[1][-1]
+    if name == "TRANSPOSE_CONV":  # inputs: output shape, weights (O, kh, kw, I), input
+        w = shapes[1]
+        return size(shapes[2]) * w[0] * w[1] * w[2]
+    if name == "BATCH_MATMUL":  # x (..., M, K) or, adjoint, (..., K, M); out (..., M, N)
+        x = shapes[0]
+        return size(out) * (x[-1] if x[-2] == out[-2] else x[-2])
+    if name == "UNIDIRECTIONAL_SEQUENCE_LSTM":  # input weights 1-4 (units, I), input-to-
+        x, forget = shapes[0], shapes[2]  # input absent in a CIFG LSTM; recurrent 5-8
+        gates = sum(w is not None for w in shapes[1:5])
+        units, inputs = forget
+        return size(x) // inputs * gates * units * (inputs + units)
+    return 0
+
+
+def _macs(interp) -> int:
     shapes = {t["index"]: [int(d) for d in t["shape"]] for t in interp.get_tensor_details()}
     total = 0
     for op in interpreter_ops(interp):
-        if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-            continue
-        weights, out = shapes[op.inputs[1]], shapes[op.outputs[0]]
-        per_output = {"CONV_2D": lambda w: w[1] * w[2] * w[3],
-                      "DEPTHWISE_CONV_2D": lambda w: w[1] * w[2],
-                      "FULLY_CONNECTED": lambda w: w[-1]}[op.name](weights)  # fmt: skip
-        total += int(np.prod(out)) * per_output
+        ins = [shapes[i] if i >= 0 else None for i in op.inputs]
+        total += op_macs(op.name, ins, shapes[op.outputs[0]] if op.outputs else [])
     return total

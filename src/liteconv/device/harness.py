@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import LiteconvError
 from .files import atomic_write_json, read_json
-from .graph import delegation
+from .graph import delegation, model_facts
 from .machine import machine_info
 from .runtime import (
     INVOKE_ERRORS,
@@ -225,14 +225,28 @@ def benchmark(
             raise LiteconvError(f"{case.path}: no such file")
     with pin_cores(cores):
         _measure(cases, warmup, runs, progress)
-    records = []
+    records, facts = [], {}
     for case in cases:
         side = sidecar_for(case.path)
+        if "mode" not in side or "macs" not in side:  # a model from elsewhere: read its file
+            if case.path not in facts:
+                facts[case.path] = _facts(case.path, case.runtime)
+            side = {**facts[case.path], **side}
         label = (
             f"{side['experiment']}/{case.path.stem}" if side.get("experiment") else case.path.stem
         )
         records.append(_stats(label, case, side, runtime_name, version))
     return records
+
+
+def _facts(path: Path, runtime: str) -> dict:
+    """``model_facts`` of the file at ``path`` (its mode and MACs), without the keys it
+    cannot tell: nothing for a model the walk cannot load (the timings stand without)."""
+    try:
+        facts = model_facts(path.read_bytes(), runtime)
+    except (LiteconvError, ValueError, RuntimeError, KeyError, IndexError):
+        return {}
+    return {k: v for k, v in facts.items() if v is not None and (k != "macs" or v > 0)}
 
 
 def _xnnpack_cell(record: dict) -> str:
@@ -254,11 +268,13 @@ def delegation_warnings(records: list[dict]) -> list[str]:
             taken = r.get("delegated_nodes") or 0
             if taken * 2 < total:
                 mode = f" ({r['mode']})" if r.get("mode") else ""
-                lines.append(
-                    f"warning: {r['model']}{mode}: XNNPACK took {taken} of "
-                    f"{total} operators under {r.get('runtime')} {r.get('runtime_version', '')}"
-                    f"; the rest run on builtin kernels (slower): try ai-edge-litert"
-                )
+                hint = ("operators XNNPACK has no kernel for (an LSTM's, say)"
+                        if r.get("runtime") == "litert" else "try ai-edge-litert")  # fmt: skip
+                line = (f"warning: {r['model']}{mode}: XNNPACK took {taken} of {total} "
+                        f"operators under {r.get('runtime')} {r.get('runtime_version', '')}"
+                        f"; the rest run on builtin kernels (slower): {hint}")  # fmt: skip
+                if line not in lines:  # once per model, not per thread count
+                    lines.append(line)
     return lines
 
 
