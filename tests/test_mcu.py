@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -138,6 +139,34 @@ def test_an_operator_tflm_lacks_is_named(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("Error: ")
     assert "TFLM has no kernel for SIGN" in result.output
+
+
+def test_a_model_tflm_cannot_run_is_named_and_the_others_still_get_their_answer(tmp_path):
+    """Three models in one call: the one with SIGN (no TFLM kernel) is named and the
+    command exits 2 after the table; the int8 and the int16x8 model are answered, the
+    latency range (int8 kernels' cycles per MAC) only for the int8 one."""
+    inputs = keras.Input((8,))
+    dense = keras.Model(inputs, keras.layers.Dense(8, activation="relu")(inputs))
+    sign = keras.Model(inputs, keras.layers.Lambda(tf.math.sign)(dense.output))
+    data = np.random.default_rng(0).uniform(size=(8, 8)).astype("float32")
+    files = {"int8": tmp_path / "int8.tflite", "sign": tmp_path / "sign.tflite",
+             "int16x8": tmp_path / "int16x8.tflite"}  # fmt: skip
+    files["int8"].write_bytes(to_tflite(dense, mode="int8", representative_data=data))
+    files["sign"].write_bytes(to_tflite(sign, mode="fp32"))
+    files["int16x8"].write_bytes(to_tflite(dense, mode="int16x8", representative_data=data))
+    out = tmp_path / "mcu.json"
+    result = CliRunner().invoke(cli, ["mcu", *map(str, files.values()), "--board",
+                                      "nucleo-l4r5zi", "--json", str(out)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "TFLM has no kernel for SIGN" in result.output.strip().splitlines()[-1]
+    doc = json.loads(out.read_text())
+    assert [f["file"] for f in doc["failed"]] == [str(files["sign"])]
+    by_file = {r["file"].rsplit("/", 1)[-1].removesuffix(".tflite"): r for r in doc["records"]}
+    assert sorted(by_file) == ["int16x8", "int8"]
+    assert by_file["int8"]["mode"] == "int8" and by_file["int16x8"]["mode"] == "int16x8"
+    assert by_file["int8"]["boards"][0]["latency_ms_range"] is not None
+    assert by_file["int16x8"]["boards"][0]["latency_ms_range"] is None
+    assert "int8.tflite" in result.output and "int16x8.tflite" in result.output
 
 
 def test_a_model_too_big_for_the_board_is_an_answer_not_an_error(tmp_path):

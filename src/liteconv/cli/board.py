@@ -68,7 +68,9 @@ def mcu(sources, boards, emit_dir, json_path, md_path):
     every operator against TFLM's kernels, the smallest tensor arena TFLM allocates
     (bisection, with TFLM's allocation report), flash (model + a stated runtime
     allowance), TFLM's outputs against LiteRT's; per board: fits or not, with margins.
-    A model that does not fit is an answer (exit 0); one TFLM cannot run exits 2."""
+    A model that does not fit is an answer (exit 0); one TFLM cannot run is named (the
+    others still get their answer) and the command exits 2."""
+    from liteconv.device.errors import LiteconvError
     from liteconv.device.files import atomic_write_json, atomic_write_text
     from liteconv.device.tables import format_table
     from liteconv.mcu.boards import list_boards, load_board
@@ -91,10 +93,17 @@ def mcu(sources, boards, emit_dir, json_path, md_path):
             models.append(path)
     if emit_dir and len(models) != 1:
         raise click.UsageError(f"--emit writes one model; got {len(models)}")
-    records = []
+    records, failed = [], []
     for model in models:
         click.echo(f"checking {model} under TFLM", err=True)
-        records.append(fit_model(model, chosen))
+        try:
+            records.append(fit_model(model, chosen))
+        except LiteconvError as err:  # this model cannot run on TFLM: the others still get
+            if emit_dir:  # their answer, and the command exits 2 after the table
+                raise
+            failed.append({"file": str(model), "error": str(err)})
+    if not records:
+        raise LiteconvError("; ".join(f["error"] for f in failed))
     rows = []
     for r in records:
         for b in r["boards"]:
@@ -114,7 +123,8 @@ def mcu(sources, boards, emit_dir, json_path, md_path):
         "arena: TFLM's smallest allocation on x86-64 (64-bit pointers): an upper bound of "
         "a 32-bit MCU's; flash: the model plus a stated runtime allowance (not built);\n"
         f"latency: a range, not a measurement: MACs × {fast:.2f}–{slow:.2f} cycles per MAC "
-        f"at the board's clock, from {SOURCE} (Cortex-M4/M4F/M33 boards only; — elsewhere)"
+        f"at the board's clock, from {SOURCE} (int8 models on Cortex-M4/M4F/M33 boards only; "
+        "— elsewhere)"
     )
     if emit_dir:
         r = records[0]
@@ -123,9 +133,14 @@ def mcu(sources, boards, emit_dir, json_path, md_path):
             click.echo(f"wrote {path}")
         click.echo("not compiled here: build with your board's toolchain and TFLM")
     if json_path:
-        atomic_write_json(json_path, {"records": records, "boards": [b.name for b in chosen]})
+        atomic_write_json(json_path, {"records": records, "failed": failed,
+                                      "boards": [b.name for b in chosen]})  # fmt: skip
     if md_path:
         atomic_write_text(md_path, table + "\n")
+    if failed:
+        for f in failed[:-1]:
+            click.echo(f"Error: {f['error']}", err=True)
+        raise LiteconvError(failed[-1]["error"])
 
 
 @cli.group(cls=SectionedGroup)

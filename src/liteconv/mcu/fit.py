@@ -40,7 +40,7 @@ import numpy as np
 
 from liteconv.device.check import compare_outputs
 from liteconv.device.errors import LiteconvError
-from liteconv.device.graph import interpreter_ops, model_macs
+from liteconv.device.graph import interpreter_ops, model_macs, precision
 from liteconv.device.runtime import invoke, load_interpreter
 from liteconv.device.tensors import dequantize, output_step, random_inputs, set_inputs
 from liteconv.mcu.boards import Board
@@ -198,7 +198,9 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
     head, tail = _report_bytes(report, "head"), _report_bytes(report, "tail")
     lower = head + (tail + 1) // 2 if head is not None and tail is not None else None
     macs = model_macs(blob)
-    record = {"file": str(path), "model_bytes": len(blob), "macs": macs, "operators": len(ops),
+    mode = precision(ops)  # the latency range's cycles per MAC are int8 kernels' (MLPerf Tiny)
+    record = {"file": str(path), "model_bytes": len(blob), "macs": macs, "mode": mode,
+              "operators": len(ops),
               "operator_kinds": kinds, "io": {"input": io[0], "output": io[1]},
               "arena_bytes": arena, "arena_head_bytes": head, "arena_tail_bytes": tail,
               "arena_bytes_32bit_lower_bound": lower, "allocations": report.strip(),
@@ -211,6 +213,6 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
             "flash_margin": round(board.flash_kb * 1024 - flash),
             "ram_for_arena": round(ram), "ram_margin": round(ram - arena),
             "fits": flash <= board.flash_kb * 1024 and arena <= ram,
-            "latency_ms_range": latency_range_ms(macs, board),
+            "latency_ms_range": latency_range_ms(macs, board) if mode == "int8" else None,
         })  # fmt: skip
     return record
