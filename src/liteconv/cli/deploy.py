@@ -253,10 +253,12 @@ def profile(source, modes, target, threads, runs, warmup, samples, out, json_pat
         from liteconv.pipeline.model_file import load_keras_model
 
         model = load_keras_model(source)
-        shape = tuple(model.inputs[0].shape[1:])
         click.echo(f"{source}: no data with it: int8 blocks are calibrated with uniform "
                    "[0, 1] images (give a run folder to use its training images)")  # fmt: skip
-        images = np.random.default_rng(0).uniform(size=(samples, *shape)).astype("float32")
+        rng = np.random.default_rng(0)
+        images = [rng.uniform(size=(samples, *x.shape[1:])).astype("float32")
+                  for x in model.inputs]  # one array per model input  # fmt: skip
+        images = images[0] if len(images) == 1 else images
         default_out, title = None, f"{Path(source).name}"
     else:
         from liteconv.pipeline import run as runlib

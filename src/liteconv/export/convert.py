@@ -59,17 +59,22 @@ def is_qat_model(model) -> bool:
     return any(type(layer).__name__.startswith("QuantizeWrapper") for layer in model.layers)
 
 
-def _representative(data, count: int):
+def _representative(data, count: int, names: list[str] | None = None):
     """Calibration samples one at a time; ``data`` is an array, or a list of arrays for a
-    model with several inputs (one per input, in the model's input order)."""
+    model with several inputs (one per input, in the model's input order). With several,
+    each sample is a dict by input name (``names``, the model's): the converted model
+    orders its inputs its own way (a loaded model.keras with inputs input_2 (64x64x3)
+    and input_3 (64x64x1) got input_3 first), and a list would be fed by that order."""
     several = isinstance(data, (list, tuple)) and len(data) > 0 and np.ndim(data[0]) >= 2
     arrays = [np.asarray(a, dtype=np.float32)[:count] for a in (data if several else [data])]
     if arrays[0].shape[0] == 0:
         raise ConversionError("representative_data is empty")
+    by_name = names is not None and len(names) == len(arrays) > 1
 
     def gen():
         for i in range(arrays[0].shape[0]):
-            yield [a[i : i + 1] for a in arrays]
+            sample = [a[i : i + 1] for a in arrays]
+            yield dict(zip(names, sample)) if by_name else sample
 
     return gen
 
@@ -110,6 +115,9 @@ def to_tflite(
     _validate(mode, io_type, representative_data, qat)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    names = list(getattr(model, "input_names", None) or [])  # the signature's input keys
+    calibration = (_representative(representative_data, num_calibration, names)
+                   if representative_data is not None and mode in ("int8", "int16x8") else None)  # fmt: skip
     if mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -117,13 +125,13 @@ def to_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if representative_data is not None:
-            converter.representative_dataset = _representative(representative_data, num_calibration)
+        if calibration is not None:
+            converter.representative_dataset = calibration
         if not qat:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     elif mode == "int16x8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(representative_data, num_calibration)
+        converter.representative_dataset = calibration
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
