@@ -38,6 +38,36 @@ def test_hand_computed_layers():
     assert cost.total_macs == sum(macs.values())
 
 
+def test_attention_recurrent_transposed_and_1d_layers_by_hand_and_as_tflite_counts_them():
+    """Each against its hand count and, where the converter keeps the operators in the main
+    graph, against ``model_macs`` of its .tflite (an independent count from the
+    operators' tensor shapes). Conv2DTranspose had counted its output as a convolution's:
+    stride² too many."""
+    from liteconv.device.graph import model_macs
+    from liteconv.export.convert import to_tflite
+
+    L = keras.layers
+    q, v = keras.Input((10, 24)), keras.Input((7, 12))
+    cross = L.MultiHeadAttention(3, 8, value_dim=5, output_shape=20)(q, v)
+    image, seq = keras.Input((8, 8, 4)), keras.Input((7, 3), batch_size=1)
+    signal = keras.Input((20, 6))
+    cases = {  # name: (model, hand count, counted in the .tflite's main graph)
+        "cross-attention": (keras.Model([q, v], cross),
+                            10 * 24 * 3 * 8 + 7 * 12 * 3 * 8 + 7 * 12 * 3 * 5  # Q, K, V
+                            + 3 * 10 * 7 * (8 + 5) + 10 * 3 * 5 * 20, True),  # scores, sum, out
+        "transposed": (keras.Model(image, L.Conv2DTranspose(6, 3, strides=2, padding="same")(image)),
+                       8 * 8 * 4 * 3 * 3 * 6, True),
+        "1-D": (keras.Model(signal, L.SeparableConv1D(8, 3)(L.Conv1D(5, 3, padding="same")(signal))),
+                20 * 5 * 3 * 6 + 18 * 3 * 5 + 18 * 5 * 8, True),
+        "lstm": (keras.Model(seq, L.LSTM(10)(seq)), 7 * 4 * 10 * (3 + 10), True),
+        "gru": (keras.Model(seq, L.GRU(10)(seq)), 7 * 3 * 10 * (3 + 10), False),  # a WHILE loop
+    }  # fmt: skip
+    for name, (model, hand, in_main_graph) in cases.items():
+        assert model_cost(model).total_macs == hand, name
+        if in_main_graph:
+            assert model_macs(to_tflite(model)) == hand, name
+
+
 def test_flattened_and_separable_costs_follow_their_formulas():
     n, c, m, k = 12, 16, 32, 3
     inputs = keras.Input((n, n, c))

@@ -77,20 +77,61 @@ def _shape(shape) -> tuple:
     return tuple(shape)
 
 
+def _attention_macs(layer, node, out: tuple) -> int:
+    """MultiHeadAttention: the query, key and value projections, the scores, the weighted
+    sum and the output projection, for query (T, dq) and value (S, dv) (key = value when
+    not given; value = query without the call's node)."""
+    args = list(getattr(node, "call_args", None) or [])
+    kwargs = dict(getattr(node, "call_kwargs", None) or {})
+    named = dict(zip(("query", "value", "key"), args)) | {
+        k: v for k, v in kwargs.items() if k in ("query", "value", "key") and v is not None}  # fmt: skip
+    shape = lambda name: tuple(named[name].shape) if name in named else None  # noqa: E731
+    query = shape("query") or _shape(layer.input_shape)
+    value = shape("value") or query
+    key = shape("key") or value
+    heads, kd = layer._num_heads, layer._key_dim
+    vd = layer._value_dim or kd
+    t, s = math.prod(query[1:-1]), math.prod(value[1:-1])
+    return (t * query[-1] * heads * kd + s * key[-1] * heads * kd + s * value[-1] * heads * vd
+            + heads * t * s * (kd + vd) + t * heads * vd * out[-1])  # fmt: skip
+
+
+def _recurrent_macs(layer, inp: tuple) -> int:
+    """LSTM (4 gates), GRU (3), SimpleRNN (1): steps × gates × units × (inputs + units)."""
+    gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[type(layer).__name__]
+    units = layer.cell.units
+    return math.prod(inp[1:-1]) * gates * units * (inp[-1] + units)
+
+
 def layer_macs(layer, node=None) -> int:
     """MACs of one (unwrapped, built) Keras layer for one example; with ``node`` (one of
-    ``layer_calls``), of that call's shapes (a shared layer's calls may differ)."""
+    ``layer_calls``), of that call's shapes (a shared layer's calls may differ).
+    Convolutions (1-3 D, depthwise, separable, transposed: each input pixel times its
+    kernel and filters), dense layers, MultiHeadAttention and LSTM / GRU / SimpleRNN;
+    every other layer none."""
     layers = keras.layers
     out = _shape(node.output_shapes if node is not None else layer.output_shape)
-    inp = _shape(node.input_shapes if node is not None else layer.input_shape)
-    if isinstance(layer, (layers.DepthwiseConv2D, layers.SeparableConv2D)):
+    shapes = node.input_shapes if node is not None else layer.input_shape
+    inp = _shape(shapes)
+    if isinstance(layer, layers.MultiHeadAttention):
+        return _attention_macs(layer, node, out)
+    if type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN"):
+        return _recurrent_macs(layer, inp)
+    transposed = tuple(getattr(layers, n) for n in ("Conv1DTranspose", "Conv2DTranspose",
+                                                     "Conv3DTranspose") if hasattr(layers, n))  # fmt: skip
+    if isinstance(layer, transposed):
+        return math.prod(inp[1:-1]) * math.prod(layer.kernel_size) * inp[-1] * out[-1]
+    depthwise = tuple(getattr(layers, n) for n in ("DepthwiseConv1D", "DepthwiseConv2D",
+                                                    "SeparableConv1D", "SeparableConv2D")
+                      if hasattr(layers, n))  # fmt: skip
+    if isinstance(layer, depthwise):
         spatial = math.prod(out[1:-1])
         c_in = inp[-1]
         dw = spatial * math.prod(layer.kernel_size) * c_in * layer.depth_multiplier
-        if isinstance(layer, layers.SeparableConv2D):
+        if "Separable" in type(layer).__name__:
             return dw + spatial * c_in * layer.depth_multiplier * layer.filters
         return dw
-    if isinstance(layer, layers.Conv2D):
+    if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D)):
         groups = getattr(layer, "groups", 1)
         return math.prod(out[1:-1]) * math.prod(layer.kernel_size) * (inp[-1] // groups) * out[-1]
     if isinstance(layer, layers.Dense):
