@@ -284,6 +284,29 @@ def test_target_cache_settings_are_checked():
                           "l2_policy": "fifo"}, "t.yaml")  # fmt: skip
 
 
+def test_a_transferred_constant_equals_its_source_on_the_same_cycle_model():
+    """A target whose constant says 'transferred from X' runs X's core, scheduling model and
+    LLVM and has X's constant (refitting X must move it too); every other shipped target
+    with emulation says where its constant came from."""
+    import re
+
+    from liteconv.device.targets import list_targets, load_target
+
+    transferred = 0
+    for name in list_targets():
+        target = load_target(name)
+        if not target.core:
+            continue
+        assert target.cycle_scale_source, name
+        found = re.match(r"transferred from ([\w-]+)", target.cycle_scale_source)
+        if found:
+            source = load_target(found.group(1))
+            assert (target.core, target.llvm) == (source.core, source.llvm), name
+            assert target.cycle_scale == source.cycle_scale, name
+            transferred += 1
+    assert transferred >= 3  # raspberry-pi-5, raspberry-pi-zero-2, single-core-embedded
+
+
 def test_plugin_output_parses_and_the_plugin_is_built_once(tmp_path):
     text = "region 0 9\ntb 400088 4 1 017d80d263040091210400f1c1ffff54\nregion 1 3\ntotal 20\n"
     regions, total = counts.parse_plugin_output(text)
