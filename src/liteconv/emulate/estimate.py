@@ -321,13 +321,14 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
                                       arm64_cache=Path(arm64_cache),
                                       caches=caches_of(target), arch=arch)  # fmt: skip
         counted = dict(zip(todo, results))
-        ran = [one for one in results if "error" not in one]
+        ran = {i: one for i, one in counted.items() if "error" not in one}
         if arch == "aarch64" and ran:
-            names = symbols.Symbolizer(ran[0]["maps"], root=ran[0]["root"], llvm=target.llvm)
-            for one in ran:
+            first = next(iter(ran.values()))
+            names = symbols.Symbolizer(first["maps"], root=first["root"], llvm=target.llvm)
+            for one in ran.values():
                 one["symbolizer"] = names
-        else:
-            for i, one in counted.items():
+        elif arch != "aarch64":
+            for i, one in ran.items():
                 one["dispatches"] = graph_dispatches(paths[i])
     records = []
     for i, path in enumerate(paths):
