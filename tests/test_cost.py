@@ -61,9 +61,12 @@ def test_attention_recurrent_transposed_and_1d_layers_by_hand_and_as_tflite_coun
                 20 * 5 * 3 * 6 + 18 * 3 * 5 + 18 * 5 * 8, True),
         "lstm": (keras.Model(seq, L.LSTM(10)(seq)), 7 * 4 * 10 * (3 + 10), True),
         "gru": (keras.Model(seq, L.GRU(10)(seq)), 7 * 3 * 10 * (3 + 10), False),  # a WHILE loop
+        "bidirectional": (keras.Model(seq, L.Bidirectional(L.LSTM(10))(seq)),
+                          2 * 7 * 4 * 10 * (3 + 10), False),
     }  # fmt: skip
     for name, (model, hand, in_main_graph) in cases.items():
         assert model_cost(model).total_macs == hand, name
+        assert model_cost(model).total_params == model.count_params(), name
         if in_main_graph:
             assert model_macs(to_tflite(model)) == hand, name
 

@@ -145,6 +145,7 @@ def _leaf_layers(model, times: int = 1):
     around it run (a nested model the outer one calls twice runs its layers twice)."""
     for layer in model.layers:
         inner = getattr(layer, "layer", None)  # tfmot QuantizeWrapper / PruneLowMagnitude
+        inner = getattr(layer, "forward_layer", None) or inner  # Bidirectional's built copy
         if isinstance(layer, keras.Model):
             calls = len([n for n in layer_calls(layer, model) if n is not None]) or 1
             yield from _leaf_layers(layer, times * calls)
@@ -161,14 +162,15 @@ def model_cost(model) -> ModelCost:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         calls = layer_calls(outer, container)
+        both = 2 if type(outer).__name__ == "Bidirectional" else 1  # its layer runs twice
         for k, node in enumerate(calls):  # a shared layer: a row per call, its weights once
             costs.append(
                 LayerCost(
                     name=outer.name if k == 0 else f"{outer.name} (call {k + 1})",
                     kind=type(layer).__name__,
                     output_shape=_shape(outer.output_shape if node is None else node.output_shapes),
-                    params=int(layer.count_params()) if k == 0 else 0,
-                    macs=times * int(layer_macs(layer, node)),
+                    params=int(layer.count_params()) * both if k == 0 else 0,
+                    macs=times * both * int(layer_macs(layer, node)),
                 )
             )
     return ModelCost(model.name, costs)
