@@ -169,6 +169,27 @@ def test_a_model_tflm_cannot_run_is_named_and_the_others_still_get_their_answer(
     assert "int8.tflite" in result.output and "int16x8.tflite" in result.output
 
 
+def test_shape_arithmetic_of_an_open_batch_gets_the_fixed_batch_hint(tmp_path):
+    """LayerNormalization converted with the batch left open keeps shape arithmetic (SHAPE,
+    and a REDUCE_PROD TFLM has no kernel for): the error says to fix the batch, and with
+    batch_size=1 the same layers fit and match LiteRT."""
+    data = np.random.default_rng(0).uniform(size=(8, 6, 8)).astype("float32")
+    records = {}
+    for batch in (None, 1):
+        keras.utils.set_random_seed(0)
+        tokens = keras.Input((6, 8), batch_size=batch)
+        normed = keras.layers.LayerNormalization()(keras.layers.Dense(8)(tokens))
+        model = keras.Model(tokens, keras.layers.Dense(3)(keras.layers.Flatten()(normed)))
+        path = tmp_path / f"layernorm-{batch}.tflite"
+        path.write_bytes(to_tflite(model, mode="int8", representative_data=data))
+        try:
+            records[batch] = fit.fit_model(path, [load_board("pico-2")])
+        except LiteconvError as err:
+            records[batch] = str(err)
+    assert "TFLM has no kernel for" in records[None] and "batch_size=1" in records[None]
+    assert records[1]["parity"]["passed"] and records[1]["boards"][0]["fits"], records[1]
+
+
 def test_a_model_too_big_for_the_board_is_an_answer_not_an_error(tmp_path):
     """1.2 M int8 weights: more than the Nano 33's 1 MB flash, less than the Nucleo's 2 MB."""
     inputs = keras.Input((1024,))

@@ -194,7 +194,12 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
         arena = smallest_arena(path)
         checked, report = parity(path, arena, lite=lite)
     except LiteconvError as err:
-        raise LiteconvError(f"{path}: {err}") from None
+        hint = ""
+        if "no kernel for" in str(err) and "SHAPE" in kinds:
+            hint = ("; its SHAPE operator computes shapes from a batch size left open: "
+                    "convert with a fixed batch (keras.Input(..., batch_size=1)) and that "
+                    "shape arithmetic goes")  # fmt: skip
+        raise LiteconvError(f"{path}: {err}{hint}") from None
     head, tail = _report_bytes(report, "head"), _report_bytes(report, "tail")
     lower = head + (tail + 1) // 2 if head is not None and tail is not None else None
     macs = model_macs(blob)
