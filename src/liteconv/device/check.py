@@ -56,10 +56,12 @@ def compare_outputs(outputs: np.ndarray, expected: np.ndarray, step: float) -> d
 
     Returns the check's record: ``passed``, ``top1_identical``, ``near_ties`` (samples whose
     top-1 differs on a host margin within tolerance: not counted against the runtime),
-    ``top1_flips`` (those beyond it: counted), max/mean |diff| and their tolerances.
+    ``top1_flips`` (those beyond it: counted), max/mean |diff| and their tolerances. The
+    |diff| of classes the host scored within tolerance of its top one, where there are
+    two or more, is not counted either: which of them wins is rounding, and a saturated
+    softmax moves all of its mass (an int8 NASNet with random weights: 0.5 / 0.5 on the
+    host under XNNPACK, 0.996 / 0.004 under the builtin kernels of the same runtime).
     """
-    absdiff = np.abs(outputs - expected)
-    diff = absdiff.max(axis=1)
     tol = step * INT_MAX_STEPS * 1.0001 if step else FLOAT_TOLERANCE
     mean_tol = step * INT_MEAN_STEPS * 1.0001 if step else FLOAT_TOLERANCE
     host_top, here_top = expected.argmax(1), outputs.argmax(1)
@@ -68,18 +70,22 @@ def compare_outputs(outputs: np.ndarray, expected: np.ndarray, step: float) -> d
     differs = host_top != here_top
     near = differs & (margin <= tol)
     flips = differs & ~near
+    tied = expected >= expected.max(axis=1, keepdims=True) - tol  # within tol of the top
+    tied &= tied.sum(axis=1, keepdims=True) > 1
+    absdiff = np.where(tied, 0.0, np.abs(outputs - expected))
+    diff = absdiff.max(axis=1)
     worst = int(np.flatnonzero(differs)[0]) if differs.any() else int(np.argmax(diff))
+    mean = float(absdiff.mean())
     return {
         "samples": int(len(expected)), "top1_identical": bool(not differs.any()),
         "near_ties": [{"sample": int(i), "host_margin": float(margin[i])}
                       for i in np.flatnonzero(near)],
         "top1_flips": [{"sample": int(i), "host_margin": float(margin[i])}
                        for i in np.flatnonzero(flips)],
-        "max_abs_diff": float(diff.max()), "mean_abs_diff": float(absdiff.mean()),
+        "max_abs_diff": float(diff.max()), "mean_abs_diff": mean,
         "worst_sample": worst, "tolerance": tol, "mean_tolerance": mean_tol,
         "output_step": float(step),
-        "passed": not flips.any() and float(diff.max()) <= tol
-        and float(absdiff.mean()) <= mean_tol,
+        "passed": not flips.any() and float(diff.max()) <= tol and mean <= mean_tol,
     }  # fmt: skip
 
 
@@ -87,7 +93,8 @@ def check_bundle(folder: Path, runtime: str = "auto") -> list[dict]:
     """Compare this machine's outputs with the host's reference outputs in ``folder``.
 
     Top-1 must be identical on every reference sample the host was sure of (a near tie
-    within tolerance may swap); float outputs within ``FLOAT_TOLERANCE``; integer outputs
+    within tolerance may swap, and its tied classes' |diff| is not counted); float
+    outputs within ``FLOAT_TOLERANCE``; integer outputs
     within ``INT_MAX_STEPS`` quantization steps at most and ``INT_MEAN_STEPS`` on average
     (see the measurements above). One ``compare_outputs`` record per model.
     """
