@@ -120,13 +120,14 @@ def model_facts(blob: bytes, runtime: str = "auto") -> dict:
     """``{"mode": precision(...), "macs": model_macs(...)}`` of the ``.tflite`` bytes
     ``blob``, from one interpreter: what a model without ``liteconv export``'s sidecar shows."""
     interp = load_interpreter(model_content=blob, runtime=runtime, xnnpack=False)
-    return {"mode": precision(interpreter_ops(interp)), "macs": _macs(interp)}
+    ops = interpreter_ops(interp)
+    return {"mode": precision(ops), "macs": interpreter_macs(interp, ops)}
 
 
 def model_macs(blob: bytes) -> int:
     """Multiply-accumulates per invoke of the ``.tflite`` bytes ``blob`` (``op_macs`` of
     each operator, from its weight and output tensors' shapes)."""
-    return _macs(load_interpreter(model_content=blob, xnnpack=False))
+    return interpreter_macs(load_interpreter(model_content=blob, xnnpack=False))
 
 
 def op_macs(name: str, shapes: list[list[int]], out: list[int]) -> int:
@@ -162,10 +163,12 @@ def op_macs(name: str, shapes: list[list[int]], out: list[int]) -> int:
     return 0
 
 
-def _macs(interp) -> int:
+def interpreter_macs(interp, ops: list[OpInfo] | None = None) -> int:
+    """``model_macs`` of an allocated interpreter built without delegates (``ops``: its
+    ``interpreter_ops`` if already at hand)."""
     shapes = {t["index"]: [int(d) for d in t["shape"]] for t in interp.get_tensor_details()}
     total = 0
-    for op in interpreter_ops(interp):
+    for op in interpreter_ops(interp) if ops is None else ops:
         ins = [shapes[i] if i >= 0 else None for i in op.inputs]
         total += op_macs(op.name, ins, shapes[op.outputs[0]] if op.outputs else [])
     return total
