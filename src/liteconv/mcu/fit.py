@@ -40,7 +40,7 @@ import numpy as np
 
 from liteconv.device.check import compare_outputs
 from liteconv.device.errors import LiteconvError
-from liteconv.device.graph import interpreter_ops, model_macs, precision
+from liteconv.device.graph import interpreter_macs, interpreter_ops, precision
 from liteconv.device.runtime import invoke, load_interpreter
 from liteconv.device.tensors import dequantize, output_step, random_inputs, set_inputs
 from liteconv.mcu.boards import Board
@@ -98,8 +98,9 @@ def _first_message(text: str) -> str:
     return lines[0] if lines else "no message"
 
 
-def smallest_arena(path: str | Path) -> int:
-    """The smallest arena (bytes) TFLM allocates the model at ``path`` in.
+def smallest_arena(path: str | Path, kinds: list[str] = ()) -> int:
+    """The smallest arena (bytes) TFLM allocates the model at ``path`` in (``kinds``: its
+    operator names, for the fix an operator TFLM lacks may have).
 
     Raises:
         LiteconvError: an operator TFLM lacks (named), a model TFLM cannot allocate in
@@ -113,9 +114,12 @@ def smallest_arena(path: str | Path) -> int:
             break
         missing = _MISSING_OP.search(proc.stdout + proc.stderr)
         if missing:
+            hint = ("; its SHAPE operator computes shapes from a batch size left open: "
+                    "convert with a fixed batch (keras.Input(..., batch_size=1)) and that "
+                    "shape arithmetic goes" if "SHAPE" in kinds else "")  # fmt: skip
             raise LiteconvError(f"TFLM has no kernel for {missing.group(1)}: replace that "
                                 "operator (e.g. another activation or layer) or register a "
-                                "custom kernel in your firmware")  # fmt: skip
+                                f"custom kernel in your firmware{hint}")  # fmt: skip
         if high >= MAX_ARENA:
             why = (f"TFLM crashed ({_signal_name(proc.returncode)}) preparing it"
                    if proc.returncode < 0 else f"{_first_message(proc.stderr)}")  # fmt: skip
@@ -191,18 +195,13 @@ def fit_model(path: str | Path, boards: list[Board]) -> dict:
     io = (np.dtype(lite.get_input_details()[0]["dtype"]).name,
           np.dtype(lite.get_output_details()[0]["dtype"]).name)  # fmt: skip
     try:
-        arena = smallest_arena(path)
+        arena = smallest_arena(path, kinds)
         checked, report = parity(path, arena, lite=lite)
     except LiteconvError as err:
-        hint = ""
-        if "no kernel for" in str(err) and "SHAPE" in kinds:
-            hint = ("; its SHAPE operator computes shapes from a batch size left open: "
-                    "convert with a fixed batch (keras.Input(..., batch_size=1)) and that "
-                    "shape arithmetic goes")  # fmt: skip
-        raise LiteconvError(f"{path}: {err}{hint}") from None
+        raise LiteconvError(f"{path}: {err}") from None
     head, tail = _report_bytes(report, "head"), _report_bytes(report, "tail")
     lower = head + (tail + 1) // 2 if head is not None and tail is not None else None
-    macs = model_macs(blob)
+    macs = interpreter_macs(lite, ops)
     mode = precision(ops)  # the latency range's cycles per MAC are int8 kernels' (MLPerf Tiny)
     record = {"file": str(path), "model_bytes": len(blob), "macs": macs, "mode": mode,
               "operators": len(ops),
