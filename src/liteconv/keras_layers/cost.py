@@ -103,6 +103,14 @@ def _recurrent_macs(layer, inp: tuple) -> int:
     return math.prod(inp[1:-1]) * gates * units * (inp[-1] + units)
 
 
+# Convolutions counted by their input pixels, and those counted per input channel (the
+# depthwise part of a separable one): whichever of them this Keras has.
+_TRANSPOSED = tuple(getattr(keras.layers, n) for n in ("Conv1DTranspose", "Conv2DTranspose",
+                    "Conv3DTranspose") if hasattr(keras.layers, n))  # fmt: skip
+_DEPTHWISE = tuple(getattr(keras.layers, n) for n in ("DepthwiseConv1D", "DepthwiseConv2D",
+                   "SeparableConv1D", "SeparableConv2D") if hasattr(keras.layers, n))  # fmt: skip
+
+
 def layer_macs(layer, node=None) -> int:
     """MACs of one (unwrapped, built) Keras layer for one example; with ``node`` (one of
     ``layer_calls``), of that call's shapes (a shared layer's calls may differ).
@@ -111,20 +119,14 @@ def layer_macs(layer, node=None) -> int:
     every other layer none."""
     layers = keras.layers
     out = _shape(node.output_shapes if node is not None else layer.output_shape)
-    shapes = node.input_shapes if node is not None else layer.input_shape
-    inp = _shape(shapes)
+    inp = _shape(node.input_shapes if node is not None else layer.input_shape)
     if isinstance(layer, layers.MultiHeadAttention):
         return _attention_macs(layer, node, out)
     if type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN"):
         return _recurrent_macs(layer, inp)
-    transposed = tuple(getattr(layers, n) for n in ("Conv1DTranspose", "Conv2DTranspose",
-                                                     "Conv3DTranspose") if hasattr(layers, n))  # fmt: skip
-    if isinstance(layer, transposed):
+    if isinstance(layer, _TRANSPOSED):
         return math.prod(inp[1:-1]) * math.prod(layer.kernel_size) * inp[-1] * out[-1]
-    depthwise = tuple(getattr(layers, n) for n in ("DepthwiseConv1D", "DepthwiseConv2D",
-                                                    "SeparableConv1D", "SeparableConv2D")
-                      if hasattr(layers, n))  # fmt: skip
-    if isinstance(layer, depthwise):
+    if isinstance(layer, _DEPTHWISE):
         spatial = math.prod(out[1:-1])
         c_in = inp[-1]
         dw = spatial * math.prod(layer.kernel_size) * c_in * layer.depth_multiplier
