@@ -506,6 +506,53 @@ def test_a_32bit_board_runs_the_armv7_runtime_and_counts_repeat(tmp_path):
 
 
 @pytest.mark.large
+def test_builtin_kernels_are_emulated_when_xnnpack_is_off(tmp_path):
+    """``bench --no-xnnpack --emulate``: the emulated runtime runs its builtin kernels
+    (other instructions than XNNPACK's, outputs still the host's), split by their own
+    names (ruy's GEMM on every thread, im2col on the calling one), no pthreadpool
+    dispatch; cached apart from XNNPACK's; bench's records get the estimate of the
+    kernels they were timed with."""
+    from liteconv.device.targets import load_target
+    from liteconv.emulate.estimate import estimate_models, time_ms
+    from liteconv.emulate.report import add_estimates
+
+    _need_tools()
+    paths = _conv_stack(tmp_path)
+    models = [str(paths["fp32"]), str(paths["int8"])]
+    pi4 = load_target("raspberry-pi-4")
+    cache = tmp_path / "cache"
+    xnn = estimate_models(models, pi4, cache=cache, arm64_cache=ARM64_CACHE)
+    builtin = estimate_models(models, pi4, cache=cache, arm64_cache=ARM64_CACHE, xnnpack=False)
+    assert all(r["check"]["passed"] for r in xnn + builtin), [r["check"] for r in builtin]
+    assert len(list(cache.glob("*.json"))) == 4  # one entry per model and kernel setting
+    for x, b in zip(xnn, builtin):
+        assert "builtin kernels" in b["runtime"] and "builtin" not in x["runtime"]
+        assert b["xnnpack"] is False and x["xnnpack"] is True
+        # other kernels: the counts differ by more than noise (counts repeat exactly)
+        ratio = b["instructions_per_invoke"] / x["instructions_per_invoke"]
+        assert abs(ratio - 1) > 0.02, ratio
+        assert b["dispatches"] == 0 and x["dispatches"] >= 4
+        parts = b["cycle_model"]["parts"]
+        total = parts["serial"]["instructions"] + parts["parallel"]["instructions"]
+        assert total == pytest.approx(b["instructions_per_invoke"], rel=1e-6)
+        # ruy's kernels hold most of a 3x3 conv stack's work; im2col runs on one thread
+        assert 0.5 * total < parts["parallel"]["instructions"] < total, parts
+        four = time_ms(pi4, b, 4)
+        assert four["sync_ms"] == 0 and four["estimated_ms"] < b["estimated_ms"]
+    records = [{"file": m, "model": Path(m).stem, "mode": mode, "threads": 4, "xnnpack": on,
+                "p50_ms": 1.0} for m, mode in zip(models, ("fp32", "int8"))
+               for on in (True, False)]  # fmt: skip
+    tables = add_estimates(records, models, ["raspberry-pi-4"], cache=str(cache))
+    assert len(tables) == 2 and "builtin kernels (XNNPACK off)" in tables[1]
+    by = {(r["file"], r["xnnpack"]): r for r in records}
+    for x, b in zip(xnn, builtin):
+        for on, est in ((True, x), (False, b)):
+            got = by[(est["file"], on)]["estimates"]
+            assert len(got) == 1 and got[0]["xnnpack"] is on
+            assert got[0]["instructions_per_invoke"] == est["instructions_per_invoke"]
+
+
+@pytest.mark.large
 def test_weights_larger_than_the_l2_stream_from_dram_every_invoke(tmp_path):
     """A 1024 -> 512 dense layer: 2 MB of fp32 weights do not fit the Pi 4's 1 MB L2 and
     come from DRAM on every invoke; as int8 (0.5 MB) they stay in it."""
@@ -892,6 +939,16 @@ def test_symbols_split_blocks_by_function_and_count_dispatches():
     assert segments and all(size >= 0 for _, _, size in segments)
     with pytest.raises(LiteconvError, match="not a 64-bit ELF"):
         symbols.load_segments(__file__)
+    # the builtin kernels: ruy's GEMM and the depthwise kernels parallel; im2col, the
+    # interpreter and XNNPACK's names (not run) serial; pthreadpool entries still counted
+    Names.table = {0x100: "_ZN3ruy15KernelFloatNeonERKNS_17KernelParamsFloatILi8ELi8EEE",
+                   0x200: "_ZN6tflite13optimized_ops26FloatDepthwiseConvAccumRowILb1ELi0ELi1EEEviiiiPKfiiiS3_iiiPf",
+                   0x300: "_ZN6tflite13optimized_ops6Im2colIfEEvRKNS_10ConvParamsEiihRKNS_12RuntimeShapeEPKT_S7_PS8_",
+                   0x400: "xnn_compute_gemm"}  # fmt: skip
+    split = symbols.split_blocks(blocks, Names(), xnnpack=False)
+    assert split["kinds"] == ["parallel", "parallel", "serial", "serial", "serial"]
+    assert split["parallel"]["instructions"] == 750 and split["serial"]["instructions"] == 90
+    assert split["dispatches"] == 0
 
 
 def test_thread_speedups_pair_one_source_and_mark_the_sync_fit():

@@ -31,7 +31,9 @@ them in full. The terms add: llvm-mca assumes every load hits L1, so the cycles 
 traffic term to overlap with. An estimate counts only if the emulated outputs match the
 host's (the bundle check's tolerances); otherwise the record says so and carries no
 estimate. Every figure is an estimate: the emulated runtime is ai-edge-litert 2.0.2
-(older than the host's).
+(older than the host's). With ``xnnpack=False`` (``bench --no-xnnpack --emulate``) it runs
+its builtin kernels instead, counted and split by their own names (``symbols``): they make
+no pthreadpool dispatch, so no dispatch term.
 
 Example:
     >>> records = estimate_models(["fp32.tflite"], load_target("raspberry-pi-4"))
@@ -74,9 +76,11 @@ def is_32bit(target: Target) -> bool:
     return target.arch == "armv7l"
 
 
-def emulated_runtime(target: Target) -> str:
-    """What runs the emulated models of ``target``, in words."""
-    return EMULATED_RUNTIME_ARMV7 if is_32bit(target) else EMULATED_RUNTIME
+def emulated_runtime(target: Target, xnnpack: bool = True) -> str:
+    """What runs the emulated models of ``target``, in words (``xnnpack`` False: its
+    builtin kernels, as ``bench --no-xnnpack``)."""
+    runtime = EMULATED_RUNTIME_ARMV7 if is_32bit(target) else EMULATED_RUNTIME
+    return runtime if xnnpack else f"{runtime}, builtin kernels (XNNPACK off)"
 
 
 def core_model(target: Target) -> str:
@@ -210,9 +214,11 @@ def host_reference(path: str | Path, seed: int = 0) -> dict:
             "detail": out, "step": output_step(Path(path).read_bytes(), "auto") or 0.0}  # fmt: skip
 
 
-def _key(path: Path, target: Target) -> str:
+def _key(path: Path, target: Target, xnnpack: bool = True) -> str:
     digest = hashlib.sha256(path.read_bytes())
     digest.update(PLUGIN_SOURCE.read_bytes())
+    if not xnnpack:  # other kernels, other counts (XNNPACK's keys stay as they were)
+        digest.update(b"builtin kernels")
     if is_32bit(target):  # no llvm-mca; the runtime and qemu differ
         digest.update(json.dumps([CACHE_VERSION, "armv7l", target.qemu_cpu,
                                   caches_of(target)]).encode())  # fmt: skip
@@ -233,7 +239,8 @@ STORED = (
 )
 
 
-def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
+def _record(target: Target, counted: dict | None, cached: dict | None,
+            xnnpack: bool = True) -> dict:  # fmt: skip
     base = cached or {}
     if counted is not None and is_32bit(target):  # see EMULATED_RUNTIME_ARMV7
         n = counted["instructions_per_invoke"]
@@ -244,7 +251,7 @@ def _record(target: Target, counted: dict | None, cached: dict | None) -> dict:
                 "cycle_model": detail, "dispatches": counted["dispatches"],
                 "memory": counted.get("memory")}  # fmt: skip
     elif counted is not None:
-        split = symbols.split_blocks(counted["blocks"], counted["symbolizer"])
+        split = symbols.split_blocks(counted["blocks"], counted["symbolizer"], xnnpack)
         cyc, detail = cycles.estimate_cycles(counted["blocks"], target.core, target.llvm,
                                              kinds=split["kinds"])  # fmt: skip
         base = {"instructions_per_invoke": round(counted["instructions_per_invoke"]),
@@ -277,7 +284,8 @@ def no_estimate(record: dict) -> str | None:
 
 
 def estimate_models(models: list[str], target: Target, *, cache: str | Path = str(caches.EMULATE),
-                    arm64_cache: str | Path = str(caches.ARM64), echo=print) -> list[dict]:  # fmt: skip
+                    arm64_cache: str | Path = str(caches.ARM64), xnnpack: bool = True,
+                    echo=print) -> list[dict]:  # fmt: skip
     """One record per model: ``target``, ``core``, ``instructions_per_invoke``,
     ``estimated_cycles``, ``memory`` (per-invoke accesses, misses, write-backs; None without
     a cache model), ``dram_bytes``, ``compute_ms``, ``memory_ms``, ``estimated_ms`` (1
@@ -285,7 +293,9 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
     ``check`` (emulated vs host outputs); the estimates are ``None`` when the outputs do
     not match, and the counts too, with ``error``, when the emulated runtime cannot load or
     run the model (an operator newer than it, say: a warning line, the other models go on;
-    see ``no_estimate``)."""
+    see ``no_estimate``). ``xnnpack`` False: the runtime's builtin kernels are emulated
+    (``bench --no-xnnpack``; their own thread split, ``symbols``), each record's
+    ``runtime`` says so."""
     if not target.core or not target.qemu_cpu or not target.clock_mhz:
         raise LiteconvError(
             f"target {target.name}: no core/qemu_cpu/clock_mhz for emulation; add them to its "
@@ -300,7 +310,7 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
         tools.llvm_tool("llvm-nm", target.llvm)
     cache = Path(cache)
     paths = [Path(m) for m in models]
-    keys = [_key(p, target) for p in paths]
+    keys = [_key(p, target, xnnpack) for p in paths]
     cached = {}
     for key in keys:
         file = cache / f"{key}.json"
@@ -319,7 +329,8 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
         results = counts.count_models([str(paths[i]) for i in todo], [refs[i]["inputs"] for i in todo],
                                       qemu_cpu=target.qemu_cpu, cache=cache,
                                       arm64_cache=Path(arm64_cache),
-                                      caches=caches_of(target), arch=arch)  # fmt: skip
+                                      caches=caches_of(target), arch=arch,
+                                      xnnpack=xnnpack)  # fmt: skip
         counted = dict(zip(todo, results))
         ran = {i: one for i, one in counted.items() if "error" not in one}
         if arch == "aarch64" and ran:
@@ -335,16 +346,16 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
         ref = refs[i]
         if i in counted and "error" in counted[i]:  # not cached: a later runtime may run it
             entry = _not_run(target, counted[i]["error"])
-            echo(f"warning: {path.name}: {emulated_runtime(target)} cannot run it, so no "
+            echo(f"warning: {path.name}: {emulated_runtime(target, xnnpack)} cannot run it, so no "
                  f"estimate on {target.name}: {entry['error']}")  # fmt: skip
         elif i in counted:
             emulated = as_rows(dequantize(counted[i]["output"], ref["detail"]))
             check = compare_outputs(emulated, ref["output"], ref["step"])
-            entry = _record(target, counted[i], None)
+            entry = _record(target, counted[i], None, xnnpack)
             entry["check"] = {k: check[k] for k in ("passed", "max_abs_diff", "tolerance")}
             atomic_write_json(cache / f"{keys[i]}.json", {k: entry[k] for k in STORED})
         else:
-            entry = _record(target, None, cached[keys[i]])
+            entry = _record(target, None, cached[keys[i]], xnnpack)
         if not entry["check"]["passed"]:
             entry["estimated_ms"] = None  # outputs differ: not a faithful run of the model
             entry["estimated_ms_threads"] = {t: None for t in entry["estimated_ms_threads"]}
@@ -353,5 +364,6 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
                         "qemu_cpu": target.qemu_cpu, "clock_mhz": target.clock_mhz,
                         "cycle_scale": target.cycle_scale, "dram_mb_s": target.dram_mb_s,
                         "dram_peak_mb_s": target.dram_peak_mb_s,
-                        "runtime": emulated_runtime(target), **entry})  # fmt: skip
+                        "runtime": emulated_runtime(target, xnnpack), "xnnpack": xnnpack,
+                        **entry})  # fmt: skip
     return records

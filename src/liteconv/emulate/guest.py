@@ -4,6 +4,7 @@ timed invokes between the counting plugin's markers, outputs saved for the check
 
 Usage (by ``counts.py``): ``python guest.py SPEC.json``; SPEC holds ``models`` (paths),
 ``inputs`` (per model, one ``.npy`` path per model input, already in its dtype), ``warmup``, ``invokes``,
+``xnnpack`` (false: TFLite's builtin kernels, no default delegate),
 ``outputs`` (an ``.npz`` path), ``errors`` (a ``.json`` path: per model index, why the
 runtime could not load or run it; the other models still run) and ``maps`` (where to copy
 the guest's memory map). The markers are write(2) calls on a descriptor no process has, so they fail with EBADF and
@@ -26,10 +27,13 @@ def _mark(code: int) -> None:
         pass
 
 
-def _run(Interpreter, model: str, images: list, i: int, spec: dict):
+def _run(Interpreter, OpResolverType, model: str, images: list, i: int, spec: dict):
     """Warm-up and counted invokes of model ``i``; its first output after the first invoke
     (as the host's reference: a model with state, an LSTM's, answers otherwise later)."""
-    interp = Interpreter(model_path=model, num_threads=1)
+    kwargs = {}
+    if not spec.get("xnnpack", True):  # the builtin kernels, as ``bench --no-xnnpack``
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_path=model, num_threads=1, **kwargs)
     interp.allocate_tensors()
     for detail, image in zip(interp.get_input_details(), images):
         interp.set_tensor(detail["index"], np.load(image))
@@ -52,14 +56,14 @@ def main() -> None:
     with open(sys.argv[1]) as fh:
         spec = json.load(fh)
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:  # the 32-bit ARM user space: tflite-runtime (no armv7 ai-edge-litert)
-        from tflite_runtime.interpreter import Interpreter
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
 
     outputs, errors = {}, {}
     for i, (model, images) in enumerate(zip(spec["models"], spec["inputs"])):
         try:
-            outputs[f"m{i}"] = _run(Interpreter, model, images, i, spec)
+            outputs[f"m{i}"] = _run(Interpreter, OpResolverType, model, images, i, spec)
         except Exception as exc:  # this runtime cannot load or run it (an operator version
             # newer than it knows, say): the model gets no count, the others still do
             _mark(MARK_STOP)  # closes a region the failure left open (no-op otherwise)

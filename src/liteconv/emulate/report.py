@@ -28,19 +28,23 @@ from liteconv.emulate.estimate import (
 
 def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
                   cache: str = str(caches.EMULATE), echo=print) -> list[str]:  # fmt: skip
-    """Add ``estimates`` to every record in place; returns one Markdown table per target."""
+    """Add ``estimates`` to every record in place; returns one Markdown table per target
+    and kernel setting: a record timed with XNNPACK off (``--no-xnnpack``) gets the
+    estimate of the builtin kernels, the others XNNPACK's."""
     tables = []
-    for name in [t.strip() for t in targets if t.strip()]:
+    settings = sorted({r.get("xnnpack", True) is not False for r in records}, reverse=True)
+    for name, xnnpack in [(t.strip(), x) for t in targets if t.strip() for x in settings]:
         target = load_target(name)
-        estimates = {e["file"]: e for e in estimate_models(models, target, cache=cache, echo=echo)}
+        estimates = {e["file"]: e for e in estimate_models(models, target, cache=cache,
+                                                            xnnpack=xnnpack, echo=echo)}  # fmt: skip
         rows = []
         for r in records:
             est = estimates.get(r["file"])
-            if est is None:
+            if est is None or (r.get("xnnpack", True) is not False) != xnnpack:
                 continue
             ms_1 = est["estimated_ms"]
             scaled = None if ms_1 is None else time_ms(target, est, r["threads"])["estimated_ms"]
-            entry = {k: est[k] for k in ("target", "core", "qemu_cpu", "clock_mhz", "runtime",
+            entry = {k: est[k] for k in ("target", "core", "qemu_cpu", "clock_mhz", "runtime", "xnnpack",
                                          "instructions_per_invoke", "estimated_cycles",
                                          "memory", "dram_bytes", "compute_ms", "memory_ms",
                                          "estimated_ms", "check")}  # fmt: skip
@@ -60,7 +64,7 @@ def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
                          f"{est['dram_bytes'] / 1e6:.2f} MB" if est.get("memory") else "",
                          no_estimate(est) or ms_1,
                          "" if scaled is None else round(scaled, 4), r["p50_ms"]])  # fmt: skip
-        tables.append(estimate_title(target) + "\n\n" + format_table(
+        tables.append(estimate_title(target, xnnpack) + "\n\n" + format_table(
             ["model", "mode", "threads", "instructions/invoke", "estimated cycles",
              "DRAM traffic/invoke", "estimated ms (1 thread)", "estimated ms (these threads)",
              "host p50 ms"],
@@ -68,14 +72,19 @@ def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
     return tables
 
 
-def estimate_title(target) -> str:
+def estimate_title(target, xnnpack: bool = True) -> str:
     """One line saying how the estimates for ``target`` were made (above every table)."""
     memory = describe_memory(target)
+    dispatch = (
+        f"each counted dispatch to the threads {SYNC_CYCLES} cycles per extra thread (fitted "
+        "once, on XNNPACK's Pixel 3a 1- vs 2-thread pairs)"
+        if xnnpack
+        else "no dispatch term (the builtin kernels make no pthreadpool dispatch; ruy's pool "
+        "synchronisation is not modelled)"
+    )
     return (
         f"**Estimated** on {target.name}: {target.core} at {target.clock_mhz:g} MHz (qemu "
-        f"-cpu {target.qemu_cpu}, {emulated_runtime(target)}; {cycles_source(target)}, {memory}; scale "
+        f"-cpu {target.qemu_cpu}, {emulated_runtime(target, xnnpack)}; {cycles_source(target)}, {memory}; scale "
         f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: the parallel part "
-        "split over them, the serial part not, DRAM traffic at N threads' bandwidth, each "
-        f"counted dispatch to the threads {SYNC_CYCLES} cycles per extra thread (fitted once, "
-        "on XNNPACK's Pixel 3a 1- vs 2-thread pairs)."
+        f"split over them, the serial part not, DRAM traffic at N threads' bandwidth, {dispatch}."
     )

@@ -10,6 +10,13 @@ guest's own memory map, so the serial and parallel parts of an invoke are *count
 fitted, and so is the number of parallel dispatches (each one synchronises the thread pool
 at T > 1 threads).
 
+TFLite's builtin kernels (``bench --no-xnnpack``) split their work otherwise: the GEMMs of
+convolutions and fully-connected layers through ruy (its kernels and packing run on every
+thread), depthwise convolutions and matrix-vector products through the same thread pool;
+the rest (im2col, element-wise operators, pooling, softmax, the interpreter) runs on the
+calling thread. They make no pthreadpool dispatch: their count is 0 (what ruy's own pool
+costs to synchronise is not modelled).
+
 Example:
     >>> parts = split_blocks(blocks, maps_text, llvm=19)
     >>> parts["serial"]["instructions"], parts["dispatches"]
@@ -29,6 +36,9 @@ from liteconv.emulate.tools import llvm_tool
 # Functions whose instructions run on every thread: XNNPACK's pthreadpool tasks and the
 # micro-kernels they call (names are XNNPACK's, stable since 2019).
 PARALLEL = re.compile(r"^xnn_compute_|ukernel")
+# What TFLite's builtin kernels run on every thread (ruy's namespace, mangled; the
+# depthwise kernels of optimized_ops and optimized_integer_ops; cpu_backend_gemm's GEMV).
+PARALLEL_BUILTIN = re.compile(r"_ZN3ruy|_ZNK3ruy|DepthwiseConv|depthwise_conv|CustomGemv")
 # pthreadpool's dispatch functions (the public names are aliases of these).
 DISPATCH = re.compile(r"^pthreadpool_parallelize\w*_private_impl$")
 # The library whose symbols name the blocks (the runtime's; its Python wrapper is tiny).
@@ -120,15 +130,17 @@ class Symbolizer:
         return False
 
 
-def split_blocks(blocks: list[tuple], symbolizer: Symbolizer) -> dict:
+def split_blocks(blocks: list[tuple], symbolizer: Symbolizer, xnnpack: bool = True) -> dict:
     """``{"kinds": [...], "serial": {...}, "parallel": {...}, "dispatches": N}``: the
     kind of each block (``"parallel"`` inside XNNPACK's tasks and micro-kernels, else
-    ``"serial"``), the instructions of each kind per invoke, and the pthreadpool dispatches
-    per invoke (entries to ``pthreadpool_parallelize_*``)."""
+    ``"serial"``; with ``xnnpack`` False inside the builtin kernels' ``PARALLEL_BUILTIN``),
+    the instructions of each kind per invoke, and the pthreadpool dispatches per invoke
+    (entries to ``pthreadpool_parallelize_*``)."""
+    parallel = PARALLEL if xnnpack else PARALLEL_BUILTIN
     kinds, totals, calls = [], {"serial": 0.0, "parallel": 0.0}, 0.0
     for vaddr, n, runs, _code in blocks:
         name = symbolizer.name(vaddr) or ""
-        kind = "parallel" if PARALLEL.search(name) else "serial"
+        kind = "parallel" if parallel.search(name) else "serial"
         kinds.append(kind)
         totals[kind] += n * runs
         if DISPATCH.match(name) and symbolizer.starts_function(vaddr):
