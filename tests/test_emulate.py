@@ -1005,3 +1005,37 @@ def test_speedup_variants_score_held_out_pairs_under_each_way_of_adding_memory()
         12 / 3.5 / 3 - 1, abs=1e-4
     )
     assert out["one thread's bandwidth at any T"]["low"] == pytest.approx(12 / 7 / 3 - 1, abs=1e-4)
+
+
+def test_kernel_variants_score_only_tables_measured_without_xnnpack():
+    """Which kernels the figures ask for (made-up rows): a table whose runtime is not
+    XNNPACK is scored with the estimate and with the builtin kernels' estimate, each with
+    its own leave-one-out constant; XNNPACK's own tables and rows without a builtin
+    estimate are left out. In the published CSV only XNNPACK's README tables ran XNNPACK."""
+    from liteconv.studies.emulation import (
+        Table,
+        kernel_variants,
+        load_tables,
+        measured_with_xnnpack,
+    )
+
+    def rows(*triples):
+        return [{"model": m, "mode": "fp32", "published_ms": p, "estimate": e, "builtin": b}
+                for m, p, e, b in triples]  # fmt: skip
+
+    # builtin exactly proportional to the published times; the estimate 2x off on one row
+    old = Table("TFLite README", "Phone", 1, rows(("a", 10.0, 5.0, 20.0), ("b", 20.0, 20.0, 40.0),
+                                                  ("c", 40.0, 20.0, 80.0), ("d", 5.0, 2.5, None)),
+                runtime="TFLite (CPU)")  # fmt: skip
+    new = Table("XNNPACK README", "Phone", 1, rows(("a", 10.0, 5.0, 20.0), ("b", 20.0, 20.0, 40.0)),
+                runtime="XNNPACK end2end-bench")  # fmt: skip
+    out = kernel_variants([old, new])
+    assert len(out) == 1 and out[0]["table"] == old.key and out[0]["n"] == 3
+    assert out[0]["builtin"]["within_10"] == 1.0 and out[0]["builtin"]["median"] == pytest.approx(0)
+    # the estimate: row b is 2x the others' ratio, so its leave-one-out error is +100 %
+    assert out[0]["xnnpack"]["worst"] == pytest.approx(1.0)
+    assert out[0]["xnnpack"]["within_10"] == 0.0
+    tables, _ = load_tables()
+    xnn = {t.source.split(",")[0].split(":")[0] for t in tables if measured_with_xnnpack(t)}
+    assert xnn == {"google/XNNPACK README.md"}
+    assert any(not measured_with_xnnpack(t) for t in tables)

@@ -47,6 +47,7 @@ from liteconv.device.machine import machine_info
 from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
 from liteconv.emulate.estimate import (
+    EMULATED_RUNTIME,
     SYNC_CYCLES,
     dram_bandwidth,
     dram_ms,
@@ -97,6 +98,7 @@ class Table:
     target: str = ""
     stand_in: str = ""
     fit_table: bool = False  # a board's constant is fitted on this table
+    runtime: str = ""  # what ran the published figures (the CSV's runtime column)
 
     @property
     def key(self) -> str:
@@ -133,9 +135,9 @@ def load_tables(path: str | Path = PUBLISHED_CSV) -> tuple[list[Table], list[str
             threads = int(row["threads"] or 1)
             key = (row["source"], board, threads)
             target, stand_in = BOARDS[board]
-            table = tables.setdefault(
-                key, Table(row["source"], board, threads, [], target, stand_in)
-            )
+            runtime = (row.get("runtime") or "").strip()
+            table = tables.setdefault(key, Table(row["source"], board, threads, [], target,
+                                                 stand_in, runtime=runtime))  # fmt: skip
             table.rows.append({"model": name, "alpha": float(row["alpha"] or 1.0),
                                "resolution": int(row["resolution"]), "mode": _mode(row["precision"]),
                                "precision": row["precision"], "published_ms": float(row["ms"])})  # fmt: skip
@@ -441,6 +443,38 @@ def speedup_variants(tables: list[Table], targets: dict) -> dict[str, dict]:
             for name, e in errors.items() if e}  # fmt: skip
 
 
+def measured_with_xnnpack(table: Table) -> bool:
+    """Whether ``table``'s figures ran XNNPACK (its runtime names it); the TFLite benchmark
+    and MobileNet READMEs of 2018–2020 ran TFLite's builtin kernels of their day."""
+    return "xnnpack" in table.runtime.lower()
+
+
+def kernel_variants(tables: list[Table]) -> list[dict]:
+    """Per table measured without XNNPACK and mode: the scores (Spearman, median and worst
+    error, shares within ±10 / ±20 %, leave-one-out) of the estimate (``xnnpack``: XNNPACK's
+    kernels, used) and of today's builtin kernels (``builtin``: each row's ``builtin``
+    estimate, the same board, threads and memory model): which kernels the figures ask for."""
+    out = []
+    for t in tables:
+        if measured_with_xnnpack(t):
+            continue
+        for mode in sorted({r["mode"] for r in t.rows}):
+            rows = [
+                r for r in t.rows if r["mode"] == mode and r.get("estimate") and r.get("builtin")
+            ]
+            if len(rows) < 2:
+                continue
+            published = [r["published_ms"] for r in rows]
+            entry = {"table": t.key, "mode": mode, "n": len(rows)}
+            for name, key in (("xnnpack", "estimate"), ("builtin", "builtin")):
+                pred = [r[key] for r in rows]
+                sc = scores(pred, published, leave_one_out(pred, published))
+                entry[name] = {k: sc[k] for k in ("spearman", "median", "worst", "within_10",
+                                                  "within_20")}  # fmt: skip
+            out.append(entry)
+    return out
+
+
 def _find(tables: list[Table], source_prefix: str, board: str, threads: int | None = None):
     return [t for t in tables if t.source.startswith(source_prefix) and t.board == board
             and (threads is None or t.threads == threads)]  # fmt: skip
@@ -527,6 +561,21 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                 shared = dram_ms(targets[t.target], rec.get("memory"), t.threads, t.threads)
                 r["terms"]["memory_shared_ms"] = round(shared, 4)
             r.setdefault("role", "held out")
+    # The tables measured without XNNPACK, estimated with today's builtin kernels too (their
+    # own thread split, no dispatch term): reported beside the estimate, not used.
+    builtin: dict[tuple[str, str], dict] = {}
+    for name in sorted({t.target for t in tables if not measured_with_xnnpack(t)}):
+        files = sorted({str(r["file"]) for t in tables if t.target == name
+                        and not measured_with_xnnpack(t) for r in t.rows})  # fmt: skip
+        for rec in estimate_models(files, targets[name], cache=cache, xnnpack=False, echo=echo):
+            builtin[(name, rec["file"])] = rec
+    for t in tables:
+        for r in t.rows:
+            rec = builtin.get((t.target, str(r["file"])))
+            ok = rec is not None and rec["check"]["passed"]
+            r["builtin"] = (
+                time_ms(targets[t.target], rec, t.threads)["estimated_ms"] if ok else None
+            )
     if host:
         cpus = len(os.sched_getaffinity(0))
         times = _host_times(
@@ -553,6 +602,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             r["absolute_error"] = (None if not c or t.stand_in or t.fit_table or not r["estimate"]
                                    else round(r["estimate"] * c["constant"] / r["published_ms"] - 1, 4))  # fmt: skip
     variants = memory_variants(tables, targets)
+    kernels = kernel_variants(tables)
     speedup_errors = speedup_variants(tables, targets)
     judged = [{"table": t.key, "target": t.target, "stand_in": t.stand_in, "threads": t.threads,
                "fit_table": t.fit_table, "scores": judge_table(t.rows),
@@ -564,6 +614,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                 "sync_pairs": sync_rows, "thread_speedups": thread_speedups(tables),
                 "constants": constants, "tables": judged,
                 "memory_variants": variants, "speedup_variants": speedup_errors,
+                "kernel_variants": kernels,
                 "skipped": skipped}  # fmt: skip
     if cnns:
         import tempfile
@@ -583,7 +634,8 @@ LIMITS = [
     "benchmark and MobileNet READMEs used TFLite's `benchmark_model` of their day (2018–2020, "
     "before XNNPACK was TFLite's CPU default); the emulated runtime is ai-edge-litert 2.0.2 "
     "through the TFLite interpreter. One constant per table absorbs the runtime's speed, "
-    "not a different mix of kernels.",
+    "not a different mix of kernels; those tables are also estimated with today's builtin "
+    'kernels ("Which kernels the figures ask for"), not the same as then (gemmlowp, Eigen).',
     "uint8 rows (TF1 quantized models, asymmetric per-tensor) are compared with the full-"
     "integer int8 models converted here (per-channel weights): the same operators, other "
     "kernels.",
@@ -615,6 +667,13 @@ def _pct(v, signed=False) -> str:
     return f"{100 * v:+.1f} %" if signed else f"{100 * v:.0f} %"
 
 
+def _score_cell(s: dict) -> str:
+    """``scores`` as one cell: Spearman / median / worst / within ±10 % / within ±20 %."""
+    return (f"{'' if s.get('spearman') is None else format(s['spearman'], '.3f')} / "
+            f"{_pct(s['median'])} / {_pct(s['worst'], True)} / "
+            f"{_pct(s['within_10'])} / {_pct(s['within_20'])}")  # fmt: skip
+
+
 def _summary_rows(doc: dict) -> list[list]:
     out = []
     for t in doc["tables"]:
@@ -627,12 +686,9 @@ def _summary_rows(doc: dict) -> list[list]:
                    and est["within_10"] >= GOALS["within_10"] and est["within_20"] >= GOALS["within_20"])  # fmt: skip
             beats = all(est["median"] <= per[b].get("median", math.inf) for b in ("macs", "host")
                         if per[b].get("n"))  # fmt: skip
-            cell = lambda s: ("" if not s.get("n") else  # noqa: E731
-                              f"{'' if s.get('spearman') is None else format(s['spearman'], '.3f')} / "
-                              f"{_pct(s['median'])} / {_pct(s['worst'], True)} / "
-                              f"{_pct(s['within_10'])} / {_pct(s['within_20'])}")  # fmt: skip
             out.append([t["table"][:90], mode, est["n"], "held out" if held else "fit",
-                        cell(est), cell(per["macs"]), cell(per["host"]),
+                        *(_score_cell(per[k]) if per[k].get("n") else ""
+                          for k in ("estimate", "macs", "host")),
                         "yes" if met else "no", "yes" if beats else "no"])  # fmt: skip
     return out
 
@@ -697,6 +753,20 @@ def _markdown(doc: dict) -> str:
                                [[n, v["n"], _pct(v["median"]),
                                  f"{_pct(v['low'], True)} … {_pct(v['high'], True)}"]
                                 for n, v in doc["speedup_variants"].items()], markdown=True), ""]  # fmt: skip
+    if doc.get("kernel_variants"):
+        parts += ["## Which kernels the figures ask for", "",
+                  "The tables measured with TFLite's benchmark of their day (2018–2020, before "
+                  "XNNPACK was its CPU default) ran TFLite's builtin kernels of then. Each is "
+                  "estimated with XNNPACK's kernels (used) and with today's builtin kernels "
+                  f"({EMULATED_RUNTIME}, XNNPACK off: `bench --no-xnnpack --emulate`; their own "
+                  "thread split, ruy's GEMM on every thread, im2col and element-wise operators on "
+                  "one, no dispatch term), each with its own leave-one-out constant: Spearman / "
+                  "median |error| / worst / within ±10 % / within ±20 %.", "",
+                  format_table(["table", "mode", "rows", "XNNPACK's kernels (used)",
+                                "today's builtin kernels"],
+                               [[v["table"][:80], v["mode"], v["n"],
+                                 *[_score_cell(v[k]) for k in ("xnnpack", "builtin")]]
+                                for v in doc["kernel_variants"]], markdown=True), ""]  # fmt: skip
     absolute = [[t["table"][:80], r["model"], r["alpha"], r["resolution"], r["mode"],
                  r["published_ms"], _pct(r["absolute_error"], True)]
                 for t in doc["tables"] for r in t["rows"] if r.get("absolute_error") is not None]  # fmt: skip
