@@ -305,3 +305,29 @@ def test_weights_from_a_keras_model_or_a_weights_file_load_into_the_backbone(tmp
     with pytest.raises(ValueError, match="other.h5: does not load into mobilenet"):
         create_model("pretrained", input_shape=SHAPE, num_classes=3, backbone="mobilenet",
                      alpha=0.25, weights=str(tmp_path / "other.h5"))  # fmt: skip
+
+
+def test_a_legacy_file_named_keras_is_refused_before_its_code_runs(tmp_path):
+    """weights=X.keras that is an HDF5 file (a legacy save renamed): tf_keras's legacy
+    loader ignores safe mode and runs a Lambda's code while rebuilding the model, so the
+    file is refused before any loader sees it, as ``liteconv import`` refuses it; the
+    Lambda's side effect never happens."""
+    from liteconv.compat import keras
+
+    marker = tmp_path / "code-ran"
+    inputs = keras.Input(SHAPE)
+    step = eval(f"lambda t: (__import__('pathlib').Path({str(marker)!r}).write_text('x'), t)[1]")
+    model = keras.Model(inputs, keras.layers.Lambda(step)(inputs))
+    marker.unlink()  # building the model above ran it once
+    legacy = tmp_path / "legacy.h5"
+    model.save(legacy)
+    renamed = tmp_path / "backbone.keras"
+    renamed.write_bytes(legacy.read_bytes())
+    # the hazard is real: tf_keras loads the renamed file and runs the Lambda
+    keras.models.load_model(renamed, compile=False, safe_mode=True)
+    assert marker.is_file()
+    marker.unlink()
+    with pytest.raises(ValueError, match="an HDF5 file, not a Keras v3 .keras file"):
+        create_model("pretrained", input_shape=SHAPE, num_classes=3, backbone="mobilenet",
+                     alpha=0.25, weights=str(renamed))  # fmt: skip
+    assert not marker.exists()

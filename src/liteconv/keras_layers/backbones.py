@@ -41,7 +41,7 @@ import numpy as np
 
 from liteconv.compat import keras, keras_data_utils
 from liteconv.keras_layers._args import positive_int
-from liteconv.keras_layers.keras3 import load_keras3, saved_by_keras3
+from liteconv.keras_layers.keras3 import check_keras_v3, is_keras3, load_keras3
 from liteconv.keras_layers.models import _check_fraction, _check_width, register_model
 
 PREPROCESS = "preprocess"
@@ -232,8 +232,9 @@ def pretrained(
         if not path.is_file():
             raise ValueError(f"weights {weights}: no such file (a weights file or a .keras model)")
         if path.suffix == ".keras":  # stock layers only (keras.applications): safe mode
-            try:  # a file Keras 3 saved is rebuilt in tf_keras
-                if saved_by_keras3(path):
+            try:  # a Keras v3 zip only (a legacy file runs a Lambda's code while loading);
+                # a file Keras 3 saved is rebuilt in tf_keras
+                if is_keras3(check_keras_v3(path)):
                     source = load_keras3(path)
                 else:
                     source = keras.models.load_model(path, compile=False, safe_mode=True)

@@ -98,15 +98,34 @@ def is_keras3(metadata: dict) -> bool:
     return str(metadata.get("keras_version", "")).split(".")[0] == "3"
 
 
-def saved_by_keras3(path: str | Path) -> bool:
-    """Whether ``path`` is a ``.keras`` zip whose ``metadata.json`` names Keras 3 (False for
-    anything else: the caller's own loader then says what is wrong with it)."""
+V3_MEMBERS = ("config.json", "metadata.json")
+
+
+def check_keras_v3(path: str | Path) -> dict:
+    """The ``metadata.json`` of a Keras v3 ``.keras`` zip; a one-line error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise LiteconvError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        kind = "an HDF5 file" if head.startswith(b"\x89HDF") else "not a zip archive"
+        raise LiteconvError(
+            f"{path}: {kind}, not a Keras v3 .keras file; re-save the model with "
+            "model.save('model.keras') (legacy formats can run code while loading)"
+        )
     try:
         with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = [m for m in V3_MEMBERS if m not in names]
+            if missing:
+                raise LiteconvError(f"{path}: not a Keras v3 .keras file (no {missing[0]})")
             metadata = json.loads(zf.read("metadata.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return False
-    return isinstance(metadata, dict) and is_keras3(metadata)
+    except (zipfile.BadZipFile, ValueError, RecursionError) as err:
+        raise LiteconvError(f"{path}: corrupt .keras file ({err})") from None
+    if not isinstance(metadata, dict):
+        raise LiteconvError(f"{path}: corrupt .keras file (metadata.json is not a mapping)")
+    return metadata
 
 
 def load_keras3(path: str | Path, custom_objects: dict | None = None):

@@ -15,43 +15,12 @@ Example:
 from __future__ import annotations
 
 import importlib
-import json
-import zipfile
 from pathlib import Path
 
 from liteconv.compat import keras
 from liteconv.device.errors import LiteconvError, first_line
-from liteconv.keras_layers.keras3 import is_keras3, load_keras3
+from liteconv.keras_layers.keras3 import check_keras_v3, is_keras3, load_keras3
 from liteconv.keras_layers.portable import portable_model
-
-V3_MEMBERS = ("config.json", "metadata.json")
-
-
-def check_keras_v3(path: str | Path) -> dict:
-    """The ``metadata.json`` of a Keras v3 ``.keras`` zip; a one-line error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise LiteconvError(f"{path}: no such model file")
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-        kind = "an HDF5 file" if head.startswith(b"\x89HDF") else "not a zip archive"
-        raise LiteconvError(
-            f"{path}: {kind}, not a Keras v3 .keras file; re-save the model with "
-            "model.save('model.keras') (legacy formats can run code while loading)"
-        )
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            missing = [m for m in V3_MEMBERS if m not in names]
-            if missing:
-                raise LiteconvError(f"{path}: not a Keras v3 .keras file (no {missing[0]})")
-            metadata = json.loads(zf.read("metadata.json"))
-    except (zipfile.BadZipFile, ValueError, RecursionError) as err:
-        raise LiteconvError(f"{path}: corrupt .keras file ({err})") from None
-    if not isinstance(metadata, dict):
-        raise LiteconvError(f"{path}: corrupt .keras file (metadata.json is not a mapping)")
-    return metadata
 
 
 def resolve_custom_objects(references: list[str] | tuple[str, ...]) -> dict:
