@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liteconv.compat import keras, tf
+from liteconv.compat import keras
 from liteconv.keras_layers.cost import layer_macs
 from liteconv.keras_layers.flattened import flattened_conv, lvh_names, vertical_horizontal
-from liteconv.keras_layers.graph import inline_nested, layer_calls, ordered_calls
+from liteconv.keras_layers.graph import inline_nested, layer_calls, replay
 
 METHODS = ("lvh", "cp")
 
@@ -190,18 +190,9 @@ def rebuild_graph(model, build_block: Callable, select: Callable = eligible):
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
               for t in model.inputs]  # fmt: skip
     tensors = {id(old): new for old, new in zip(model.inputs, inputs)}
-    clones: dict[int, object] = {}  # a fresh copy of every kept layer (shared ones stay shared)
-    for layer, node in ordered_calls(model):  # a shared layer's calls each in their place
-        args = tf.nest.map_structure(
-            lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
-        )
-        out = build_block(layer, args[0][0]) if select(layer) else None
-        if out is None:
-            if id(layer) not in clones:
-                clones[id(layer)] = type(layer).from_config(layer.get_config())
-            out = clones[id(layer)](*args[0], **args[1])
-        for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
-            tensors[id(old)] = new
+    # a fresh copy of every kept layer (shared ones stay shared), a nested model as one
+    replay(model, tensors, {}, inline=False,
+           replace=lambda layer, x: build_block(layer, x) if select(layer) else None)  # fmt: skip
     outputs = [tensors[id(t)] for t in model.outputs]
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
 

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from liteconv.compat import keras, tf
 
 
@@ -68,7 +70,7 @@ def inline_nested(model):
         return model
     tensors = {id(t): t for t in model.inputs}
     copies: dict[int, object] = {}
-    _replay(model, tensors, copies, None)
+    replay(model, tensors, copies)
     outputs = [tensors[id(t)] for t in model.outputs]
     flat = keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
     for layer, copy in copies.values():
@@ -77,27 +79,41 @@ def inline_nested(model):
     return flat
 
 
-def _replay(model, tensors: dict, copies: dict, training: bool | None) -> None:
+def replay(
+    model,
+    tensors: dict,
+    copies: dict,
+    training: bool | None = None,
+    *,
+    replace: Callable | None = None,
+    inline: bool = True,
+) -> None:
     """Call a copy of every layer of ``model``'s graph on ``tensors`` (id of a tensor of
-    the old graph -> its tensor in the new one), a nested model's layers in its place;
-    ``copies``: id of a layer -> (layer, its copy), one copy per layer however often called.
-    ``training``: what the call of the model around them fixed (a backbone called with
-    ``training=False`` runs its BatchNormalization in inference mode even while the outer
-    model trains), passed on to every layer that takes it."""
+    the old graph -> its tensor in the new one), a nested model's layers in its place
+    (``inline``; else the nested model is copied as one layer); ``copies``: id of a layer ->
+    (layer, its copy), one copy per layer however often called (the copies are fresh: the
+    caller sets their weights). ``training``: what the call of the model around them fixed
+    (a backbone called with ``training=False`` runs its BatchNormalization in inference
+    mode even while the outer model trains), passed on to every layer that takes it.
+    ``replace(layer, x)``: an output tensor for a call of ``layer`` on ``x`` (its first
+    input) to use instead of a copy's, or None to keep the copy."""
     for layer, node in ordered_calls(model):
-        if isinstance(layer, keras.Model):
+        if inline and isinstance(layer, keras.Model):
             for inner, outer in zip(layer.inputs, node.keras_inputs):
                 tensors[id(inner)] = tensors[id(outer)]
             fixed = node.call_kwargs.get("training", training)
-            _replay(layer, tensors, copies, training if fixed is None else fixed)
+            replay(layer, tensors, copies, training if fixed is None else fixed,
+                   replace=replace)  # fmt: skip
             out = [tensors[id(t)] for t in layer.outputs]
         else:
-            if id(layer) not in copies:
-                copies[id(layer)] = (layer, type(layer).from_config(layer.get_config()))
             args, kwargs = tf.nest.map_structure(lambda t: tensors.get(id(t), t),
                                                  (node.call_args, node.call_kwargs))  # fmt: skip
-            if training is not None and getattr(layer, "_expects_training_arg", False):
-                kwargs = {**kwargs, "training": training}
-            out = copies[id(layer)][1](*args, **kwargs)
+            out = replace(layer, args[0]) if replace is not None else None
+            if out is None:
+                if id(layer) not in copies:
+                    copies[id(layer)] = (layer, type(layer).from_config(layer.get_config()))
+                if training is not None and getattr(layer, "_expects_training_arg", False):
+                    kwargs = {**kwargs, "training": training}
+                out = copies[id(layer)][1](*args, **kwargs)
         for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
             tensors[id(old)] = new
