@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from liteconv.compat import keras
 from liteconv.keras_layers.graph import inline_nested, layer_calls, ordered_calls
@@ -60,3 +61,16 @@ def test_an_inlined_backbone_computes_the_same_and_leaves_the_model_as_it_was():
         assert after == nodes  # its layers were copied, not called again
     plain = keras.Sequential([keras.Input((3,)), L.Dense(2)])
     assert inline_nested(plain) is plain
+
+
+def test_dependency_order_moves_only_what_needs_a_later_item_and_names_a_cycle():
+    """Items keep their order except one that needs what a later item gives (a shared
+    layer's second call listed with its first); an item needing what nothing gives is a
+    one-line error naming the model."""
+    from liteconv.keras_layers.graph import dependency_order
+
+    items = [("c", {"b"}), ("a", {"x"}), ("b", {"a"}), ("d", {"x"})]
+    order = dependency_order(items, lambda i: i[1], lambda i: [i[0]], {"x"}, "m")
+    assert [i[0] for i in order] == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="^m: its graph's calls cannot be ordered"):
+        dependency_order([("a", {"b"}), ("b", {"a"})], lambda i: i[1], lambda i: [i[0]], set(), "m")

@@ -44,14 +44,26 @@ def ordered_calls(model) -> list[tuple]:
     if any(node is None for _, node in pending):
         raise ValueError(f"{model.name}: keeps no graph of its calls (a subclassed model, or "
                          "a Sequential never built on an Input)")  # fmt: skip
-    have, order = {id(t) for t in model.inputs}, []
+    return dependency_order(pending, lambda call: [id(t) for t in call[1].keras_inputs],
+                            lambda call: [id(t) for t in tf.nest.flatten(call[1].outputs)],
+                            {id(t) for t in model.inputs}, model.name)  # fmt: skip
+
+
+def dependency_order(pending: list, needs: Callable, gives: Callable, have: set, name: str) -> list:
+    """``pending`` in their order except where an item ``needs`` what a later one
+    ``gives``: each after the items giving what it needs (``have``: what exists first).
+
+    Raises:
+        ValueError: no order exists (an item needs what nothing gives).
+    """
+    pending, have, order = list(pending), set(have), []
     while pending:
-        ready = next((i for i, (_, node) in enumerate(pending)
-                      if all(id(t) in have for t in node.keras_inputs)), None)  # fmt: skip
+        ready = next((i for i, item in enumerate(pending)
+                      if all(k in have for k in needs(item))), None)  # fmt: skip
         if ready is None:
-            raise ValueError(f"{model.name}: its graph's calls cannot be ordered")
+            raise ValueError(f"{name}: its graph's calls cannot be ordered")
         order.append(pending.pop(ready))
-        have.update(id(t) for t in tf.nest.flatten(order[-1][1].outputs))
+        have.update(gives(order[-1]))
     return order
 
 

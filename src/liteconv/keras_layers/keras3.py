@@ -29,6 +29,7 @@ import numpy as np
 
 from liteconv.compat import keras, keras3, tf
 from liteconv.device.errors import LiteconvError, first_line
+from liteconv.keras_layers.graph import dependency_order
 
 HOW_TO_RESAVE = (
     "re-save it from tf_keras (TF_USE_LEGACY_KERAS=1, import tf_keras) or with stock layers"
@@ -291,12 +292,12 @@ class _Rebuild:
                         for index, node in enumerate(entry.get("inbound_nodes", []))]  # fmt: skip
         # each call once the calls giving its inputs ran (the config lists a layer once, with
         # all its calls: a shared layer's second call may need layers listed after it)
-        while pending:
-            ready = next((i for i, (*_, node) in enumerate(pending)
-                          if all(ref in outputs for ref in _references(node))), None)  # fmt: skip
-            if ready is None:
-                raise self.fail(f"the calls of {source.name!r} cannot be ordered")
-            name, index, op, node = pending.pop(ready)
+        try:
+            pending = dependency_order(pending, lambda call: _references(call[3]),
+                                       lambda call: [call[:2]], set(outputs), source.name)  # fmt: skip
+        except ValueError:
+            raise self.fail(f"the calls of {source.name!r} cannot be ordered") from None
+        for name, index, op, node in pending:
             args = self._resolve(node.get("args", []), outputs)
             kwargs = self._resolve(node.get("kwargs", {}), outputs)
             outputs[(name, index)] = self._call(op, args, kwargs)
