@@ -62,3 +62,17 @@ def test_other_unequal_strides_are_a_one_line_error(tmp_path):
     keras.Model(inputs, y).save(path)
     with pytest.raises(LiteconvError, match=r"layer 'odd': DepthwiseConv2D with strides \(2, 1\)"):
         load_keras_model(path)
+
+
+@pytest.mark.parametrize("shared", ["vertical", "horizontal"])
+def test_an_old_pair_with_a_shared_step_is_a_one_line_error_not_a_crash(shared):
+    """A strided 1-D pair whose vertical or horizontal step the model calls twice cannot be
+    rewritten one-for-one: the one-line error names the layer (no AttributeError from a
+    shared layer's several outputs)."""
+    L = keras.layers
+    a, b = keras.Input((8, 8, 4)), keras.Input((8, 8, 4))
+    vertical = L.DepthwiseConv2D((3, 1), strides=(2, 1), padding="same", name="v")
+    horizontal = L.DepthwiseConv2D((1, 3), strides=(1, 2), padding="same", name="h")
+    other = vertical(b) if shared == "vertical" else horizontal(b)
+    with pytest.raises(ValueError, match=r"layer '[vh]': DepthwiseConv2D with strides"):
+        portable_model(keras.Model([a, b], [horizontal(vertical(a)), other]))
