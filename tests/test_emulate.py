@@ -539,6 +539,16 @@ def test_builtin_kernels_are_emulated_when_xnnpack_is_off(tmp_path):
         assert 0.5 * total < parts["parallel"]["instructions"] < total, parts
         four = time_ms(pi4, b, 4)
         assert four["sync_ms"] == 0 and four["estimated_ms"] < b["estimated_ms"]
+    # the 32-bit board: its armv7 wheel has no XNNPACK, so the same builtin kernels either
+    # way (the same count); XNNPACK off drops only the dispatch term
+    a32 = load_target("raspberry-pi-3-32bit")
+    both = [estimate_models(models[:1], a32, cache=cache, arm64_cache=ARM64_CACHE, xnnpack=x)[0]
+            for x in (True, False)]  # fmt: skip
+    assert all(r["check"]["passed"] for r in both)
+    assert both[0]["dispatches"] == 4 and both[1]["dispatches"] == 0
+    assert both[0]["instructions_per_invoke"] == both[1]["instructions_per_invoke"]
+    assert "XNNPACK off" in both[1]["runtime"] and "no XNNPACK" in both[0]["runtime"]
+    assert time_ms(a32, both[1], 4)["sync_ms"] == 0 < time_ms(a32, both[0], 4)["sync_ms"]
     records = [{"file": m, "model": Path(m).stem, "mode": mode, "threads": 4, "xnnpack": on,
                 "p50_ms": 1.0} for m, mode in zip(models, ("fp32", "int8"))
                for on in (True, False)]  # fmt: skip

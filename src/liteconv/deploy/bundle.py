@@ -137,9 +137,10 @@ def _readme(name: str, target, models: list[dict], profile: bool = False,
         "- **ai-edge-litert** (LiteRT 2.x; 64-bit ARM, x86-64): XNNPACK runs fp32 and int8 "
         "graphs (all operators but an int8 softmax); `--check` matches the host exactly.",
         "- **tflite-runtime 2.14** (`pip install 'numpy<2' tflite-runtime`; the newest with "
-        "32-bit armv7l wheels): XNNPACK takes fp32 graphs but **none of an int8 graph**, "
-        "which runs on the builtin kernels, several times slower (the table's XNNPACK "
-        "column shows `0/N` and a warning). Its int8 outputs differ from the host's by up "
+        "32-bit armv7l wheels): on x86-64 its XNNPACK takes fp32 graphs but **none of an "
+        "int8 graph**, and its 32-bit armv7l wheel has no XNNPACK at all; what XNNPACK "
+        "does not take runs on the builtin kernels, several times slower (the table's "
+        "XNNPACK column shows `0/N` and a warning). Its int8 outputs differ from the host's by up "
         "to tens of quantization steps on single samples (measured: 27 steps max, 0.8 "
         "mean); `--check` allows 32 steps max and 2 on average, and top-1 identical except "
         "on near ties (samples the host itself scored within that tolerance, listed as "

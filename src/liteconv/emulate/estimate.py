@@ -62,11 +62,19 @@ EMULATED_RUNTIME = "ai-edge-litert 2.0.2 (aarch64, under qemu-user 7.2)"
 # under qemu-arm. LLVM has no scheduling model of a Cortex-A53 (nor an A7) running 32-bit
 # code (llvm-mca -mtriple=armv7a: "unable to find instruction-level scheduling information"),
 # so such a target's cycles are its instructions (one per cycle; the board's constant holds
-# the core's mean cycles per instruction); its runtime's library keeps no XNNPACK names, so
-# all of its work is split over the threads and its dispatches are the graph's operators
-# that compute (``graph_dispatches``: on the 64-bit runs they equal the counted ones ± 1).
-# That runtime gives XNNPACK no int8 node: its int8 estimates are TFLite's builtin kernels.
-EMULATED_RUNTIME_ARMV7 = "tflite-runtime 2.14.0 (armv7l, under qemu-arm 7.2)"
+# the core's mean cycles per instruction). Its armv7 wheel is built without XNNPACK (the
+# delegate is optional and not linked: no ``xnn_`` code in the library; a model's operators
+# stay TFLite's with the default resolver), so every estimate there, fp32 and int8, is
+# TFLite's builtin kernels, standing in for XNNPACK's armv7 kernels on a board that has
+# them. Its library keeps no names to split by, so all of an invoke is split over the
+# threads, and its dispatches are the graph's operators that compute
+# (``graph_dispatches``: on the 64-bit runs they equal the counted ones ± 1: the board's
+# XNNPACK dispatches), none with ``xnnpack=False`` (the board's builtin kernels make no
+# pthreadpool dispatch).
+EMULATED_RUNTIME_ARMV7 = (
+    "tflite-runtime 2.14.0 (armv7l, under qemu-arm 7.2; "
+    "builtin kernels: its armv7 wheel has no XNNPACK)"
+)
 # Operators that move no data through XNNPACK's thread pool (shapes, views).
 NO_DISPATCH = {"RESHAPE", "SHAPE", "STRIDED_SLICE", "PACK", "SQUEEZE", "EXPAND_DIMS"}
 
@@ -79,8 +87,9 @@ def is_32bit(target: Target) -> bool:
 def emulated_runtime(target: Target, xnnpack: bool = True) -> str:
     """What runs the emulated models of ``target``, in words (``xnnpack`` False: its
     builtin kernels, as ``bench --no-xnnpack``)."""
-    runtime = EMULATED_RUNTIME_ARMV7 if is_32bit(target) else EMULATED_RUNTIME
-    return runtime if xnnpack else f"{runtime}, builtin kernels (XNNPACK off)"
+    if is_32bit(target):  # builtin kernels either way (the wheel has no XNNPACK)
+        return EMULATED_RUNTIME_ARMV7 if xnnpack else f"{EMULATED_RUNTIME_ARMV7}, XNNPACK off"
+    return EMULATED_RUNTIME if xnnpack else f"{EMULATED_RUNTIME}, builtin kernels (XNNPACK off)"
 
 
 def core_model(target: Target) -> str:
@@ -338,9 +347,9 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
             names = symbols.Symbolizer(first["maps"], root=first["root"], llvm=target.llvm)
             for one in ran.values():
                 one["symbolizer"] = names
-        elif arch != "aarch64":
+        elif arch != "aarch64":  # builtin kernels (--no-xnnpack) make no pthreadpool dispatch
             for i, one in ran.items():
-                one["dispatches"] = graph_dispatches(paths[i])
+                one["dispatches"] = graph_dispatches(paths[i]) if xnnpack else 0
     records = []
     for i, path in enumerate(paths):
         ref = refs[i]

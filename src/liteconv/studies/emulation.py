@@ -652,11 +652,12 @@ LIMITS = [
     "the bus's datasheet peak (one thread's bandwidth at any T where a target gives no peak).",
     "Pi 3B+ and Pi 2: their published columns are 32-bit Raspbian (armv7 kernels), "
     "estimated on the 32-bit target (`raspberry-pi-3-32bit`: PyPI's tflite-runtime 2.14.0 "
-    "armv7l, an older XNNPACK than the 64-bit runs', under qemu-arm -cpu cortex-a15, which "
-    "has the ISA; qemu-arm has no Cortex-A53). LLVM has no scheduling model of an A53 "
-    "running 32-bit code: there one cycle per instruction (the constant holds the mean "
-    "cycles per instruction), all work split over the threads (that runtime's library keeps "
-    "no XNNPACK names), dispatches = the graph's computing operators. The Pi 2's Cortex-A7 "
+    "armv7l, under qemu-arm -cpu cortex-a15, which has the ISA; qemu-arm has no Cortex-A53). "
+    "That wheel is built without XNNPACK: its builtin kernels (fp32 and int8) stand in for "
+    "the XNNPACK armv7 kernels the published figures ran. LLVM has no scheduling model of "
+    "an A53 running 32-bit code: there one cycle per instruction (the constant holds the "
+    "mean cycles per instruction), all work split over the threads (the library keeps no "
+    "names to split by), dispatches = the graph's computing operators. The Pi 2's Cortex-A7 "
     "is a stand-in (ratios only).",
 ]
 
