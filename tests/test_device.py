@@ -136,8 +136,11 @@ def test_delegation_warning_once_per_model_with_a_hint_that_fits_the_runtime():
               "runtime": "litert", "runtime_version": "2.3.0"}  # fmt: skip
     lines = harness.delegation_warnings([{**record, "threads": 1}, {**record, "threads": 4}])
     assert len(lines) == 1 and "1 of 3" in lines[0] and "try ai-edge-litert" not in lines[0]
-    (old,) = harness.delegation_warnings([{**record, "runtime": "tflite_runtime"}])
+    (old,) = harness.delegation_warnings([{**record, "runtime": "tflite_runtime"}], "x86_64")
     assert old.endswith("try ai-edge-litert")
+    # on a 32-bit Pi: tflite-runtime's armv7l wheel has no XNNPACK, ai-edge-litert no wheel
+    (pi,) = harness.delegation_warnings([{**record, "runtime": "tflite_runtime"}], "armv7l")
+    assert "built without XNNPACK" in pi and not pi.endswith("try ai-edge-litert")
     assert harness.delegation_warnings([{**record, "delegated_nodes": 2}]) == []
 
 

@@ -257,10 +257,16 @@ def _xnnpack_cell(record: dict) -> str:
     return f"{record.get('delegated_nodes', 0)}/{record['nodes']}"
 
 
-def delegation_warnings(records: list[dict]) -> list[str]:
+def delegation_warnings(records: list[dict], machine: str | None = None) -> list[str]:
     """One line per record whose XNNPACK delegate took less than half of the operators:
     those run on the runtime's builtin kernels, often far slower (an int8 graph under an
-    old runtime, say), so its timings do not say what XNNPACK would do."""
+    old runtime, say), so its timings do not say what XNNPACK would do. ``machine``: where
+    the records ran (``platform.machine()`` of this one by default): on 32-bit ARM the
+    hint says that runtime has no XNNPACK (tflite-runtime's armv7l wheel is built without
+    it, and ai-edge-litert has no armv7l wheel)."""
+    import platform
+
+    armv7 = (machine or platform.machine()).startswith("armv7")
     lines = []
     for r in records:
         total = r.get("nodes")
@@ -268,8 +274,13 @@ def delegation_warnings(records: list[dict]) -> list[str]:
             taken = r.get("delegated_nodes") or 0
             if taken * 2 < total:
                 mode = f" ({r['mode']})" if r.get("mode") else ""
-                hint = ("operators XNNPACK has no kernel for (an LSTM's, say)"
-                        if r.get("runtime") == "litert" else "try ai-edge-litert")  # fmt: skip
+                if r.get("runtime") == "litert":
+                    hint = "operators XNNPACK has no kernel for (an LSTM's, say)"
+                elif armv7:
+                    hint = ("this 32-bit ARM runtime is built without XNNPACK; a 64-bit OS "
+                            "(aarch64) runs ai-edge-litert with it")  # fmt: skip
+                else:
+                    hint = "try ai-edge-litert"
                 line = (f"warning: {r['model']}{mode}: XNNPACK took {taken} of {total} "
                         f"operators under {r.get('runtime')} {r.get('runtime_version', '')}"
                         f"; the rest run on builtin kernels (slower): {hint}")  # fmt: skip
