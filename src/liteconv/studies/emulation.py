@@ -480,6 +480,19 @@ def _find(tables: list[Table], source_prefix: str, board: str, threads: int | No
             and (threads is None or t.threads == threads)]  # fmt: skip
 
 
+def _estimates(tables: list[Table], targets: dict, cache: str, echo,
+               xnnpack: bool = True) -> dict[tuple[str, str], dict]:  # fmt: skip
+    """``estimate_models`` of every row's file of ``tables`` on its table's target (one run
+    per target), by ``(target, file)``: the records whose outputs matched the host's."""
+    out = {}
+    for name in sorted({t.target for t in tables}):
+        files = sorted({str(r["file"]) for t in tables if t.target == name for r in t.rows})
+        for rec in estimate_models(files, targets[name], cache=cache, xnnpack=xnnpack, echo=echo):
+            if rec["check"]["passed"]:
+                out[(name, rec["file"])] = rec
+    return out
+
+
 def _host_times(files_threads: set[tuple[Path, int]], echo) -> dict[tuple[Path, int], float]:
     from liteconv.device.harness import benchmark
 
@@ -519,17 +532,12 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                     f"over the study's emulation budget (--max-macs {max_macs:g})" for r in over]  # fmt: skip
         t.rows = [r for r in t.rows if r["file"].is_file()]
     tables = [t for t in tables if t.rows]
-    counted: dict[tuple[str, str], dict] = {}
-    targets = {}
-    for name in sorted({t.target for t in tables}):
-        targets[name] = dataclasses.replace(load_target(name), cycle_scale=1.0)
-        files = sorted({str(r["file"]) for t in tables if t.target == name for r in t.rows})
-        for rec in estimate_models(files, targets[name], cache=cache, echo=echo):
-            counted[(name, rec["file"])] = rec
+    targets = {name: dataclasses.replace(load_target(name), cycle_scale=1.0)
+               for name in sorted({t.target for t in tables})}  # fmt: skip
+    counted = _estimates(tables, targets, cache, echo)
 
     def counts_of(table, row):
-        rec = counted[(table.target, str(row["file"]))]
-        return rec if rec["check"]["passed"] else None
+        return counted.get((table.target, str(row["file"])))
 
     # The thread model's one count, fitted on the 1- vs 2-thread pairs.
     sync, sync_rows = SYNC_CYCLES, []
@@ -563,18 +571,13 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             r.setdefault("role", "held out")
     # The tables measured without XNNPACK, estimated with today's builtin kernels too (their
     # own thread split, no dispatch term): reported beside the estimate, not used.
-    builtin: dict[tuple[str, str], dict] = {}
-    for name in sorted({t.target for t in tables if not measured_with_xnnpack(t)}):
-        files = sorted({str(r["file"]) for t in tables if t.target == name
-                        and not measured_with_xnnpack(t) for r in t.rows})  # fmt: skip
-        for rec in estimate_models(files, targets[name], cache=cache, xnnpack=False, echo=echo):
-            builtin[(name, rec["file"])] = rec
+    builtin = _estimates([t for t in tables if not measured_with_xnnpack(t)], targets, cache,
+                         echo, xnnpack=False)  # fmt: skip
     for t in tables:
         for r in t.rows:
             rec = builtin.get((t.target, str(r["file"])))
-            ok = rec is not None and rec["check"]["passed"]
             r["builtin"] = (
-                time_ms(targets[t.target], rec, t.threads)["estimated_ms"] if ok else None
+                time_ms(targets[t.target], rec, t.threads)["estimated_ms"] if rec else None
             )
     if host:
         cpus = len(os.sched_getaffinity(0))
