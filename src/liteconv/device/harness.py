@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,8 +265,6 @@ def delegation_warnings(records: list[dict], machine: str | None = None) -> list
     the records ran (``platform.machine()`` of this one by default): on 32-bit ARM the
     hint says that runtime has no XNNPACK (tflite-runtime's armv7l wheel is built without
     it, and ai-edge-litert has no armv7l wheel)."""
-    import platform
-
     armv7 = (machine or platform.machine()).startswith("armv7")
     lines = []
     for r in records:

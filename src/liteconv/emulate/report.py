@@ -26,13 +26,18 @@ from liteconv.emulate.estimate import (
 )
 
 
+def _timed_with_xnnpack(record: dict) -> bool:
+    """Whether a host record was timed with XNNPACK (a record without the key was)."""
+    return record.get("xnnpack", True) is not False
+
+
 def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
                   cache: str = str(caches.EMULATE), echo=print) -> list[str]:  # fmt: skip
     """Add ``estimates`` to every record in place; returns one Markdown table per target
     and kernel setting: a record timed with XNNPACK off (``--no-xnnpack``) gets the
     estimate of the builtin kernels, the others XNNPACK's."""
     tables = []
-    settings = sorted({r.get("xnnpack", True) is not False for r in records}, reverse=True)
+    settings = sorted({_timed_with_xnnpack(r) for r in records}, reverse=True)
     for name, xnnpack in [(t.strip(), x) for t in targets if t.strip() for x in settings]:
         target = load_target(name)
         estimates = {e["file"]: e for e in estimate_models(models, target, cache=cache,
@@ -40,7 +45,7 @@ def add_estimates(records: list[dict], models: list[str], targets: list[str], *,
         rows = []
         for r in records:
             est = estimates.get(r["file"])
-            if est is None or (r.get("xnnpack", True) is not False) != xnnpack:
+            if est is None or _timed_with_xnnpack(r) != xnnpack:
                 continue
             ms_1 = est["estimated_ms"]
             scaled = None if ms_1 is None else time_ms(target, est, r["threads"])["estimated_ms"]

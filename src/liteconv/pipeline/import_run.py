@@ -29,11 +29,11 @@ from liteconv.compat import keras
 from liteconv.config import Config, dump_config
 from liteconv.device.errors import LiteconvError
 from liteconv.keras_layers import AUGMENTATION_LAYERS, model_cost
-from liteconv.keras_layers.keras3 import is_keras3
+from liteconv.keras_layers.keras3 import check_keras_v3, is_keras3
 from liteconv.pipeline import run as runlib
 from liteconv.pipeline.data import load_dataset
 from liteconv.pipeline.evaluate import classification_metrics
-from liteconv.pipeline.model_file import check_keras_v3, load_keras_model
+from liteconv.pipeline.model_file import load_keras_model
 
 
 def _check_fits(model, path: Path, input_shape: tuple, num_classes: int) -> None:
