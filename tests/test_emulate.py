@@ -835,6 +835,7 @@ def test_thread_count_is_fitted_on_pairs_alone_and_recovered():
 def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     """The shipped CSV groups into tables with a target each; every board constant's table
     and the thread-model pairs are among them; an unknown board is a one-line error."""
+    from liteconv.device.targets import load_target
     from liteconv.studies import emulation
 
     tables, skipped = emulation.load_tables()
@@ -852,6 +853,12 @@ def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     on = {t.board: (t.target, t.stand_in) for t in tables}
     assert on["Raspberry Pi 3B+"] == ("raspberry-pi-3-32bit", "")
     assert on["Raspberry Pi 2"][0] == "raspberry-pi-3-32bit" and on["Raspberry Pi 2"][1]
+    assert on["Raspberry Pi 5"] == ("raspberry-pi-5", "")
+    # a transferred constant is its source's: the YAML and the study's absolute errors agree
+    for target, source in emulation.TRANSFERRED.items():
+        assert load_target(target).cycle_scale == load_target(source).cycle_scale
+        assert load_target(target).llvm == load_target(source).llvm
+        assert load_target(target).core == load_target(source).core
     assert not any(s.startswith("Raspberry Pi") for s in skipped)
     with pytest.raises(LiteconvError, match="no published figures for Nokia 3310"):
         emulation.emulation_study("/tmp/none", boards=["Nokia 3310"])
@@ -1047,5 +1054,7 @@ def test_kernel_variants_score_only_tables_measured_without_xnnpack():
     assert out[0]["xnnpack"]["within_10"] == 0.0
     tables, _ = load_tables()
     xnn = {t.source.split(",")[0].split(":")[0] for t in tables if measured_with_xnnpack(t)}
-    assert xnn == {"google/XNNPACK README.md"}
+    assert xnn == {"google/XNNPACK README.md"} | {
+        t.source.split(":")[0] for t in tables if t.source.startswith("NobuoTsukamoto")
+    }
     assert any(not measured_with_xnnpack(t) for t in tables)

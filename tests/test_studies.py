@@ -100,3 +100,39 @@ def test_compare_and_report_cli(exported_run, tmp_path):
     assert "| digits_quick" in result.output and (tmp_path / "report.png").is_file()
     result = runner.invoke(cli, ["report", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such run folder" in result.output
+
+
+def test_efficientdet_lite_twin_matches_the_published_export(tmp_path):
+    """EfficientDet-Lite0 as the study builds it: the published log's 13 XNNPACK partitions
+    are the 12 nearest-neighbour resizes XNNPACK does not take (4 per BiFPN cell) plus one;
+    one TFLite_Detection_PostProcess over one anchor per box output (19206 at 320 px, as
+    automl's levels 3-7 × 9 anchors give); the file within 12 % of the published one
+    (13.68 MB in the benchmark log); it runs on the host runtime and returns 25 boxes. A
+    custom op other than the post-processing one is refused."""
+    from liteconv.device.graph import list_ops
+    from liteconv.device.runtime import load_interpreter
+    from liteconv.export.convert import ConversionError, to_tflite
+    from liteconv.studies.efficientdet_lite import anchors, efficientdet_lite
+
+    model = efficientdet_lite(0)
+    assert (
+        anchors(320).shape == (9 * (40 * 40 + 20 * 20 + 10 * 10 + 5 * 5 + 3 * 3), 4) == (19206, 4)
+    )
+    # the box encodings: the post-processing layer's first input, one row per anchor
+    assert efficientdet_lite(0, postprocess=False).outputs[0].shape[1:] == (19206, 4)
+    blob = to_tflite(model, mode="fp32", postprocess_op=True)
+    names = [op.name for op in list_ops(blob)]
+    assert names.count("RESIZE_NEAREST_NEIGHBOR") == 12
+    assert names.count("TFLite_Detection_PostProcess") == 1
+    assert abs(len(blob) / (13.68 * 2**20) - 1) < 0.12, len(blob)
+    path = tmp_path / "lite0.tflite"
+    path.write_bytes(blob)
+    interp = load_interpreter(str(path), num_threads=1)
+    interp.allocate_tensors()
+    image = np.random.default_rng(0).uniform(0, 1, (1, 320, 320, 3)).astype("float32")
+    interp.set_tensor(interp.get_input_details()[0]["index"], image)
+    interp.invoke()
+    shapes = sorted(tuple(interp.get_tensor(o["index"]).shape) for o in interp.get_output_details())
+    assert shapes == [(1,), (1, 25), (1, 25), (1, 25, 4)]
+    with pytest.raises(ConversionError, match="custom ops"):
+        to_tflite(model, mode="fp32")  # the post-processing op only where allowed

@@ -197,7 +197,7 @@ def bench_profile(out, runs, threads):
 @click.option("--published", default=None, type=click.Path(exists=True, dir_okay=False),
               help="a CSV of published latencies in the shipped one's columns "
                    "(default: the shipped studies/published_latency.csv)")  # fmt: skip
-@click.option("--max-macs", default=3e9, show_default=True, type=click.FloatRange(0),
+@click.option("--max-macs", default=4e9, show_default=True, type=click.FloatRange(0),
               help="leave out architectures with more MACs (their emulation takes too long)")  # fmt: skip
 @click.option("--no-host", is_flag=True, help="skip the host-time baseline")
 @click.option(

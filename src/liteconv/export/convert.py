@@ -87,6 +87,7 @@ def to_tflite(
     num_calibration: int = 300,
     io_type: str = "float32",
     per_channel: bool = True,
+    postprocess_op: bool = False,
 ) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer.
 
@@ -103,9 +104,13 @@ def to_tflite(
         per_channel: per-channel weight scales (default). ``False`` gives one scale per
             tensor: smaller files for models made of depthwise filters, whose per-channel
             scale, int64 zero point and bias metadata outweigh their few weights.
+        postprocess_op: let the converter emit ``TFLite_Detection_PostProcess``, the
+            custom operator of TFLite's detection models that every TFLite runtime
+            registers, where the model implements it (``experimental_implements``, as
+            ``studies.efficientdet_lite``); any other custom op is still an error.
 
     Returns:
-        The ``.tflite`` bytes, builtin ops only.
+        The ``.tflite`` bytes, builtin ops only (but that one where allowed).
 
     Raises:
         ConversionError: bad options, an op that needs Select-TF, or (integer modes) an op
@@ -141,12 +146,18 @@ def to_tflite(
         dtype = getattr(tf, io_type)
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
+    converter.allow_custom_ops = postprocess_op
     try:
         with quiet_native_logs():  # the MLIR converter's C++ INFO/WARNING lines
             blob = converter.convert()
     except Exception as err:  # the converter raises several unrelated types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConversionError(f"TFLite conversion ({mode}) failed: {first}") from err
+    other = [c for c in custom_ops(blob) if not (postprocess_op and c == POSTPROCESS_OP)]
+    if other:
+        raise ConversionError(f"TFLite conversion ({mode}): custom ops {', '.join(other)} in the "
+                              "model; build it from builtin ops (TFLite_Detection_PostProcess: "
+                              "postprocess_op=True)")  # fmt: skip
     if mode in ("int8", "int16x8"):
         floats = float_ops(blob)
         if floats:
@@ -155,6 +166,11 @@ def to_tflite(
                 "they have no integer kernel in TFLite, replace them or use mode='dynamic'"
             )
     return bytes(blob)
+
+
+# The one custom operator every TFLite runtime registers (detection models' box decoding and
+# non-max suppression)
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 
 def float_ops(blob: bytes, ops: list[OpInfo] | None = None) -> list[str]:

@@ -81,6 +81,27 @@ def _mbconv(x, out: int, kernel: int, stride: int, expand: int, name: str):
     return x
 
 
+def backbone(inputs, variant: int) -> list:
+    """The stem and the seven MBConv stages of EfficientNet-Lite ``variant`` on ``inputs``,
+    without the head: the feature maps at strides 8, 16 and 32 (the last block before each
+    stride-2 stage and the last block: ``efficientnet_builder``'s ``reduction_3…5``, the
+    features EfficientDet-Lite's BiFPN takes)."""
+    width, depth = VARIANTS[variant][:2]
+    x = _conv_bn(inputs, STEM, 3, 2, "stem")
+    last = len(B0_STAGES) - 1
+    features, stride_so_far = [], 2
+    for i, (repeats, kernel, stride, expand, _, out) in enumerate(B0_STAGES):
+        if 0 < i < last:  # fix_head_stem: the first and last stage keep their repeats
+            repeats = int(math.ceil(depth * repeats))
+        if stride > 1 and stride_so_far >= 8:
+            features.append(x)
+        stride_so_far *= stride
+        for r in range(repeats):
+            x = _mbconv(x, round_filters(out, width), kernel, stride if r == 0 else 1, expand,
+                        f"stage{i + 1}_block{r + 1}")  # fmt: skip
+    return [*features, x]
+
+
 @register_model
 def efficientnet_lite(*, input_shape, num_classes, variant=0, dropout=None):
     """EfficientNet-Lite ``variant`` (0-4) at the resolution of ``input_shape`` (native:
@@ -88,7 +109,7 @@ def efficientnet_lite(*, input_shape, num_classes, variant=0, dropout=None):
     if isinstance(variant, bool) or variant not in VARIANTS:
         raise ValueError(f"Expected variant in 0..4 (EfficientNet-Lite0…4), received "
                          f"variant={variant!r}")  # fmt: skip
-    width, depth, _, default_dropout = VARIANTS[variant]
+    default_dropout = VARIANTS[variant][3]
     dropout = _check_fraction(default_dropout if dropout is None else dropout, "dropout")
     if min(input_shape[:2]) < 32:
         raise ValueError(
@@ -96,15 +117,7 @@ def efficientnet_lite(*, input_shape, num_classes, variant=0, dropout=None):
             f"received input_shape={tuple(input_shape)!r}"
         )
     inputs = keras.Input(input_shape, name="image")
-    x = _conv_bn(inputs, STEM, 3, 2, "stem")
-    last = len(B0_STAGES) - 1
-    for i, (repeats, kernel, stride, expand, _, out) in enumerate(B0_STAGES):
-        if 0 < i < last:  # fix_head_stem: the first and last stage keep their repeats
-            repeats = int(math.ceil(depth * repeats))
-        for r in range(repeats):
-            x = _mbconv(x, round_filters(out, width), kernel, stride if r == 0 else 1, expand,
-                        f"stage{i + 1}_block{r + 1}")  # fmt: skip
-    x = _conv_bn(x, HEAD, 1, 1, "head")
+    x = _conv_bn(backbone(inputs, variant)[-1], HEAD, 1, 1, "head")
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
