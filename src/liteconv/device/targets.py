@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -58,6 +59,10 @@ class Target:
     # can reach together; 0: every thread count gets the one thread's ``dram_mb_s``.
     dram_peak_mb_s: float = field(default=0.0, metadata=check(0))
     dram_peak_source: str = ""
+    # What all the threads together sustain, where it is known to stay below the bus's
+    # peak (a board whose one core already draws what its bus delivers); 0: the peak.
+    dram_all_threads_mb_s: float = field(default=0.0, metadata=check(0))
+    dram_all_threads_source: str = ""
     cycle_scale: float = field(default=1.0, metadata=check(0, exclusive_min=True))
     cycle_scale_source: str = ""
     emulation_notes: str = ""
@@ -99,6 +104,12 @@ def target_from_dict(data, source: str) -> Target:
     if target.dram_peak_mb_s and not target.dram_mb_s:
         raise LiteconvError(f"{source}: dram_peak_mb_s needs dram_mb_s (one thread's "
                             "sustained bandwidth) beside it")  # fmt: skip
+    if target.dram_all_threads_mb_s and not (
+        target.dram_mb_s <= target.dram_all_threads_mb_s <= (target.dram_peak_mb_s or math.inf)
+    ):
+        raise LiteconvError(f"{source}: dram_all_threads_mb_s = {target.dram_all_threads_mb_s:g} "
+                            f"must lie between dram_mb_s ({target.dram_mb_s:g}, one thread) and "
+                            f"dram_peak_mb_s ({target.dram_peak_mb_s:g}, the bus)")  # fmt: skip
     return target
 
 

@@ -19,7 +19,10 @@ for its slowest thread: one count for every core, fitted on published 1- vs 2-th
 pairs). Memory (``dram_bandwidth``): one thread sustains ``dram_mb_s`` (its STREAM figure:
 what one core's outstanding misses can draw, well under the bus's peak on these cores);
 T threads draw T times that, up to the bus's peak ``dram_peak_mb_s`` (transfer rate ×
-width, from the datasheet; a target without it keeps one thread's bandwidth at any T).
+width, from the datasheet; a target without it keeps one thread's bandwidth at any T), or
+up to ``dram_all_threads_mb_s`` where a board's threads are known to sustain less together:
+the Raspberry Pi 4 and 5, whose one core already draws what their 32-bit buses deliver
+(their published 1-, 2- and 4-thread figures speed up so; ``liteconv study emulation``).
 The DRAM bytes are the one-thread access stream's at any T. The cache model also counts
 the re-reads (misses on lines the invoke had already read from memory: data streamed
 through the last-level cache more than once, a GEMM's weights once per tile of rows);
@@ -131,19 +134,32 @@ def describe_memory(target: Target) -> str:
     """How the memory term of ``target``'s estimates is made, in words (for every table)."""
     if not target.dram_mb_s:
         return "no memory term (the target YAML gives no dram_mb_s)"
-    peak = (f", T threads T × that up to the bus's {target.dram_peak_mb_s:g} MB/s peak"
-            if target.dram_peak_mb_s else " at any thread count")  # fmt: skip
+    if target.dram_all_threads_mb_s:
+        peak = (
+            " at any thread count (the board's threads together sustain no more)"
+            if target.dram_all_threads_mb_s == target.dram_mb_s
+            else f", T threads T × that up to {target.dram_all_threads_mb_s:g} MB/s together"
+        )
+    elif target.dram_peak_mb_s:
+        peak = f", T threads T × that up to the bus's {target.dram_peak_mb_s:g} MB/s peak"
+    else:
+        peak = " at any thread count"
     return (f"DRAM traffic from a {target.l1d_kb} KB L1D + {target.l2_kb} KB last-level cache "
             f"model at {target.dram_mb_s:g} MB/s for one thread{peak}")  # fmt: skip
 
 
-def dram_bandwidth(target: Target, threads: int) -> float:
+def dram_bandwidth(target: Target, threads: int, bus_peak: bool = False) -> float:
     """MB/s that ``threads`` threads draw from ``target``'s DRAM together: each sustains
-    one thread's ``dram_mb_s``, all of them at most the bus's ``dram_peak_mb_s`` (one
-    thread's figure at any count where the YAML gives no peak); 0 without ``dram_mb_s``."""
-    if not target.dram_peak_mb_s:
+    one thread's ``dram_mb_s``, all of them at most ``dram_all_threads_mb_s`` where the YAML
+    gives it (a board whose bus one core nearly saturates), else the bus's
+    ``dram_peak_mb_s`` (one thread's figure at any count where it gives neither); 0 without
+    ``dram_mb_s``. ``bus_peak``: up to the bus's peak even where the YAML gives less (the
+    study's comparison)."""
+    cap = target.dram_peak_mb_s if bus_peak else (target.dram_all_threads_mb_s
+                                                  or target.dram_peak_mb_s)  # fmt: skip
+    if not cap:
         return target.dram_mb_s
-    return min(threads * target.dram_mb_s, target.dram_peak_mb_s)
+    return min(threads * target.dram_mb_s, cap)
 
 
 def dram_bytes(memory: dict | None, shared_by: int = 1) -> float:
@@ -373,6 +389,7 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
                         "qemu_cpu": target.qemu_cpu, "clock_mhz": target.clock_mhz,
                         "cycle_scale": target.cycle_scale, "dram_mb_s": target.dram_mb_s,
                         "dram_peak_mb_s": target.dram_peak_mb_s,
+                        "dram_all_threads_mb_s": target.dram_all_threads_mb_s,
                         "runtime": emulated_runtime(target, xnnpack), "xnnpack": xnnpack,
                         **entry})  # fmt: skip
     return records

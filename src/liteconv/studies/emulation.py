@@ -76,6 +76,13 @@ BOARDS = {
     "Pixel 2": ("raspberry-pi-4", "stand-in: Kryo 280 (Cortex-A73 class) as a Cortex-A72"),
     "Pixel": ("raspberry-pi-4", "stand-in: Kryo (Snapdragon 821, custom core) as a Cortex-A72"),
 }
+# What a stand-in takes other than its target's YAML: the phones' 64-bit LPDDR4 buses let
+# T threads draw T × one thread's bandwidth up to the bus's peak, as before 2026-12-06,
+# not the Pi 4's one core's figure at any T (``dram_all_threads_mb_s``: a Pi's 32-bit bus).
+STAND_IN_MEMORY = {
+    "Pixel 2": {"dram_all_threads_mb_s": 0.0},
+    "Pixel": {"dram_all_threads_mb_s": 0.0},
+}
 # The one table each board's constant is fitted on (source prefix, board, threads).
 FIT_TABLES = {
     "raspberry-pi-4": ("google/XNNPACK README.md, revision of 2022-02", "Raspberry Pi 4", 4),
@@ -85,10 +92,12 @@ FIT_TABLES = {
         4,
     ),
     "pixel-4": ("tensorflow/tensorflow", "Pixel 4", 4),
+    "raspberry-pi-5": ("NobuoTsukamoto/benchmarks", "Raspberry Pi 5", 4),
 }
-# Boards whose constant is another target's, fitted on the same scheduling model (their YAML
-# says so): their tables' absolute errors use that target's fitted constant.
-TRANSFERRED = {"raspberry-pi-5": "pixel-4"}
+# The boards whose all-thread bandwidth (``dram_all_threads_mb_s``: one core's figure) was
+# chosen on their published 1- vs T-thread pairs of one source: those pairs are not held out.
+BANDWIDTH_PAIRS = {"Raspberry Pi 4": "NobuoTsukamoto/benchmarks",
+                   "Raspberry Pi 5": "NobuoTsukamoto/benchmarks"}  # fmt: skip
 # The table pairs the thread model's dispatch cost is fitted on.
 SYNC_TABLE = ("google/XNNPACK README.md, revision of 2020-03", "Pixel 3a")
 
@@ -103,10 +112,18 @@ class Table:
     stand_in: str = ""
     fit_table: bool = False  # a board's constant is fitted on this table
     runtime: str = ""  # what ran the published figures (the CSV's runtime column)
+    memory: dict = dataclasses.field(default_factory=dict)  # STAND_IN_MEMORY's, if any
 
     @property
     def key(self) -> str:
         return f"{self.board}, {self.threads} thread{'s' * (self.threads > 1)} — {self.source}"
+
+
+def _board(table: Table, targets: dict):
+    """The target a table's times are computed on: its target's settings, with a stand-in's
+    memory (``STAND_IN_MEMORY``)."""
+    target = targets[table.target]
+    return dataclasses.replace(target, **table.memory) if table.memory else target
 
 
 def _mode(precision: str) -> str:
@@ -143,7 +160,8 @@ def load_tables(path: str | Path = PUBLISHED_CSV) -> tuple[list[Table], list[str
             target, stand_in = BOARDS[board]
             runtime = (row.get("runtime") or "").strip()
             table = tables.setdefault(key, Table(row["source"], board, threads, [], target,
-                                                 stand_in, runtime=runtime))  # fmt: skip
+                                                 stand_in, runtime=runtime,
+                                                 memory=STAND_IN_MEMORY.get(board, {})))  # fmt: skip
             table.rows.append({"model": name, "alpha": float(row["alpha"] or 1.0),
                                "resolution": int(row["resolution"]), "mode": _mode(row["precision"]),
                                "precision": row["precision"], "published_ms": float(row["ms"])})  # fmt: skip
@@ -354,30 +372,40 @@ def cnn_speed_per_target(
 
 
 # How the DRAM term could combine with compute at T threads (what the estimate uses: add,
-# every thread's traffic, at T threads' bandwidth up to the bus's peak). Each gets the
-# terms in ms: compute ``c``, sync ``s``, memory as used ``m``, memory if the T threads
-# shared the re-read lines ``ms``, and, at one thread's bandwidth, ``m1`` and ``ms1``.
+# every thread's traffic, at the target's bandwidth at T threads: T × one thread's up to
+# what all threads sustain). Each gets the terms in ms: compute ``c``, sync ``s``, memory
+# as used ``m``, memory if the T threads shared the re-read lines ``ms``, at one thread's
+# bandwidth ``m1`` and ``ms1``, and at T × one thread's up to the bus's datasheet peak
+# ``mp`` (the estimate before the Pi boards' all-thread bandwidth, 2026-12-06).
 MEMORY_VARIANTS = {
-    "add (used)": lambda c, s, m, ms, m1, ms1: c + s + m,
-    "re-reads shared by the threads": lambda c, s, m, ms, m1, ms1: c + s + ms,
-    "one thread's bandwidth at any T": lambda c, s, m, ms, m1, ms1: c + s + m1,
-    "re-reads shared, one thread's bandwidth": lambda c, s, m, ms, m1, ms1: c + s + ms1,
-    "overlap: max(compute, memory)": lambda c, s, m, ms, m1, ms1: max(c, m) + s,
-    "no memory term": lambda c, s, m, ms, m1, ms1: c + s,
-    "no sync term": lambda c, s, m, ms, m1, ms1: c + m,
+    "add (used)": lambda c, s, m, ms, m1, ms1, mp: c + s + m,
+    "T threads' bandwidth up to the bus's peak": lambda c, s, m, ms, m1, ms1, mp: c + s + mp,
+    "re-reads shared by the threads": lambda c, s, m, ms, m1, ms1, mp: c + s + ms,
+    "one thread's bandwidth at any T": lambda c, s, m, ms, m1, ms1, mp: c + s + m1,
+    "re-reads shared, one thread's bandwidth": lambda c, s, m, ms, m1, ms1, mp: c + s + ms1,
+    "overlap: max(compute, memory)": lambda c, s, m, ms, m1, ms1, mp: max(c, m) + s,
+    "no memory term": lambda c, s, m, ms, m1, ms1, mp: c + s,
+    "no sync term": lambda c, s, m, ms, m1, ms1, mp: c + m,
 }
 
 
-def _variant_ms(combine, row: dict, to_one_thread: float) -> float:
+def _variant_ms(combine, row: dict, to_one_thread: float, to_bus_peak: float = 1.0) -> float:
     """A row's time (no constant) with its terms combined by one ``MEMORY_VARIANTS`` entry;
-    ``to_one_thread``: its table's bandwidth at T threads ÷ one thread's."""
+    ``to_one_thread``: its table's bandwidth at T threads ÷ one thread's; ``to_bus_peak``:
+    that bandwidth ÷ T threads' up to the bus's peak."""
     terms = [row["terms"][k] for k in ("compute_ms", "sync_ms", "memory_ms", "memory_shared_ms")]
-    return combine(*terms, *(m * to_one_thread for m in terms[2:]))
+    return combine(*terms, *(m * to_one_thread for m in terms[2:]), terms[2] * to_bus_peak)
 
 
 def _to_one_thread(table: Table, targets: dict) -> float:
-    board = targets[table.target]
+    board = _board(table, targets)
     return dram_bandwidth(board, table.threads) / (board.dram_mb_s or 1)
+
+
+def _to_bus_peak(table: Table, targets: dict) -> float:
+    board = _board(table, targets)
+    used = dram_bandwidth(board, table.threads)
+    return used / (dram_bandwidth(board, table.threads, bus_peak=True) or 1)
 
 
 def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
@@ -386,14 +414,14 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
     which term the published figures ask for. ``targets``: each table's target by name."""
     out = []
     for t in tables:
-        to_one_thread = _to_one_thread(t, targets)
+        to_one_thread, to_bus_peak = _to_one_thread(t, targets), _to_bus_peak(t, targets)
         for mode in sorted({r["mode"] for r in t.rows}):
             rows = [r for r in t.rows if r["mode"] == mode and r.get("terms")]
             if len(rows) < 3 or not any(r["terms"]["memory_ms"] for r in rows):
                 continue
             entry = {"table": t.key, "mode": mode, "n": len(rows)}
             for name, combine in MEMORY_VARIANTS.items():
-                pred = [_variant_ms(combine, r, to_one_thread) for r in rows]
+                pred = [_variant_ms(combine, r, to_one_thread, to_bus_peak) for r in rows]
                 sc = scores(pred, [r["published_ms"] for r in rows],
                             leave_one_out(pred, [r["published_ms"] for r in rows]))  # fmt: skip
                 entry[name] = {"within_10": sc["within_10"], "median": sc["median"]}
@@ -402,9 +430,11 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
 
 
 def _speedup_pairs(tables: list[Table]):
-    """``(one-thread table, T-thread table, one-thread row, T-thread row, fitted)`` for each
+    """``(one-thread table, T-thread table, one-thread row, T-thread row, role)`` for each
     model and mode one source publishes for a board at 1 and at T threads, both estimated;
-    ``fitted``: the pair belongs to the sync count's own table (``SYNC_TABLE``)."""
+    ``role``: ``fit (threads)`` for the sync count's own table (``SYNC_TABLE``), ``fit
+    (bandwidth)`` for the pairs a board's all-thread bandwidth was chosen on
+    (``BANDWIDTH_PAIRS``), else ``held out``."""
     for many in tables:
         if many.threads == 1:
             continue
@@ -413,42 +443,48 @@ def _speedup_pairs(tables: list[Table]):
         if not one:
             continue
         base = {(r["model"], r["mode"]): r for r in one[0].rows}
-        fitted = many.source.startswith(SYNC_TABLE[0]) and many.board == SYNC_TABLE[1]
+        if many.source.startswith(SYNC_TABLE[0]) and many.board == SYNC_TABLE[1]:
+            role = "fit (threads)"
+        elif many.source.startswith(BANDWIDTH_PAIRS.get(many.board, "\0")):
+            role = "fit (bandwidth)"
+        else:
+            role = "held out"
         for r in many.rows:
             b = base.get((r["model"], r["mode"]))
             if b is not None and b.get("estimate") and r.get("estimate"):
-                yield one[0], many, b, r, fitted
+                yield one[0], many, b, r, role
 
 
 def thread_speedups(tables: list[Table]) -> list[dict]:
     """Each board's 1-thread ÷ T-thread time where one source publishes both (same model
     and mode), published against estimated: the thread model and the memory at T threads
-    judged on pairs, with no constant (it cancels). The sync count's own pairs (the
-    ``SYNC_TABLE`` board at 2 threads) are marked as fitted; every other pair is held out."""
+    judged on pairs, with no constant (it cancels). The pairs something was fitted or
+    chosen on are marked so (``_speedup_pairs``); every other pair is held out."""
     out = []
-    for _, many, b, r, fitted in _speedup_pairs(tables):
+    for _, many, b, r, role in _speedup_pairs(tables):
         published = b["published_ms"] / r["published_ms"]
         estimated = b["estimate"] / r["estimate"]
         out.append({"board": many.board, "threads": many.threads, "model": r["model"],
                     "mode": r["mode"], "published": round(published, 3),
                     "estimated": round(estimated, 3),
-                    "error": round(estimated / published - 1, 4),
-                    "role": "fit (threads)" if fitted else "held out"})  # fmt: skip
+                    "error": round(estimated / published - 1, 4), "role": role})  # fmt: skip
     return out
 
 
-def speedup_variants(tables: list[Table], targets: dict) -> dict[str, dict]:
-    """The held-out speed-up pairs' errors under each ``MEMORY_VARIANTS`` entry (the sync
-    count as fitted): ``{variant: {"n", "median", "low", "high"}}``, median of |error|."""
+def speedup_variants(tables: list[Table], targets: dict,
+                     role: str = "held out") -> dict[str, dict]:  # fmt: skip
+    """The speed-up pairs of one ``role`` (default: the held-out ones) under each
+    ``MEMORY_VARIANTS`` entry (the sync count as fitted): ``{variant: {"n", "median", "low",
+    "high"}}``, median of |error|."""
     errors: dict[str, list[float]] = {name: [] for name in MEMORY_VARIANTS}
-    for one, many, b, r, fitted in _speedup_pairs(tables):
-        if fitted:
+    for one, many, b, r, pair_role in _speedup_pairs(tables):
+        if pair_role != role:
             continue
         published = b["published_ms"] / r["published_ms"]
-        one_factor, many_factor = _to_one_thread(one, targets), _to_one_thread(many, targets)
+        factors = [(_to_one_thread(t, targets), _to_bus_peak(t, targets)) for t in (one, many)]
         for name, combine in MEMORY_VARIANTS.items():
-            estimated = (_variant_ms(combine, b, one_factor)
-                         / _variant_ms(combine, r, many_factor))  # fmt: skip
+            estimated = (_variant_ms(combine, b, *factors[0])
+                         / _variant_ms(combine, r, *factors[1]))  # fmt: skip
             errors[name].append(estimated / published - 1)
     return {name: {"n": len(e), "median": round(statistics.median(map(abs, e)), 4),
                    "low": round(min(e), 4), "high": round(max(e), 4)}
@@ -565,7 +601,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                 labels.append(r["model"])
                 r["role"] = base["role"] = "fit (threads)"
         if pairs:
-            sync, fitted = fit_sync(pairs, targets[two[0].target])
+            sync, fitted = fit_sync(pairs, _board(two[0], targets))
             sync_rows = [{"model": m, **f} for m, f in zip(labels, fitted)]
     for t in tables:
         for r in t.rows:
@@ -573,12 +609,12 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             parts = (
                 None
                 if rec is None
-                else time_ms(targets[t.target], rec, t.threads, sync_cycles=sync)
+                else time_ms(_board(t, targets), rec, t.threads, sync_cycles=sync)
             )
             r["estimate"] = None if parts is None else parts["estimated_ms"]
             r["terms"] = parts and {k: parts[k] for k in ("compute_ms", "sync_ms", "memory_ms")}
             if parts:  # the memory term if the threads shared the lines an invoke re-reads
-                shared = dram_ms(targets[t.target], rec.get("memory"), t.threads, t.threads)
+                shared = dram_ms(_board(t, targets), rec.get("memory"), t.threads, t.threads)
                 r["terms"]["memory_shared_ms"] = round(shared, 4)
             r.setdefault("role", "held out")
     # The tables measured without XNNPACK, estimated with today's builtin kernels too (their
@@ -589,7 +625,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
         for r in t.rows:
             rec = builtin.get((t.target, str(r["file"])))
             r["builtin"] = (
-                time_ms(targets[t.target], rec, t.threads)["estimated_ms"] if rec else None
+                time_ms(_board(t, targets), rec, t.threads)["estimated_ms"] if rec else None
             )
     if host:
         cpus = len(os.sched_getaffinity(0))
@@ -611,7 +647,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             for r in fit[0].rows:
                 r["role"] = "fit (constant)"
     for t in tables:
-        c = constants.get(t.target) or constants.get(TRANSFERRED.get(t.target, ""))
+        c = constants.get(t.target)
         t.fit_table = bool(c) and c["table"] == t.key
         for r in t.rows:
             r["absolute_error"] = (None if not c or t.stand_in or t.fit_table or not r["estimate"]
@@ -619,6 +655,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
     variants = memory_variants(tables, targets)
     kernels = kernel_variants(tables)
     speedup_errors = speedup_variants(tables, targets)
+    bandwidth_errors = speedup_variants(tables, targets, role="fit (bandwidth)")
     judged = [{"table": t.key, "target": t.target, "stand_in": t.stand_in, "threads": t.threads,
                "fit_table": t.fit_table, "scores": judge_table(t.rows),
                "rows": [{k: (str(Path(v).name) if k == "file" else v) for k, v in r.items()}
@@ -629,6 +666,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                 "sync_pairs": sync_rows, "thread_speedups": thread_speedups(tables),
                 "constants": constants, "tables": judged,
                 "memory_variants": variants, "speedup_variants": speedup_errors,
+                "speedup_variants_bandwidth": bandwidth_errors,
                 "kernel_variants": kernels,
                 "skipped": skipped}  # fmt: skip
     if cnns:
@@ -664,7 +702,12 @@ LIMITS = [
     "imbalance inside an operator is in that count, not modelled apart.",
     "Memory: the cache model runs the one-thread access stream through the L1D and last-"
     "level cache; T threads draw T times one thread's sustained bandwidth (STREAM), up to "
-    "the bus's datasheet peak (one thread's bandwidth at any T where a target gives no peak).",
+    "what the board's threads sustain together: the bus's datasheet peak, but on the Pi 4 "
+    "and Pi 5 one core's figure (`dram_all_threads_mb_s`, chosen on their published 1- vs "
+    "2- vs 4-thread EfficientDet-Lite pairs, so those pairs are not held out; XNNPACK issue "
+    "#814's Pi 4 MobileNet v1 run agrees, 2.19× at 4 threads). No published multi-thread "
+    "STREAM figure of either board was found to measure it by. Stand-in phones (Pixel 1/2 "
+    "on the Pi 4's core) keep T threads up to the bus's peak (`STAND_IN_MEMORY`).",
     "EfficientDet-Lite0-2 (the Pi 4 / Pi 5 logs of TFLite 2.18's benchmark_model): twins "
     "built from google/automl's definition (`studies/efficientdet_lite.py`) with its "
     "post-processing operator (box decoding and non-max suppression over every anchor, on "
@@ -727,7 +770,8 @@ def _markdown(doc: dict) -> str:
         "through the board's L1D and last-level cache model. At T threads: ms = constant × "
         "((serial + parallel / T) cycles / clock + dispatches × sync cycles × (T − 1) / clock "
         "+ DRAM bytes / bandwidth(T)), bandwidth(T) = min(T × one thread's STREAM figure, "
-        "the bus's datasheet peak). "
+        "what all threads sustain: the bus's datasheet peak, on the Pi 4 and 5 one core's "
+        "figure). "
         f"Host: {doc['machine']['cpu']} (only the host baseline depends on it).", "",
         "Scores per table and mode, each row's constant fitted on the *other* rows of its "
         "table (leave-one-out): Spearman / median |error| / worst error / share within ±10 % / "
@@ -761,21 +805,26 @@ def _markdown(doc: dict) -> str:
         parts += ["## Which terms the figures ask for", "",
                   "Per table with a DRAM term: share within ±10 % / median error (leave-one-"
                   "out) when the terms combine otherwise. Read, not fitted: the estimate keeps "
-                  "`add (used)`, at T threads' bandwidth up to the bus's peak (no constant: the "
-                  "peak is the datasheet's). Re-reads: the misses on lines the invoke had already "
+                  "`add (used)`, at T threads' bandwidth up to what the board's threads sustain "
+                  "together (the bus's datasheet peak; on the Pi 4 and 5 one core's figure, "
+                  "chosen on their 1- vs T-thread pairs). Re-reads: the misses on lines the invoke had already "
                   "read from memory (counted by the cache model); `shared` is what T threads "
                   "would move if each such line were read once for all of them.", "",
                   format_table(["table", "mode", "rows", *names],
                                [[v["table"][:80], v["mode"], v["n"],
                                  *[f"{_pct(v[n]['within_10'])} / {_pct(v[n]['median'])}" for n in names]]
                                 for v in doc["memory_variants"]], markdown=True), ""]  # fmt: skip
-    if doc.get("speedup_variants"):
-        parts += ["The held-out thread speed-ups (1 thread ÷ T threads, no constant) under each: "
-                  "median |error| and range.", "",
-                  format_table(["terms", "pairs", "median |error|", "range"],
-                               [[n, v["n"], _pct(v["median"]),
+    groups = [("held out", doc.get("speedup_variants") or {}),
+              ("the Pi boards' (their all-thread bandwidth chosen on them)",
+               doc.get("speedup_variants_bandwidth") or {})]  # fmt: skip
+    if any(g for _, g in groups):
+        parts += ["The thread speed-ups (1 thread ÷ T threads, no constant) under each: "
+                  "median |error| and range, for the held-out pairs and for the pairs the Pi "
+                  "boards' all-thread bandwidth (`dram_all_threads_mb_s`) was chosen on.", "",
+                  format_table(["pairs", "terms", "n", "median |error|", "range"],
+                               [[label, n, v["n"], _pct(v["median"]),
                                  f"{_pct(v['low'], True)} … {_pct(v['high'], True)}"]
-                                for n, v in doc["speedup_variants"].items()], markdown=True), ""]  # fmt: skip
+                                for label, g in groups for n, v in g.items()], markdown=True), ""]  # fmt: skip
     if doc.get("kernel_variants"):
         parts += ["## Which kernels the figures ask for", "",
                   "The tables measured with TFLite's benchmark of their day (2018–2020, before "
