@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from liteconv.compat import keras
+from liteconv.export.convert import POSTPROCESS_OP
 from liteconv.keras_layers.efficientnet_lite import backbone
 
 # variant: (backbone variant, image size, fpn_num_filters, fpn_cell_repeats, box_class_repeats)
@@ -40,7 +41,6 @@ VARIANTS: dict[int, tuple[int, int, int, int, int]] = {
 }
 NUM_CLASSES, NUM_ANCHORS = 90, 9  # COCO's 90 ids; 3 scales × 3 aspect ratios
 MAX_DETECTIONS = 25  # hparams_config: tflite_max_detections
-POSTPROCESS = "TFLite_Detection_PostProcess"
 BN = {"momentum": 0.99, "epsilon": 1e-3}
 # fpn_configs.bifpn_config, levels 3-7: (node level, inputs as offsets into the growing list
 # of feature maps, P3…P7 first)
@@ -121,7 +121,7 @@ def _postprocess_signature() -> str:
              "y_scale": ("f", 1.0), "x_scale": ("f", 1.0), "h_scale": ("f", 1.0),
              "w_scale": ("f", 1.0), "num_classes": ("i", NUM_CLASSES)}  # fmt: skip
     return " ".join(
-        [f'name: "{POSTPROCESS}"']
+        [f'name: "{POSTPROCESS_OP}"']
         + [f'attr {{ key: "{k}" value {{ {t}: {v} }} }}' for k, (t, v) in attrs.items()]
     )
 

@@ -112,7 +112,6 @@ class Table:
     stand_in: str = ""
     fit_table: bool = False  # a board's constant is fitted on this table
     runtime: str = ""  # what ran the published figures (the CSV's runtime column)
-    memory: dict = dataclasses.field(default_factory=dict)  # STAND_IN_MEMORY's, if any
 
     @property
     def key(self) -> str:
@@ -122,8 +121,8 @@ class Table:
 def _board(table: Table, targets: dict):
     """The target a table's times are computed on: its target's settings, with a stand-in's
     memory (``STAND_IN_MEMORY``)."""
-    target = targets[table.target]
-    return dataclasses.replace(target, **table.memory) if table.memory else target
+    target, memory = targets[table.target], STAND_IN_MEMORY.get(table.board)
+    return dataclasses.replace(target, **memory) if memory else target
 
 
 def _mode(precision: str) -> str:
@@ -160,8 +159,7 @@ def load_tables(path: str | Path = PUBLISHED_CSV) -> tuple[list[Table], list[str
             target, stand_in = BOARDS[board]
             runtime = (row.get("runtime") or "").strip()
             table = tables.setdefault(key, Table(row["source"], board, threads, [], target,
-                                                 stand_in, runtime=runtime,
-                                                 memory=STAND_IN_MEMORY.get(board, {})))  # fmt: skip
+                                                 stand_in, runtime=runtime))  # fmt: skip
             table.rows.append({"model": name, "alpha": float(row["alpha"] or 1.0),
                                "resolution": int(row["resolution"]), "mode": _mode(row["precision"]),
                                "precision": row["precision"], "published_ms": float(row["ms"])})  # fmt: skip
@@ -443,9 +441,10 @@ def _speedup_pairs(tables: list[Table]):
         if not one:
             continue
         base = {(r["model"], r["mode"]): r for r in one[0].rows}
+        bandwidth_source = BANDWIDTH_PAIRS.get(many.board)
         if many.source.startswith(SYNC_TABLE[0]) and many.board == SYNC_TABLE[1]:
             role = "fit (threads)"
-        elif many.source.startswith(BANDWIDTH_PAIRS.get(many.board, "\0")):
+        elif bandwidth_source and many.source.startswith(bandwidth_source):
             role = "fit (bandwidth)"
         else:
             role = "held out"
