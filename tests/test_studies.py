@@ -136,3 +136,46 @@ def test_efficientdet_lite_twin_matches_the_published_export(tmp_path):
     assert shapes == [(1,), (1, 25), (1, 25), (1, 25, 4)]
     with pytest.raises(ConversionError, match="custom ops"):
         to_tflite(model, mode="fp32")  # the post-processing op only where allowed
+
+
+def test_ssd_twins_match_the_papers_detectors(tmp_path):
+    """The SSD / SSDLite twins of the TF1 detection zoo: 1917 anchors at 300 px (3 per cell
+    on the 19×19 map, 6 on the 10, 5, 3, 2, 1 maps) and 2034 at 320; parameters and
+    multiply-adds against the papers' SSDLite rows (MobileNetV2 paper, Table 6: 4.3 M, 0.8 B;
+    MobileNetV3 paper, Table 6, the detection backbones with the halved last stage: V3
+    3.22 M / 0.51 B, V3-Small 1.77 M / 0.16 B), batch norms folded away as the export
+    does; the full SSD's predictors are 3×3 convolutions, with no depthwise step. The smallest converts with
+    its post-processing operator and returns 10 boxes on the host runtime."""
+    from liteconv.device.graph import list_ops
+    from liteconv.device.runtime import load_interpreter
+    from liteconv.export.convert import to_tflite
+    from liteconv.studies.ssd_mobilenet import anchors, ssd_mobilenet
+
+    assert anchors([19, 10, 5, 3, 2, 1]).shape == (19 * 19 * 3 + 6 * (100 + 25 + 9 + 4 + 1), 4)
+    published = {"ssdlite_mobilenet_v2": (4.3e6, 0.8e9, 1917),
+                 "ssdlite_mobilenet_v3_large": (3.22e6, 0.51e9, 2034),
+                 "ssdlite_mobilenet_v3_small": (1.77e6, 0.16e9, 2034)}  # fmt: skip
+    for name, (params, macs, boxes) in published.items():
+        model = ssd_mobilenet(name)
+        folded = model.count_params() - sum(
+            layer.count_params() for layer in model.layers if "BatchNorm" in type(layer).__name__
+        )
+        assert abs(folded / params - 1) < 0.05, (name, folded)
+        assert abs(model_cost(model).total_macs / macs - 1) < 0.07, name
+        assert ssd_mobilenet(name, postprocess=False).outputs[0].shape[1:] == (boxes, 4)
+    full = ssd_mobilenet("ssd_mobilenet_v2", postprocess=False)
+    predictors = [layer for layer in full.layers if layer.name.startswith(("box", "class"))]
+    kernels = {layer.kernel_size for layer in predictors if "Conv2D" in type(layer).__name__}
+    assert kernels == {(3, 3)}
+    assert not any("Depthwise" in type(layer).__name__ for layer in predictors)
+    blob = to_tflite(model, mode="fp32", postprocess_op=True)
+    assert [op.name for op in list_ops(blob)].count("TFLite_Detection_PostProcess") == 1
+    path = tmp_path / "ssdlite.tflite"
+    path.write_bytes(blob)
+    interp = load_interpreter(str(path), num_threads=1)
+    interp.allocate_tensors()
+    image = np.random.default_rng(0).uniform(-1, 1, (1, 320, 320, 3)).astype("float32")
+    interp.set_tensor(interp.get_input_details()[0]["index"], image)
+    interp.invoke()
+    shapes = sorted(tuple(interp.get_tensor(o["index"]).shape) for o in interp.get_output_details())
+    assert shapes == [(1,), (1, 10), (1, 10), (1, 10, 4)]

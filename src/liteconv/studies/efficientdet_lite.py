@@ -114,12 +114,14 @@ def anchors(size: int, anchor_scale: float = 3.0) -> np.ndarray:
     return np.asarray(out, dtype=np.float32) / size
 
 
-def _postprocess_signature() -> str:
-    attrs = {"max_detections": ("i", MAX_DETECTIONS), "max_classes_per_detection": ("i", 1),
+def _postprocess_signature(max_detections: int, num_classes: int, score_threshold: str,
+                           iou_threshold: float, scales: tuple[float, ...]) -> str:  # fmt: skip
+    y, x, h, w = scales
+    attrs = {"max_detections": ("i", max_detections), "max_classes_per_detection": ("i", 1),
              "detections_per_class": ("i", 1), "use_regular_nms": ("b", "false"),
-             "nms_score_threshold": ("f", "-inf"), "nms_iou_threshold": ("f", 0.5),
-             "y_scale": ("f", 1.0), "x_scale": ("f", 1.0), "h_scale": ("f", 1.0),
-             "w_scale": ("f", 1.0), "num_classes": ("i", NUM_CLASSES)}  # fmt: skip
+             "nms_score_threshold": ("f", score_threshold), "nms_iou_threshold": ("f", iou_threshold),
+             "y_scale": ("f", y), "x_scale": ("f", x), "h_scale": ("f", h),
+             "w_scale": ("f", w), "num_classes": ("i", num_classes)}  # fmt: skip
     return " ".join(
         [f'name: "{POSTPROCESS_OP}"']
         + [f'attr {{ key: "{k}" value {{ {t}: {v} }} }}' for k, (t, v) in attrs.items()]
@@ -128,21 +130,28 @@ def _postprocess_signature() -> str:
 
 class DetectionPostProcess(keras.layers.Layer):
     """The TFLite export's ``TFLite_Detection_PostProcess`` (box decoding against the
-    anchors, fast non-max suppression, ``MAX_DETECTIONS`` boxes): a placeholder in
+    anchors, fast non-max suppression, ``max_detections`` boxes): a placeholder in
     TensorFlow that the converter replaces by the operator (``tf.function``'s
-    ``experimental_implements``; convert with ``allow_custom_ops``)."""
+    ``experimental_implements``; convert with ``allow_custom_ops``). The defaults are
+    EfficientDet-Lite's export; ``score_threshold`` as the operator's text (``"-inf"``),
+    ``scales``: the box coder's y, x, h, w scales."""
 
-    def __init__(self, anchors: np.ndarray, **kwargs):
+    def __init__(self, anchors: np.ndarray, max_detections: int = MAX_DETECTIONS,
+                 num_classes: int = NUM_CLASSES, score_threshold: str = "-inf",
+                 iou_threshold: float = 0.5, scales: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+                 **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         import tensorflow as tf
 
         self._anchors = tf.constant(anchors)
+        signature = _postprocess_signature(max_detections, num_classes, score_threshold,
+                                           iou_threshold, scales)  # fmt: skip
 
-        @tf.function(experimental_implements=_postprocess_signature())
+        @tf.function(experimental_implements=signature)
         def postprocess(boxes, scores, anchors):
             del scores, anchors
-            zeros = tf.zeros_like(boxes[:, :MAX_DETECTIONS, 0])
-            return (tf.zeros_like(boxes[:, :MAX_DETECTIONS]), zeros, zeros,
+            zeros = tf.zeros_like(boxes[:, :max_detections, 0])
+            return (tf.zeros_like(boxes[:, :max_detections]), zeros, zeros,
                     tf.zeros_like(boxes[:, 0, 0]))  # fmt: skip
 
         self._postprocess = postprocess
