@@ -871,6 +871,9 @@ def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     assert on["Raspberry Pi 3B+"] == ("raspberry-pi-3-32bit", "")
     assert on["Raspberry Pi 2"][0] == "raspberry-pi-3-32bit" and on["Raspberry Pi 2"][1]
     assert on["Raspberry Pi 5"] == ("raspberry-pi-5", "")
+    # the SSD figures of a 64-bit Pi 3B+ run on the 64-bit Pi 3 target, which they fit
+    assert on["Raspberry Pi 3B+ (64-bit)"] == ("raspberry-pi-3", "")
+    assert emulation.FIT_TABLES["raspberry-pi-3"][1] == "Raspberry Pi 3B+ (64-bit)"
     # the Pixel 1/2 stand-ins keep a phone's memory: T threads up to the bus's peak
     pixel2 = next(t for t in tables if t.board == "Pixel 2" and t.threads == 4)
     targets = {"raspberry-pi-4": load_target("raspberry-pi-4")}
@@ -1008,14 +1011,17 @@ def test_thread_speedups_pair_one_source_and_mark_the_sync_fit():
     assert out[0]["error"] == pytest.approx(-0.2) and out[0]["role"] == "held out"
     assert out[1]["role"] == "fit (threads)" and out[1]["estimated"] == 2.5
     # the pairs a Pi board's all-thread bandwidth was chosen on are not held out
-    from liteconv.studies.emulation import BANDWIDTH_PAIRS
+    from liteconv.studies.emulation import BANDWIDTH_PAIRS, SSD_LOGS
 
     board, prefix = next(iter(BANDWIDTH_PAIRS.items()))
     pi = [Table(prefix + " log", board, 1, rows(("a", 90.0, 30.0))),
           Table(prefix + " log", board, 2, rows(("a", 60.0, 20.0))),
           Table("another source", board, 1, rows(("a", 90.0, 30.0))),
-          Table("another source", board, 2, rows(("a", 60.0, 20.0)))]  # fmt: skip
-    assert [r["role"] for r in thread_speedups(pi)] == ["fit (bandwidth)", "held out"]
+          Table("another source", board, 2, rows(("a", 60.0, 20.0))),
+          # the same author's SSD logs: not what the bandwidth was chosen on
+          Table(SSD_LOGS + " log", board, 1, rows(("a", 90.0, 30.0))),
+          Table(SSD_LOGS + " log", board, 2, rows(("a", 60.0, 20.0)))]  # fmt: skip
+    assert [r["role"] for r in thread_speedups(pi)] == ["fit (bandwidth)", "held out", "held out"]
 
 
 def test_speedup_variants_score_held_out_pairs_under_each_way_of_adding_memory():

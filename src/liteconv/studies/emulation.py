@@ -66,6 +66,8 @@ BOARDS = {
     "Raspberry Pi 5": ("raspberry-pi-5", ""),
     # XNNPACK's Pi 3B+ and Pi 2 figures ran 32-bit Raspbian: the 32-bit user space emulates them
     "Raspberry Pi 3B+": ("raspberry-pi-3-32bit", ""),
+    # ...and the SSD figures of a Pi 3B+ on the 64-bit OS (TFLite 2.5, XNNPACK), the 64-bit one
+    "Raspberry Pi 3B+ (64-bit)": ("raspberry-pi-3", ""),
     "Raspberry Pi 2": (
         "raspberry-pi-3-32bit",
         "stand-in: Cortex-A7 at 900 MHz (BCM2836) as a Cortex-A53, both 32-bit",
@@ -83,6 +85,11 @@ STAND_IN_MEMORY = {
     "Pixel 2": {"dram_all_threads_mb_s": 0.0},
     "Pixel": {"dram_all_threads_mb_s": 0.0},
 }
+# EfficientDet-Lite on the Pi 4 and Pi 5 (TFLite 2.18): the source the Pi 5's constant and
+# both boards' all-thread bandwidth come from
+EFFICIENTDET_LOGS = "NobuoTsukamoto/benchmarks tensorflow/lite/efficentdet"
+# The TF1 detection zoo's SSD / SSDLite on the Pi 4 and a 64-bit Pi 3B+ (TFLite 2.5)
+SSD_LOGS = "NobuoTsukamoto/benchmarks tensorflow/lite/tf1_detection_model_zoo"
 # The one table each board's constant is fitted on (source prefix, board, threads).
 FIT_TABLES = {
     "raspberry-pi-4": ("google/XNNPACK README.md, revision of 2022-02", "Raspberry Pi 4", 4),
@@ -92,12 +99,14 @@ FIT_TABLES = {
         4,
     ),
     "pixel-4": ("tensorflow/tensorflow", "Pixel 4", 4),
-    "raspberry-pi-5": ("NobuoTsukamoto/benchmarks", "Raspberry Pi 5", 4),
+    "raspberry-pi-5": (EFFICIENTDET_LOGS, "Raspberry Pi 5", 4),
+    # one thread: the table's 4-thread runs are slower than its 3-thread ones for two models
+    "raspberry-pi-3": (SSD_LOGS, "Raspberry Pi 3B+ (64-bit)", 1),
 }
 # The boards whose all-thread bandwidth (``dram_all_threads_mb_s``: one core's figure) was
 # chosen on their published 1- vs T-thread pairs of one source: those pairs are not held out.
-BANDWIDTH_PAIRS = {"Raspberry Pi 4": "NobuoTsukamoto/benchmarks",
-                   "Raspberry Pi 5": "NobuoTsukamoto/benchmarks"}  # fmt: skip
+BANDWIDTH_PAIRS = {"Raspberry Pi 4": EFFICIENTDET_LOGS, "Raspberry Pi 5": EFFICIENTDET_LOGS,
+                   "Raspberry Pi 3B+ (64-bit)": SSD_LOGS}  # fmt: skip
 # The table pairs the thread model's dispatch cost is fitted on.
 SYNC_TABLE = ("google/XNNPACK README.md, revision of 2020-03", "Pixel 3a")
 
@@ -149,9 +158,7 @@ def load_tables(path: str | Path = PUBLISHED_CSV) -> tuple[list[Table], list[str
                 skipped.append(f"{board} {name}: no target models this board's core "
                                "(Cortex-A7, 32-bit only)")  # fmt: skip
                 continue
-            if name not in BUILDABLE and not name.startswith(
-                ("efficientnet_lite", "efficientdet_lite")
-            ):
+            if name not in BUILDABLE and not name.startswith(DETECTORS + ("efficientnet_lite",)):
                 skipped.append(f"{board} {name}: not in keras.applications nor the registry")
                 continue
             threads = int(row["threads"] or 1)
@@ -183,10 +190,19 @@ BUILDABLE = {
 }  # fmt: skip
 
 
+# The detectors, built with the post-processing operator their TFLite exports end in.
+DETECTORS = ("efficientdet_lite", "ssd_mobilenet", "ssdlite_mobilenet")
+
+
 def build(name: str, alpha: float, resolution: int):
-    """The Keras model of a published row (random weights, 1000 classes; EfficientDet-Lite:
-    its COCO detector up to the post-processing operator, ``efficientdet_lite``)."""
+    """The Keras model of a published row (random weights, 1000 classes; EfficientDet-Lite
+    and the TF1 zoo's SSD / SSDLite: the COCO detector up to its post-processing operator,
+    ``efficientdet_lite``, ``ssd_mobilenet``)."""
     keras.utils.set_random_seed(0)
+    if name.startswith(("ssd_mobilenet", "ssdlite_mobilenet")):
+        from liteconv.studies.ssd_mobilenet import ssd_mobilenet
+
+        return ssd_mobilenet(name, resolution)
     if name.startswith("efficientdet_lite"):
         from liteconv.studies.efficientdet_lite import efficientdet_lite
 
@@ -234,7 +250,7 @@ def convert_rows(rows: list[dict], folder: Path, max_macs: float = math.inf,
                 )
                 atomic_write_bytes(path, to_tflite(model, mode=row["mode"], representative_data=data,
                                                    num_calibration=8,
-                                                   postprocess_op=name.startswith("efficientdet")))  # fmt: skip
+                                                   postprocess_op=name.startswith(DETECTORS)))  # fmt: skip
             atomic_write_bytes(macs_file, str(count).encode())
     return macs
 
@@ -704,9 +720,11 @@ LIMITS = [
     "what the board's threads sustain together: the bus's datasheet peak, but on the Pi 4 "
     "and Pi 5 one core's figure (`dram_all_threads_mb_s`, chosen on their published 1- vs "
     "2- vs 4-thread EfficientDet-Lite pairs, so those pairs are not held out; XNNPACK issue "
-    "#814's Pi 4 MobileNet v1 run agrees, 2.19× at 4 threads). No published multi-thread "
-    "STREAM figure of either board was found to measure it by. Stand-in phones (Pixel 1/2 "
-    "on the Pi 4's core) keep T threads up to the bus's peak (`STAND_IN_MEMORY`).",
+    "#814's Pi 4 MobileNet v1 run agrees, 2.19× at 4 threads), and so on the 64-bit Pi 3 "
+    "(chosen after seeing its SSD pairs, which are marked so; the 32-bit Pi 3 target keeps "
+    "T threads up to the bus's peak, which its 4-thread tables fit better). No published "
+    "multi-thread STREAM figure of these boards was found to measure it by. Stand-in phones "
+    "(Pixel 1/2 on the Pi 4's core) keep T threads up to the bus's peak (`STAND_IN_MEMORY`).",
     "EfficientDet-Lite0-2 (the Pi 4 / Pi 5 logs of TFLite 2.18's benchmark_model): twins "
     "built from google/automl's definition (`studies/efficientdet_lite.py`) with its "
     "post-processing operator (box decoding and non-max suppression over every anchor, on "
@@ -714,6 +732,14 @@ LIMITS = [
     "trained model's, and the twins' files are 8-10 % smaller than the published ones "
     "(12.6 / 16.5 / 20.4 MiB against the log's 13.68 / 18.17 / 22.80 MB). The logs' "
     "3-thread runs are left out (the targets estimate 1, 2 and 4 threads).",
+    "SSD / SSDLite MobileNet v2 / v3 (the Pi 4 and 64-bit Pi 3B+ table of TFLite 2.5 with "
+    "XNNPACK, timed in Python around set_input_tensor + invoke): twins built from the TF1 "
+    "detection API's definition (`studies/ssd_mobilenet.py`: its feature maps, predictors, "
+    "anchors, the halved last stage of its MobileNet v3 detection backbones, and the "
+    "export's post-processing operator), random weights; parameters and multiply-adds "
+    "within 5 % of the MobileNetV2 / V3 papers' SSDLite rows. The table's 3-thread runs are "
+    "left out; its Pi 3B+ runs two models slower at 4 threads than at 3, which no model "
+    "here reproduces.",
     "Pi 3B+ and Pi 2: their published columns are 32-bit Raspbian (armv7 kernels), "
     "estimated on the 32-bit target (`raspberry-pi-3-32bit`: PyPI's tflite-runtime 2.14.0 "
     "armv7l, under qemu-arm -cpu cortex-a15, which has the ISA; qemu-arm has no Cortex-A53). "
