@@ -102,7 +102,19 @@ def test_compare_and_report_cli(exported_run, tmp_path):
     assert result.exit_code == 2 and "no such run folder" in result.output
 
 
-def test_efficientdet_lite_twin_matches_the_published_export(tmp_path):
+def _output_shapes(blob: bytes) -> list[tuple]:
+    """The shapes of every output of the model ``blob``, run once on the host runtime on the
+    deterministic inputs the emulated runs get (``tensors.random_inputs``), sorted."""
+    from liteconv.device.runtime import invoke, load_interpreter
+    from liteconv.device.tensors import random_inputs, set_inputs
+
+    interp = load_interpreter(model_content=blob, num_threads=1)
+    set_inputs(interp, random_inputs(interp))
+    invoke(interp)
+    return sorted(tuple(interp.get_tensor(o["index"]).shape) for o in interp.get_output_details())
+
+
+def test_efficientdet_lite_twin_matches_the_published_export():
     """EfficientDet-Lite0 as the study builds it: the published log's 13 XNNPACK partitions
     are the 12 nearest-neighbour resizes XNNPACK does not take (4 per BiFPN cell) plus one;
     one TFLite_Detection_PostProcess over one anchor per box output (19206 at 320 px, as
@@ -110,7 +122,6 @@ def test_efficientdet_lite_twin_matches_the_published_export(tmp_path):
     (13.68 MB in the benchmark log); it runs on the host runtime and returns 25 boxes. A
     custom op other than the post-processing one is refused."""
     from liteconv.device.graph import list_ops
-    from liteconv.device.runtime import load_interpreter
     from liteconv.export.convert import ConversionError, to_tflite
     from liteconv.studies.efficientdet_lite import anchors, efficientdet_lite
 
@@ -125,20 +136,12 @@ def test_efficientdet_lite_twin_matches_the_published_export(tmp_path):
     assert names.count("RESIZE_NEAREST_NEIGHBOR") == 12
     assert names.count("TFLite_Detection_PostProcess") == 1
     assert abs(len(blob) / (13.68 * 2**20) - 1) < 0.12, len(blob)
-    path = tmp_path / "lite0.tflite"
-    path.write_bytes(blob)
-    interp = load_interpreter(str(path), num_threads=1)
-    interp.allocate_tensors()
-    image = np.random.default_rng(0).uniform(0, 1, (1, 320, 320, 3)).astype("float32")
-    interp.set_tensor(interp.get_input_details()[0]["index"], image)
-    interp.invoke()
-    shapes = sorted(tuple(interp.get_tensor(o["index"]).shape) for o in interp.get_output_details())
-    assert shapes == [(1,), (1, 25), (1, 25), (1, 25, 4)]
+    assert _output_shapes(blob) == [(1,), (1, 25), (1, 25), (1, 25, 4)]
     with pytest.raises(ConversionError, match="custom ops"):
         to_tflite(model, mode="fp32")  # the post-processing op only where allowed
 
 
-def test_ssd_twins_match_the_papers_detectors(tmp_path):
+def test_ssd_twins_match_the_papers_detectors():
     """The SSD / SSDLite twins of the TF1 detection zoo: 1917 anchors at 300 px (3 per cell
     on the 19×19 map, 6 on the 10, 5, 3, 2, 1 maps) and 2034 at 320; parameters and
     multiply-adds against the papers' SSDLite rows (MobileNetV2 paper, Table 6: 4.3 M, 0.8 B;
@@ -147,7 +150,6 @@ def test_ssd_twins_match_the_papers_detectors(tmp_path):
     does; the full SSD's predictors are 3×3 convolutions, with no depthwise step. The smallest converts with
     its post-processing operator and returns 10 boxes on the host runtime."""
     from liteconv.device.graph import list_ops
-    from liteconv.device.runtime import load_interpreter
     from liteconv.export.convert import to_tflite
     from liteconv.studies.ssd_mobilenet import anchors, ssd_mobilenet
 
@@ -170,12 +172,4 @@ def test_ssd_twins_match_the_papers_detectors(tmp_path):
     assert not any("Depthwise" in type(layer).__name__ for layer in predictors)
     blob = to_tflite(model, mode="fp32", postprocess_op=True)
     assert [op.name for op in list_ops(blob)].count("TFLite_Detection_PostProcess") == 1
-    path = tmp_path / "ssdlite.tflite"
-    path.write_bytes(blob)
-    interp = load_interpreter(str(path), num_threads=1)
-    interp.allocate_tensors()
-    image = np.random.default_rng(0).uniform(-1, 1, (1, 320, 320, 3)).astype("float32")
-    interp.set_tensor(interp.get_input_details()[0]["index"], image)
-    interp.invoke()
-    shapes = sorted(tuple(interp.get_tensor(o["index"]).shape) for o in interp.get_output_details())
-    assert shapes == [(1,), (1, 10), (1, 10), (1, 10, 4)]
+    assert _output_shapes(blob) == [(1,), (1, 10), (1, 10), (1, 10, 4)]

@@ -190,8 +190,10 @@ BUILDABLE = {
 }  # fmt: skip
 
 
-# The detectors, built with the post-processing operator their TFLite exports end in.
-DETECTORS = ("efficientdet_lite", "ssd_mobilenet", "ssdlite_mobilenet")
+# The detectors, built with the post-processing operator their TFLite exports end in: the
+# TF1 zoo's SSDs (``studies/ssd_mobilenet``) and EfficientDet-Lite.
+SSD_DETECTORS = ("ssd_mobilenet", "ssdlite_mobilenet")
+DETECTORS = ("efficientdet_lite", *SSD_DETECTORS)
 
 
 def build(name: str, alpha: float, resolution: int):
@@ -199,7 +201,7 @@ def build(name: str, alpha: float, resolution: int):
     and the TF1 zoo's SSD / SSDLite: the COCO detector up to its post-processing operator,
     ``efficientdet_lite``, ``ssd_mobilenet``)."""
     keras.utils.set_random_seed(0)
-    if name.startswith(("ssd_mobilenet", "ssdlite_mobilenet")):
+    if name.startswith(SSD_DETECTORS):
         from liteconv.studies.ssd_mobilenet import ssd_mobilenet
 
         return ssd_mobilenet(name, resolution)
@@ -411,15 +413,13 @@ def _variant_ms(combine, row: dict, to_one_thread: float, to_bus_peak: float = 1
     return combine(*terms, *(m * to_one_thread for m in terms[2:]), terms[2] * to_bus_peak)
 
 
-def _to_one_thread(table: Table, targets: dict) -> float:
-    board = _board(table, targets)
-    return dram_bandwidth(board, table.threads) / (board.dram_mb_s or 1)
-
-
-def _to_bus_peak(table: Table, targets: dict) -> float:
+def _bandwidth_ratios(table: Table, targets: dict) -> tuple[float, float]:
+    """``(to_one_thread, to_bus_peak)`` of ``_variant_ms`` for a table: the bandwidth its
+    estimates use at its thread count ÷ one thread's, and ÷ T threads' up to the bus's peak."""
     board = _board(table, targets)
     used = dram_bandwidth(board, table.threads)
-    return used / (dram_bandwidth(board, table.threads, bus_peak=True) or 1)
+    return (used / (board.dram_mb_s or 1),
+            used / (dram_bandwidth(board, table.threads, bus_peak=True) or 1))  # fmt: skip
 
 
 def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
@@ -428,7 +428,7 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
     which term the published figures ask for. ``targets``: each table's target by name."""
     out = []
     for t in tables:
-        to_one_thread, to_bus_peak = _to_one_thread(t, targets), _to_bus_peak(t, targets)
+        to_one_thread, to_bus_peak = _bandwidth_ratios(t, targets)
         for mode in sorted({r["mode"] for r in t.rows}):
             rows = [r for r in t.rows if r["mode"] == mode and r.get("terms")]
             if len(rows) < 3 or not any(r["terms"]["memory_ms"] for r in rows):
@@ -496,7 +496,7 @@ def speedup_variants(tables: list[Table], targets: dict,
         if pair_role != role:
             continue
         published = b["published_ms"] / r["published_ms"]
-        factors = [(_to_one_thread(t, targets), _to_bus_peak(t, targets)) for t in (one, many)]
+        factors = [_bandwidth_ratios(t, targets) for t in (one, many)]
         for name, combine in MEMORY_VARIANTS.items():
             estimated = (_variant_ms(combine, b, *factors[0])
                          / _variant_ms(combine, r, *factors[1]))  # fmt: skip
