@@ -148,9 +148,10 @@ def test_ssd_twins_match_the_papers_detectors():
     MobileNetV3 paper, Table 6, the detection backbones with the halved last stage: V3
     3.22 M / 0.51 B, V3-Small 1.77 M / 0.16 B), batch norms folded away as the export
     does; the full SSD's predictors are 3×3 convolutions, with no depthwise step. The smallest converts with
-    its post-processing operator and returns 10 boxes on the host runtime."""
+    its post-processing operator and returns 10 boxes on the host runtime, in fp32 and in full
+    integer (that operator left in float)."""
     from liteconv.device.graph import list_ops
-    from liteconv.export.convert import to_tflite
+    from liteconv.export.convert import float_ops, to_tflite
     from liteconv.studies.ssd_mobilenet import anchors, ssd_mobilenet
 
     assert anchors([19, 10, 5, 3, 2, 1]).shape == (19 * 19 * 3 + 6 * (100 + 25 + 9 + 4 + 1), 4)
@@ -173,3 +174,12 @@ def test_ssd_twins_match_the_papers_detectors():
     blob = to_tflite(model, mode="fp32", postprocess_op=True)
     assert [op.name for op in list_ops(blob)].count("TFLite_Detection_PostProcess") == 1
     assert _output_shapes(blob) == [(1,), (1, 10), (1, 10), (1, 10, 4)]
+    # full integer (the published INT8 column): every computing op in int8 but the
+    # post-processing one, which reads its inputs through DEQUANTIZE and returns float boxes
+    images = np.random.default_rng(0).uniform(0, 1, (4, 320, 320, 3)).astype("float32")
+    quantized = to_tflite(model, mode="int8", representative_data=images, postprocess_op=True)
+    ops = list_ops(quantized)
+    assert float_ops(quantized, ops) == ["TFLite_Detection_PostProcess"]
+    assert {op.output_types for op in ops if op.name == "CONV_2D"} == {("int8",)}
+    assert [op.name for op in ops].count("DEQUANTIZE") == 2  # boxes and scores
+    assert _output_shapes(quantized) == [(1,), (1, 10), (1, 10), (1, 10, 4)]

@@ -107,7 +107,10 @@ def to_tflite(
         postprocess_op: let the converter emit ``TFLite_Detection_PostProcess``, the
             custom operator of TFLite's detection models that every TFLite runtime
             registers, where the model implements it (``experimental_implements``, as
-            ``studies.efficientdet_lite``); any other custom op is still an error.
+            ``studies.efficientdet_lite``); any other custom op is still an error. In the
+            integer modes that operator stays in float, behind a ``DEQUANTIZE`` of its
+            inputs (TFLite's kernel has no integer path to choose; its outputs are boxes,
+            classes and scores in float as in TF1's quantized detection models).
 
     Returns:
         The ``.tflite`` bytes, builtin ops only (but that one where allowed).
@@ -159,7 +162,7 @@ def to_tflite(
                               "model; build it from builtin ops (TFLite_Detection_PostProcess: "
                               "postprocess_op=True)")  # fmt: skip
     if mode in ("int8", "int16x8"):
-        floats = float_ops(blob)
+        floats = [op for op in float_ops(blob) if not (postprocess_op and op == POSTPROCESS_OP)]
         if floats:
             raise ConversionError(
                 f"mode={mode!r}: these ops stayed in float: {', '.join(sorted(set(floats)))}; "
