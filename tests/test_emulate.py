@@ -858,7 +858,15 @@ def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
     tables, skipped = emulation.load_tables()
     keys = {(t.board, t.threads) for t in tables}
     for prefix, board, threads in emulation.FIT_TABLES.values():
-        assert emulation._find(tables, prefix, board, threads), (prefix, board)  # noqa: SLF001
+        # exactly one table: a constant never sees another table's rows (the SSD log's
+        # INT8 column, other kernels, is a table of its own beside its fp32 one)
+        assert len(emulation._find(tables, prefix, board, threads)) == 1, (prefix, board)  # noqa: SLF001
+    for board, prefix in emulation.BANDWIDTH_PAIRS.items():  # the pairs chosen on: one source
+        assert len({t.source for t in emulation._find(tables, prefix, board)}) == 1, board  # noqa: SLF001
+    int8 = [t for t in tables if "INT8 column" in t.source]
+    assert {t.board for t in int8} == {"Raspberry Pi 4", "Raspberry Pi 3B+ (64-bit)",
+                                       "Raspberry Pi 3B+"}  # fmt: skip
+    assert not any(emulation.measured_with_xnnpack(t) for t in int8)
     assert emulation._find(tables, *emulation.SYNC_TABLE, 1)  # noqa: SLF001
     assert emulation._find(tables, *emulation.SYNC_TABLE, 2)  # noqa: SLF001
     assert ("Raspberry Pi 4", 4) in keys and ("Pixel 4", 4) in keys
@@ -992,7 +1000,8 @@ def test_symbols_split_blocks_by_function_and_count_dispatches():
 def test_thread_speedups_pair_one_source_and_mark_the_sync_fit():
     """1-thread ÷ T-thread ratios pair rows of one source and board by model and mode;
     the sync count's own board is marked fitted, another held out; other sources or
-    rows without an estimate are left out."""
+    rows without an estimate are left out; rows with a builtin-kernel estimate get its
+    ratio's error too."""
     from liteconv.studies.emulation import SYNC_TABLE, Table, thread_speedups
 
     def rows(*pairs):
@@ -1010,6 +1019,10 @@ def test_thread_speedups_pair_one_source_and_mark_the_sync_fit():
     assert out[0]["published"] == 4.0 and out[0]["estimated"] == 3.2
     assert out[0]["error"] == pytest.approx(-0.2) and out[0]["role"] == "held out"
     assert out[1]["role"] == "fit (threads)" and out[1]["estimated"] == 2.5
+    assert out[0]["builtin_error"] is None  # no builtin estimate on these rows
+    # a table measured without XNNPACK: the builtin kernels' ratio judged beside
+    tables[0].rows[0]["builtin"], tables[1].rows[0]["builtin"] = 60.0, 20.0
+    assert thread_speedups(tables)[0]["builtin_error"] == pytest.approx(3.0 / 4.0 - 1)
     # the pairs a Pi board's all-thread bandwidth was chosen on are not held out
     from liteconv.studies.emulation import BANDWIDTH_PAIRS, SSD_LOGS
 
@@ -1061,7 +1074,8 @@ def test_kernel_variants_score_only_tables_measured_without_xnnpack():
     """Which kernels the figures ask for (made-up rows): a table whose runtime is not
     XNNPACK is scored with the estimate and with the builtin kernels' estimate, each with
     its own leave-one-out constant; XNNPACK's own tables and rows without a builtin
-    estimate are left out. In the published CSV only XNNPACK's README tables ran XNNPACK."""
+    estimate are left out. In the published CSV only XNNPACK's README tables and the Pi
+    logs' fp32 figures ran XNNPACK."""
     from liteconv.studies.emulation import (
         Table,
         kernel_variants,
@@ -1087,7 +1101,9 @@ def test_kernel_variants_score_only_tables_measured_without_xnnpack():
     assert out[0]["xnnpack"]["within_10"] == 0.0
     tables, _ = load_tables()
     xnn = {t.source.split(",")[0].split(":")[0] for t in tables if measured_with_xnnpack(t)}
-    assert xnn == {"google/XNNPACK README.md"} | {
-        t.source.split(":")[0] for t in tables if t.source.startswith("NobuoTsukamoto")
+    assert xnn == {"google/XNNPACK README.md"} | {  # the Pi logs' fp32; their INT8 column: builtin
+        t.source.split(":")[0]
+        for t in tables
+        if t.source.startswith("NobuoTsukamoto") and "INT8 column" not in t.source
     }
     assert any(not measured_with_xnnpack(t) for t in tables)

@@ -88,8 +88,12 @@ STAND_IN_MEMORY = {
 # EfficientDet-Lite on the Pi 4 and Pi 5 (TFLite 2.18): the source the Pi 5's constant and
 # both boards' all-thread bandwidth come from
 EFFICIENTDET_LOGS = "NobuoTsukamoto/benchmarks tensorflow/lite/efficentdet"
-# The TF1 detection zoo's SSD / SSDLite on the Pi 4 and a 64-bit Pi 3B+ (TFLite 2.5)
-SSD_LOGS = "NobuoTsukamoto/benchmarks tensorflow/lite/tf1_detection_model_zoo"
+# The TF1 detection zoo's SSD / SSDLite on the Pi 4 and a 64-bit Pi 3B+ (TFLite 2.5, fp32 with
+# XNNPACK; the INT8 column, TFLite's builtin kernels, is a table of its own)
+SSD_LOGS = (
+    "NobuoTsukamoto/benchmarks tensorflow/lite/tf1_detection_model_zoo/raspi.md: "
+    "benchmark_tflite.py"
+)
 # The one table each board's constant is fitted on (source prefix, board, threads).
 FIT_TABLES = {
     "raspberry-pi-4": ("google/XNNPACK README.md, revision of 2022-02", "Raspberry Pi 4", 4),
@@ -479,10 +483,14 @@ def thread_speedups(tables: list[Table]) -> list[dict]:
     for _, many, b, r, role in _speedup_pairs(tables):
         published = b["published_ms"] / r["published_ms"]
         estimated = b["estimate"] / r["estimate"]
+        builtin = b["builtin"] / r["builtin"] if b.get("builtin") and r.get("builtin") else None
         out.append({"board": many.board, "threads": many.threads, "model": r["model"],
                     "mode": r["mode"], "published": round(published, 3),
                     "estimated": round(estimated, 3),
-                    "error": round(estimated / published - 1, 4), "role": role})  # fmt: skip
+                    "error": round(estimated / published - 1, 4), "role": role,
+                    # a table measured without XNNPACK: today's builtin kernels' ratio too
+                    "builtin_error": None if builtin is None
+                    else round(builtin / published - 1, 4)})  # fmt: skip
     return out
 
 
@@ -667,6 +675,9 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
         for r in t.rows:
             r["absolute_error"] = (None if not c or t.stand_in or t.fit_table or not r["estimate"]
                                    else round(r["estimate"] * c["constant"] / r["published_ms"] - 1, 4))  # fmt: skip
+            r["absolute_error_builtin"] = (
+                None if r["absolute_error"] is None or not r.get("builtin")
+                else round(r["builtin"] * c["constant"] / r["published_ms"] - 1, 4))  # fmt: skip
     variants = memory_variants(tables, targets)
     kernels = kernel_variants(tables)
     speedup_errors = speedup_variants(tables, targets)
@@ -739,7 +750,12 @@ LIMITS = [
     "export's post-processing operator), random weights; parameters and multiply-adds "
     "within 5 % of the MobileNetV2 / V3 papers' SSDLite rows. The table's 3-thread runs are "
     "left out; its Pi 3B+ runs two models slower at 4 threads than at 3, which no model "
-    "here reproduces.",
+    "here reproduces. Its INT8 column (SSDLite MobileNet v2 only; the author's full-integer "
+    "quantization, run by TFLite 2.5's release wheel, whose XNNPACK delegate left quantized "
+    "models to TFLite's builtin kernels) is a table of its own, estimated with XNNPACK's "
+    "int8 kernels like every table and with today's builtin ones beside; the twin's int8 "
+    "file is converted here (per-channel, float input; the post-processing operator in "
+    "float behind a DEQUANTIZE, as in TF1's quantized detectors).",
     "Pi 3B+ and Pi 2: their published columns are 32-bit Raspbian (armv7 kernels), "
     "estimated on the 32-bit target (`raspberry-pi-3-32bit`: PyPI's tflite-runtime 2.14.0 "
     "armv7l, under qemu-arm -cpu cortex-a15, which has the ISA; qemu-arm has no Cortex-A53). "
@@ -814,11 +830,13 @@ def _markdown(doc: dict) -> str:
         "## Thread speed-ups, 1 thread ÷ T threads (no constant)", "",
         "Where one source publishes a board at 1 and at T threads: the time ratio, published "
         "and estimated (the thread model and memory at T threads; the board's constant "
-        "cancels).", "",
+        "cancels). `builtin`: the error with today's builtin kernels (their own thread "
+        "split, no dispatch term), for the tables measured without XNNPACK.", "",
         format_table(["board", "threads", "model", "mode", "published", "estimated", "error",
-                      "role"],
+                      "builtin", "role"],
                      [[r["board"], r["threads"], r["model"], r["mode"], r["published"],
-                       r["estimated"], _pct(r["error"], True), r["role"]]
+                       r["estimated"], _pct(r["error"], True),
+                       _pct(r.get("builtin_error"), True), r["role"]]
                       for r in doc.get("thread_speedups", [])], markdown=True), "",
         "## Board constants (each fitted on one named table)", "",
         format_table(["target", "fitted on", "constant", "in the YAML"],
@@ -852,8 +870,9 @@ def _markdown(doc: dict) -> str:
                                 for label, g in groups for n, v in g.items()], markdown=True), ""]  # fmt: skip
     if doc.get("kernel_variants"):
         parts += ["## Which kernels the figures ask for", "",
-                  "The tables measured with TFLite's benchmark of their day (2018–2020, before "
-                  "XNNPACK was its CPU default) ran TFLite's builtin kernels of then. Each is "
+                  "The tables measured without XNNPACK (TFLite's benchmark of 2018–2020, before "
+                  "XNNPACK was its CPU default; TFLite 2.5's int8, which its XNNPACK left to "
+                  "the builtin kernels) ran TFLite's builtin kernels of then. Each is "
                   "estimated with XNNPACK's kernels (used) and with today's builtin kernels "
                   f"({EMULATED_RUNTIME}, XNNPACK off: `bench --no-xnnpack --emulate`; their own "
                   "thread split, ruy's GEMM on every thread, im2col and element-wise operators on "
@@ -865,12 +884,15 @@ def _markdown(doc: dict) -> str:
                                  *[_score_cell(v[k]) for k in ("xnnpack", "builtin")]]
                                 for v in doc["kernel_variants"]], markdown=True), ""]  # fmt: skip
     absolute = [[t["table"][:80], r["model"], r["alpha"], r["resolution"], r["mode"],
-                 r["published_ms"], _pct(r["absolute_error"], True)]
+                 r["published_ms"], _pct(r["absolute_error"], True),
+                 _pct(r.get("absolute_error_builtin"), True)]
                 for t in doc["tables"] for r in t["rows"] if r.get("absolute_error") is not None]  # fmt: skip
     if absolute:
         parts += ["## Absolute, with the board's constant from another table of the same core", "",
-                  "Goal: within ±25 %.", "",
-                  format_table(["table", "model", "α", "px", "mode", "published ms", "error"],
+                  "Goal: within ±25 %. `builtin`: with today's builtin kernels, for the tables "
+                  "measured without XNNPACK.", "",
+                  format_table(["table", "model", "α", "px", "mode", "published ms", "error",
+                                "builtin"],
                                absolute, markdown=True), ""]  # fmt: skip
     parts += ["## Every row", ""]
     for t in doc["tables"]:
