@@ -141,7 +141,7 @@ def test_efficientdet_lite_twin_matches_the_published_export():
         to_tflite(model, mode="fp32")  # the post-processing op only where allowed
 
 
-def test_ssd_twins_match_the_papers_detectors():
+def test_ssd_twins_match_the_papers_detectors(tmp_path):
     """The SSD / SSDLite twins of the TF1 detection zoo: 1917 anchors at 300 px (3 per cell
     on the 19×19 map, 6 on the 10, 5, 3, 2, 1 maps) and 2034 at 320; parameters and
     multiply-adds against the papers' SSDLite rows (MobileNetV2 paper, Table 6: 4.3 M, 0.8 B;
@@ -149,8 +149,10 @@ def test_ssd_twins_match_the_papers_detectors():
     3.22 M / 0.51 B, V3-Small 1.77 M / 0.16 B), batch norms folded away as the export
     does; the full SSD's predictors are 3×3 convolutions, with no depthwise step. The smallest converts with
     its post-processing operator and returns 10 boxes on the host runtime, in fp32 and in full
-    integer (that operator left in float)."""
+    integer (that operator left in float); its outputs depend on its layers."""
     from liteconv.device.graph import list_ops
+    from liteconv.device.tensors import output_step
+    from liteconv.emulate.estimate import detection_scores, host_reference
     from liteconv.export.convert import float_ops, to_tflite
     from liteconv.studies.ssd_mobilenet import anchors, ssd_mobilenet
 
@@ -166,6 +168,14 @@ def test_ssd_twins_match_the_papers_detectors():
         assert abs(folded / params - 1) < 0.05, (name, folded)
         assert abs(model_cost(model).total_macs / macs - 1) < 0.07, name
         assert ssd_mobilenet(name, postprocess=False).outputs[0].shape[1:] == (boxes, 4)
+    # the outputs depend on the network (the batch norms' statistics from a forward pass):
+    # scores spread, no two of the first anchors' boxes alike; with untrained statistics
+    # every score was 0.5 and every encoding 0, whatever the backbone computed
+    head = ssd_mobilenet(name, postprocess=False)
+    image = np.random.default_rng(1).uniform(0, 1, (1, 320, 320, 3)).astype("float32")
+    encodings, scores = (np.asarray(t) for t in head(image))
+    assert np.ptp(scores) > 0.3 and np.std(encodings) > 0.05
+    assert len(np.unique(encodings[0, :100].round(4), axis=0)) == 100
     full = ssd_mobilenet("ssd_mobilenet_v2", postprocess=False)
     predictors = [layer for layer in full.layers if layer.name.startswith(("box", "class"))]
     kernels = {layer.kernel_size for layer in predictors if "Conv2D" in type(layer).__name__}
@@ -183,3 +193,16 @@ def test_ssd_twins_match_the_papers_detectors():
     assert {op.output_types for op in ops if op.name == "CONV_2D"} == {("int8",)}
     assert [op.name for op in ops].count("DEQUANTIZE") == 2  # boxes and scores
     assert _output_shapes(quantized) == [(1,), (1, 10), (1, 10), (1, 10, 4)]
+    # the emulated run's check compares a detector's scores (sorted, so tied picks agree)
+    # within their input's step: int8 sigmoid's fixed 1/256, none in float
+    path = tmp_path / "ssdlite_int8.tflite"
+    path.write_bytes(quantized)
+    scores_out, scores_in = detection_scores(quantized)
+    assert output_step(quantized, index=scores_in) == pytest.approx(1 / 256)
+    assert output_step(blob, index=detection_scores(blob)[1]) is None
+    reference = host_reference(path, xnnpack=False)
+    assert reference["detail"]["index"] == scores_out and reference["step"] == pytest.approx(
+        1 / 256
+    )
+    assert np.all(np.diff(reference["output"][0]) <= 0)  # descending
+    assert detection_scores(to_tflite(head, mode="fp32")) is None  # no post-processing op

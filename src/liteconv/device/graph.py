@@ -17,6 +17,10 @@ import numpy as np
 
 from .runtime import load_interpreter
 
+# The one custom operator every TFLite runtime registers (detection models' box decoding and
+# non-max suppression): its outputs are boxes, classes, scores and their count
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+
 
 @dataclass(frozen=True)
 class OpInfo:

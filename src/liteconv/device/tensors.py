@@ -32,14 +32,15 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
 
-def output_step(blob: bytes, runtime: str = "auto") -> float | None:
-    """The quantization step of a model's output, or None for a float graph.
+def output_step(blob: bytes, runtime: str = "auto", index: int | None = None) -> float | None:
+    """The quantization step of a model's output (``index``: another tensor's), or None for
+    a float graph.
 
     With float I/O around an integer graph it is the step of the tensor feeding the final
     DEQUANTIZE op: that is the resolution at which two correct int8 kernels may differ.
     """
     interp = load_interpreter(model_content=blob, runtime=runtime, xnnpack=False)
-    index = interp.get_output_details()[0]["index"]
+    index = interp.get_output_details()[0]["index"] if index is None else index
     for op in interpreter_ops(interp):
         if index in op.outputs and op.name == "DEQUANTIZE":
             index = op.inputs[0]

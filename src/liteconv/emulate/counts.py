@@ -91,7 +91,7 @@ def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None
 def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu: str, cache: Path,
                  arm64_cache: Path, invokes: int = 2, warmup: int = 1,
                  caches: dict | None = None, arch: str = "aarch64",
-                 xnnpack: bool = True) -> list[dict]:  # fmt: skip
+                 xnnpack: bool = True, outputs: list[int] | None = None) -> list[dict]:  # fmt: skip
     """Per model (``inputs``: its input tensors, one per model input, in its order):
     ``{"model", "error"}`` where the emulated runtime could not load or run it (its
     exception's text), else ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
@@ -101,7 +101,9 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
     ``memory`` counts per invoke (the warm-up invokes fill the caches uncounted).
     ``arch``: ``aarch64`` (``arm64_cache``'s user space) or ``armv7l`` (a 32-bit one,
     tflite-runtime 2.14, built in ``arm64_cache``'s sibling folder ``armhf``); ``xnnpack``
-    False: the runtime's builtin kernels (no default delegate), as ``bench --no-xnnpack``."""
+    False: the runtime's builtin kernels (no default delegate), as ``bench --no-xnnpack``;
+    ``outputs``: per model, the tensor index whose value ``output`` holds (default: its
+    first output)."""
     space = Path(arm64_cache).resolve()
     if arch != "aarch64":
         space = space.with_name("armhf")
@@ -117,6 +119,7 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
                 np.save(path, array)
         spec = {"models": [str(Path(m).resolve()) for m in models], "inputs": paths,
                 "warmup": warmup, "invokes": invokes, "xnnpack": xnnpack,
+                "output_tensors": outputs,
                 "outputs": str(Path(tmp) / "out.npz"),
                 "maps": str(Path(tmp) / "maps.txt"),
                 "errors": str(Path(tmp) / "errors.json")}  # fmt: skip

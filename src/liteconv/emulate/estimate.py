@@ -225,18 +225,39 @@ def as_rows(output: np.ndarray) -> np.ndarray:
     return output.reshape(output.shape[0] if output.ndim > 1 else 1, -1)
 
 
-def host_reference(path: str | Path, seed: int = 0) -> dict:
+def host_reference(path: str | Path, seed: int = 0, xnnpack: bool = True) -> dict:
     """One interpreter on the host for the model at ``path``: deterministic inputs, one per
     model input in its own dtype and shape (``tensors.random_inputs``), the host's
-    dequantized first output for them (``as_rows``), that output's detail (to dequantize the
-    emulated output alike) and its quantization step."""
-    interp = load_interpreter(path, num_threads=1)
+    dequantized first output for them (``as_rows``; a detector's scores,
+    ``detection_scores``), that output's detail (to dequantize the emulated output alike)
+    and its quantization step. ``xnnpack`` False: the host's builtin kernels, the family
+    the emulated run uses then (XNNPACK's int8 kernels round otherwise)."""
+    interp = load_interpreter(path, num_threads=1, xnnpack=xnnpack)
     inputs = random_inputs(interp, seed)
     set_inputs(interp, inputs)
     invoke(interp, str(path))
-    out = interp.get_output_details()[0]
+    blob = Path(path).read_bytes()
+    scores = detection_scores(blob)
+    out = next((d for d in interp.get_output_details() if scores and d["index"] == scores[0]),
+               interp.get_output_details()[0])  # fmt: skip
+    step = output_step(blob, "auto", index=scores[1] if scores else None)
     return {"inputs": inputs, "output": as_rows(dequantize(interp.get_tensor(out["index"]), out)),
-            "detail": out, "step": output_step(Path(path).read_bytes(), "auto") or 0.0}  # fmt: skip
+            "detail": out, "step": step or 0.0}  # fmt: skip
+
+
+def detection_scores(blob: bytes) -> tuple[int, int] | None:
+    """``(scores out, scores in)``: a detector's ``TFLite_Detection_PostProcess`` scores
+    output (its third) and input (its second), None for any other model. The emulated run's
+    check compares the scores, not the first output (the boxes): they come out sorted, so
+    where two runtimes pick other boxes among tied scores (an int8 detector's take a few
+    hundred levels) they still agree, within the input's quantization step (int8 kernels
+    round alike on no two ISAs)."""
+    from liteconv.device.graph import POSTPROCESS_OP, list_ops
+
+    for op in list_ops(blob):
+        if op.name == POSTPROCESS_OP and len(op.outputs) > 2 and len(op.inputs) > 1:
+            return op.outputs[2], op.inputs[1]
+    return None
 
 
 def _key(path: Path, target: Target, xnnpack: bool = True) -> str:
@@ -346,12 +367,15 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
             if (entry.get("check") or {}).get("passed"):
                 cached[key] = entry
     todo = [i for i, k in enumerate(keys) if k not in cached]
-    refs = [host_reference(p) for p in paths]
+    # the reference runs the emulated kernels' family: builtin where the emulated runtime
+    # runs them (``xnnpack`` False, and a 32-bit target's wheel, which has no XNNPACK)
+    refs = [host_reference(p, xnnpack=xnnpack and not is_32bit(target)) for p in paths]
     counted: dict[int, dict] = {}
     if todo:
         echo(f"emulating {len(todo)} model(s) on {target.qemu_cpu} ({qemu}; first time for "
              "these files: up to a few minutes)")  # fmt: skip
         results = counts.count_models([str(paths[i]) for i in todo], [refs[i]["inputs"] for i in todo],
+                                      outputs=[int(refs[i]["detail"]["index"]) for i in todo],
                                       qemu_cpu=target.qemu_cpu, cache=cache,
                                       arm64_cache=Path(arm64_cache),
                                       caches=caches_of(target), arch=arch,

@@ -4,7 +4,8 @@ timed invokes between the counting plugin's markers, outputs saved for the check
 
 Usage (by ``counts.py``): ``python guest.py SPEC.json``; SPEC holds ``models`` (paths),
 ``inputs`` (per model, one ``.npy`` path per model input, already in its dtype), ``warmup``, ``invokes``,
-``xnnpack`` (false: TFLite's builtin kernels, no default delegate),
+``xnnpack`` (false: TFLite's builtin kernels, no default delegate), ``output_tensors``
+(per model, the tensor to save for the check; default: its first output),
 ``outputs`` (an ``.npz`` path), ``errors`` (a ``.json`` path: per model index, why the
 runtime could not load or run it; the other models still run) and ``maps`` (where to copy
 the guest's memory map). The markers are write(2) calls on a descriptor no process has, so they fail with EBADF and
@@ -28,7 +29,8 @@ def _mark(code: int) -> None:
 
 
 def _run(Interpreter, OpResolverType, model: str, images: list, i: int, spec: dict):
-    """Warm-up and counted invokes of model ``i``; its first output after the first invoke
+    """Warm-up and counted invokes of model ``i``; the output the spec names (default: its
+    first) after the first invoke
     (as the host's reference: a model with state, an LSTM's, answers otherwise later)."""
     kwargs = {}
     if not spec.get("xnnpack", True):  # the builtin kernels, as ``bench --no-xnnpack``
@@ -37,17 +39,18 @@ def _run(Interpreter, OpResolverType, model: str, images: list, i: int, spec: di
     interp.allocate_tensors()
     for detail, image in zip(interp.get_input_details(), images):
         interp.set_tensor(detail["index"], np.load(image))
-    out = interp.get_output_details()[0]
+    tensors = spec.get("output_tensors") or []
+    index = tensors[i] if i < len(tensors) else interp.get_output_details()[0]["index"]
     first = None
     _mark(MARK_WARM)  # the cache model runs from here: the warm-up fills the caches
     for _ in range(spec["warmup"]):
         interp.invoke()
-        first = interp.get_tensor(out["index"]) if first is None else first
+        first = interp.get_tensor(index) if first is None else first
     _mark(MARK_START + i)
     for _ in range(spec["invokes"]):
         _mark(MARK_INVOKE)  # lines read before it are not this invoke's re-reads
         interp.invoke()
-        first = interp.get_tensor(out["index"]) if first is None else first
+        first = interp.get_tensor(index) if first is None else first
     _mark(MARK_STOP)
     return first
 

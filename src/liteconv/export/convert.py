@@ -19,7 +19,7 @@ from liteconv.config import CONVERT_MODES
 from liteconv.config import IO_TYPES as CONFIG_IO_TYPES
 from liteconv.device.errors import LiteconvError
 from liteconv.device.flatbuf import custom_codes
-from liteconv.device.graph import OpInfo, list_ops
+from liteconv.device.graph import POSTPROCESS_OP, OpInfo, list_ops
 from liteconv.device.logs import quiet_native_logs
 
 MODES = CONVERT_MODES
@@ -169,11 +169,6 @@ def to_tflite(
                 "they have no integer kernel in TFLite, replace them or use mode='dynamic'"
             )
     return bytes(blob)
-
-
-# The one custom operator every TFLite runtime registers (detection models' box decoding and
-# non-max suppression)
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 
 def float_ops(blob: bytes, ops: list[OpInfo] | None = None) -> list[str]:

@@ -160,6 +160,23 @@ class DetectionPostProcess(keras.layers.Layer):
         return self._postprocess(boxes, scores, self._anchors)
 
 
+def calibrate_batch_norms(model, size: int, seed: int = 0) -> None:
+    """Give every batch norm of ``model`` the statistics of one forward pass over a few
+    random ``size`` px images, as a trained network's are of its data: each layer's output
+    keeps unit scale, so the outputs depend on every layer (with the untrained statistics,
+    mean 0 and variance 1, a small initializer such as the TF1 detection configs' shrinks
+    the activations layer by layer until a detector's class logits are their biases: every
+    score tied, the boxes the anchors, whatever the backbone computes)."""
+    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in norms]
+    images = np.random.default_rng(seed).uniform(0, 1, (4, size, size, 3)).astype("float32")
+    for bn in norms:
+        bn.momentum = 0.0  # the moving statistics become this batch's
+    model(images, training=True)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+
+
 def efficientdet_lite(variant: int = 0, postprocess: bool = True):
     """EfficientDet-Lite ``variant`` (0-2) at its published image size, random weights,
     ending in the post-processing operator (``DetectionPostProcess``: its outputs, as

@@ -30,7 +30,9 @@ configs ``ssd_mobilenet_v2_coco``, ``ssdlite_mobilenet_v2_coco``,
   non-max suppression), on TFLite's own kernel on the calling thread.
 
 What the twin cannot copy: the trained weights (random ones give other boxes; the non-max
-suppression's work is bounded by 10 × the anchors either way). Its anchors (1917 at 300
+suppression's work is bounded by 10 × the anchors either way). Its batch norms carry one
+forward pass's statistics (``calibrate_batch_norms``), so its outputs depend on every layer
+(the emulated run's check compares them). Its anchors (1917 at 300
 px, 2034 at 320), parameters and multiply-adds are checked in ``tests/test_studies.py``
 against the MobileNetV2 and V3 papers' SSDLite rows (4.3 M / 0.8 B, and for V3 with the
 halved last stage, 3.22 M / 0.51 B and 1.77 M / 0.16 B).
@@ -44,7 +46,7 @@ import math
 import numpy as np
 
 from liteconv.compat import keras
-from liteconv.studies.efficientdet_lite import DetectionPostProcess
+from liteconv.studies.efficientdet_lite import DetectionPostProcess, calibrate_batch_norms
 
 NUM_CLASSES = 90  # COCO's ids; the predictor adds a background class
 MAX_DETECTIONS = 10  # export_tflite_ssd_graph's default
@@ -52,9 +54,10 @@ EXTRA_DEPTHS = (512, 256, 256, 128)
 ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 0.3333)
 BN = {"momentum": 0.997, "epsilon": 1e-3}  # the sample configs' batch_norm
 # ... and their conv_hyperparams' initializer (truncated normal, stddev 0.03; SSD's 3×3
-# predictors a third of it, the same logit scale over 9× the inputs): the class logits
-# stay small enough that no score saturates at 1.0, so the non-max suppression's choice
-# does not hang on how two runtimes order tied scores (the emulated run's check)
+# predictors a third of it, the same logit scale over 9× the inputs). With the batch norms'
+# statistics from a forward pass (``calibrate_batch_norms``) the class logits spread about
+# ±1: no score saturates at 1.0 nor ties, so the non-max suppression's choice does not
+# hang on how two runtimes order tied scores (the emulated run's check)
 STDDEV = 0.03
 # model: (keras.applications backbone, its tap inside (the block whose expansion output
 # is the first map), SSDLite's separable predictor or SSD's full 3×3 one)
@@ -187,8 +190,10 @@ def ssd_mobilenet(name: str = "ssdlite_mobilenet_v2", resolution: int | None = N
     boxes = keras.layers.Concatenate(axis=1, name="boxes")(boxes)
     logits = keras.layers.Concatenate(axis=1, name="logits")(logits)
     scores = keras.layers.Activation("sigmoid", name="scores")(logits)
+    head = keras.Model(inputs, [boxes, scores], name=name)
+    calibrate_batch_norms(head, size)
     if not postprocess:
-        return keras.Model(inputs, [boxes, scores], name=name)
+        return head
     sizes = [m.shape[1] for m in maps]
     detections = DetectionPostProcess(anchors(sizes), max_detections=MAX_DETECTIONS,
                                       num_classes=NUM_CLASSES, score_threshold="1e-08",
