@@ -88,8 +88,8 @@ STAND_IN_MEMORY = {
 # EfficientDet-Lite on the Pi 4 and Pi 5 (TFLite 2.18): the source the Pi 5's constant and
 # both boards' all-thread bandwidth come from
 EFFICIENTDET_LOGS = "NobuoTsukamoto/benchmarks tensorflow/lite/efficentdet"
-# The TF1 detection zoo's SSD / SSDLite on the Pi 4 and a 64-bit Pi 3B+ (TFLite 2.5, fp32 with
-# XNNPACK; the INT8 column, TFLite's builtin kernels, is a table of its own)
+# The TF1 detection zoo's SSD / SSDLite on the Pi 4, a 64-bit and a 32-bit Pi 3B+ (TFLite 2.5,
+# fp32 with XNNPACK; the INT8 column, TFLite's builtin kernels, is a table of its own)
 SSD_LOGS = (
     "NobuoTsukamoto/benchmarks tensorflow/lite/tf1_detection_model_zoo/raspi.md: "
     "benchmark_tflite.py"
