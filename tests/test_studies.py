@@ -167,11 +167,11 @@ def test_ssd_twins_match_the_papers_detectors(tmp_path):
         )
         assert abs(folded / params - 1) < 0.05, (name, folded)
         assert abs(model_cost(model).total_macs / macs - 1) < 0.07, name
-        assert ssd_mobilenet(name, postprocess=False).outputs[0].shape[1:] == (boxes, 4)
+        head = ssd_mobilenet(name, postprocess=False)
+        assert head.outputs[0].shape[1:] == (boxes, 4)
     # the outputs depend on the network (the batch norms' statistics from a forward pass):
     # scores spread, no two of the first anchors' boxes alike; with untrained statistics
     # every score was 0.5 and every encoding 0, whatever the backbone computed
-    head = ssd_mobilenet(name, postprocess=False)
     image = np.random.default_rng(1).uniform(0, 1, (1, 320, 320, 3)).astype("float32")
     encodings, scores = (np.asarray(t) for t in head(image))
     assert np.ptp(scores) > 0.3 and np.std(encodings) > 0.05

@@ -252,8 +252,11 @@ def detection_scores(blob: bytes) -> tuple[int, int] | None:
     where two runtimes pick other boxes among tied scores (an int8 detector's take a few
     hundred levels) they still agree, within the input's quantization step (int8 kernels
     round alike on no two ISAs)."""
+    from liteconv.device.flatbuf import custom_codes
     from liteconv.device.graph import POSTPROCESS_OP, list_ops
 
+    if POSTPROCESS_OP not in custom_codes(blob):  # read from the flatbuffer: no interpreter
+        return None
     for op in list_ops(blob):
         if op.name == POSTPROCESS_OP and len(op.outputs) > 2 and len(op.inputs) > 1:
             return op.outputs[2], op.inputs[1]
