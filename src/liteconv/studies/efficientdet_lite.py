@@ -17,8 +17,12 @@ boxes; it runs on TFLite's own kernel on the calling thread, outside XNNPACK).
 
 What the twin cannot copy: the trained weights. Random ones give other scores and boxes,
 so the non-max suppression suppresses otherwise (its work is bounded by 25 × the anchors).
+Its batch norms carry one forward pass's statistics (``calibrate_batch_norms``), so its
+scores and boxes depend on every layer (with the untrained ones every score was 0.5 and
+every box its anchor), and the emulated run's check compares outputs the layers shaped.
 Its size, checked against the published ``.tflite`` files (NobuoTsukamoto/benchmarks'
-logs: 13.68 / 18.17 / 22.80 MB for Lite0 / 1 / 2, fp32; the twins' are 8-10 % smaller):
+logs, benchmark_model's "input model file size (MB)", 10^6 bytes: 13.68 / 18.17 / 22.80
+for Lite0 / 1 / 2, fp32; the twins' files are 13.68 / 18.17 / 22.79 MB, within 0.05 %):
 ``tests/test_studies.py``. The twins have 3.29 / 4.31 / 5.32 M parameters; google/automl's
 README lists 4.3 / 5.8 / 7.2 M, a count that the published files' sizes do not bear out.
 """
@@ -30,8 +34,8 @@ import math
 import numpy as np
 
 from liteconv.compat import keras
-from liteconv.export.convert import POSTPROCESS_OP
 from liteconv.keras_layers.efficientnet_lite import backbone
+from liteconv.studies.detection import DetectionPostProcess, calibrate_batch_norms
 
 # variant: (backbone variant, image size, fpn_num_filters, fpn_cell_repeats, box_class_repeats)
 VARIANTS: dict[int, tuple[int, int, int, int, int]] = {
@@ -114,69 +118,6 @@ def anchors(size: int, anchor_scale: float = 3.0) -> np.ndarray:
     return np.asarray(out, dtype=np.float32) / size
 
 
-def _postprocess_signature(max_detections: int, num_classes: int, score_threshold: str,
-                           iou_threshold: float, scales: tuple[float, ...]) -> str:  # fmt: skip
-    y, x, h, w = scales
-    attrs = {"max_detections": ("i", max_detections), "max_classes_per_detection": ("i", 1),
-             "detections_per_class": ("i", 1), "use_regular_nms": ("b", "false"),
-             "nms_score_threshold": ("f", score_threshold), "nms_iou_threshold": ("f", iou_threshold),
-             "y_scale": ("f", y), "x_scale": ("f", x), "h_scale": ("f", h),
-             "w_scale": ("f", w), "num_classes": ("i", num_classes)}  # fmt: skip
-    return " ".join(
-        [f'name: "{POSTPROCESS_OP}"']
-        + [f'attr {{ key: "{k}" value {{ {t}: {v} }} }}' for k, (t, v) in attrs.items()]
-    )
-
-
-class DetectionPostProcess(keras.layers.Layer):
-    """The TFLite export's ``TFLite_Detection_PostProcess`` (box decoding against the
-    anchors, fast non-max suppression, ``max_detections`` boxes): a placeholder in
-    TensorFlow that the converter replaces by the operator (``tf.function``'s
-    ``experimental_implements``; convert with ``allow_custom_ops``). The defaults are
-    EfficientDet-Lite's export; ``score_threshold`` as the operator's text (``"-inf"``),
-    ``scales``: the box coder's y, x, h, w scales."""
-
-    def __init__(self, anchors: np.ndarray, max_detections: int = MAX_DETECTIONS,
-                 num_classes: int = NUM_CLASSES, score_threshold: str = "-inf",
-                 iou_threshold: float = 0.5, scales: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
-                 **kwargs):  # fmt: skip
-        super().__init__(**kwargs)
-        import tensorflow as tf
-
-        self._anchors = tf.constant(anchors)
-        signature = _postprocess_signature(max_detections, num_classes, score_threshold,
-                                           iou_threshold, scales)  # fmt: skip
-
-        @tf.function(experimental_implements=signature)
-        def postprocess(boxes, scores, anchors):
-            del scores, anchors
-            zeros = tf.zeros_like(boxes[:, :max_detections, 0])
-            return (tf.zeros_like(boxes[:, :max_detections]), zeros, zeros,
-                    tf.zeros_like(boxes[:, 0, 0]))  # fmt: skip
-
-        self._postprocess = postprocess
-
-    def call(self, boxes, scores):
-        return self._postprocess(boxes, scores, self._anchors)
-
-
-def calibrate_batch_norms(model, size: int, seed: int = 0) -> None:
-    """Give every batch norm of ``model`` the statistics of one forward pass over a few
-    random ``size`` px images, as a trained network's are of its data: each layer's output
-    keeps unit scale, so the outputs depend on every layer (with the untrained statistics,
-    mean 0 and variance 1, a small initializer such as the TF1 detection configs' shrinks
-    the activations layer by layer until a detector's class logits are their biases: every
-    score tied, the boxes the anchors, whatever the backbone computes)."""
-    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
-    momenta = [bn.momentum for bn in norms]
-    images = np.random.default_rng(seed).uniform(0, 1, (4, size, size, 3)).astype("float32")
-    for bn in norms:
-        bn.momentum = 0.0  # the moving statistics become this batch's
-    model(images, training=True)
-    for bn, momentum in zip(norms, momenta):
-        bn.momentum = momentum
-
-
 def efficientdet_lite(variant: int = 0, postprocess: bool = True):
     """EfficientDet-Lite ``variant`` (0-2) at its published image size, random weights,
     ending in the post-processing operator (``DetectionPostProcess``: its outputs, as
@@ -201,7 +142,10 @@ def efficientdet_lite(variant: int = 0, postprocess: bool = True):
         _head(feats, channels, repeats, NUM_CLASSES, "class")
     )
     scores = keras.layers.Activation("sigmoid", name="scores")(logits)
+    head = keras.Model(inputs, [boxes, scores], name=f"efficientdet_lite{variant}")
+    calibrate_batch_norms(head, size)
     if not postprocess:
-        return keras.Model(inputs, [boxes, scores], name=f"efficientdet_lite{variant}")
-    detections = DetectionPostProcess(anchors(size), name="postprocess")(boxes, scores)
+        return head
+    detections = DetectionPostProcess(anchors(size), max_detections=MAX_DETECTIONS,
+                                      num_classes=NUM_CLASSES, name="postprocess")(boxes, scores)  # fmt: skip
     return keras.Model(inputs, list(detections), name=f"efficientdet_lite{variant}")

@@ -740,8 +740,8 @@ LIMITS = [
     "built from google/automl's definition (`studies/efficientdet_lite.py`) with its "
     "post-processing operator (box decoding and non-max suppression over every anchor, on "
     "the calling thread); random weights make that suppression's work differ from the "
-    "trained model's, and the twins' files are 8-10 % smaller than the published ones "
-    "(12.6 / 16.5 / 20.4 MiB against the log's 13.68 / 18.17 / 22.80 MB). The logs' "
+    "trained model's; the twins' files are the published ones' sizes within 0.05 % "
+    "(13.68 / 18.17 / 22.79 MB against the logs' 13.68 / 18.17 / 22.80). The logs' "
     "3-thread runs are left out (the targets estimate 1, 2 and 4 threads).",
     "SSD / SSDLite MobileNet v2 / v3 (the Pi 4, 64-bit and 32-bit Pi 3B+ table of TFLite "
     "2.5 with XNNPACK, timed in Python around set_input_tensor + invoke): twins built from "

@@ -46,7 +46,7 @@ import math
 import numpy as np
 
 from liteconv.compat import keras
-from liteconv.studies.efficientdet_lite import DetectionPostProcess, calibrate_batch_norms
+from liteconv.studies.detection import DetectionPostProcess, calibrate_batch_norms
 
 NUM_CLASSES = 90  # COCO's ids; the predictor adds a background class
 MAX_DETECTIONS = 10  # export_tflite_ssd_graph's default
