@@ -114,6 +114,17 @@ def _output_shapes(blob: bytes) -> list[tuple]:
     return sorted(tuple(interp.get_tensor(o["index"]).shape) for o in interp.get_output_details())
 
 
+def _assert_outputs_depend_on_layers(head, score_spread: float) -> None:
+    """A detector twin's head (box encodings, scores) on a 320 px image: the outputs depend
+    on the network (the batch norms' statistics from a forward pass): scores spread by more
+    than ``score_spread``, no two of the first anchors' boxes alike; with untrained
+    statistics every score was 0.5 and every encoding 0, whatever the backbone computed."""
+    image = np.random.default_rng(1).uniform(0, 1, (1, 320, 320, 3)).astype("float32")
+    encodings, scores = (np.asarray(t) for t in head(image))
+    assert np.ptp(scores) > score_spread and np.std(encodings) > 0.05
+    assert len(np.unique(encodings[0, :100].round(4), axis=0)) == 100
+
+
 def test_efficientdet_lite_twin_matches_the_published_export():
     """EfficientDet-Lite0 as the study builds it: the published log's 13 XNNPACK partitions
     are the 12 nearest-neighbour resizes XNNPACK does not take (4 per BiFPN cell) plus one;
@@ -133,13 +144,7 @@ def test_efficientdet_lite_twin_matches_the_published_export():
     # the box encodings: the post-processing layer's first input, one row per anchor
     head = efficientdet_lite(0, postprocess=False)
     assert head.outputs[0].shape[1:] == (19206, 4)
-    # the outputs depend on the network (the batch norms' statistics from a forward pass):
-    # scores spread, no two of the first anchors' boxes alike; with untrained statistics
-    # every score was 0.5 and every encoding 0, whatever the backbone computed
-    image = np.random.default_rng(1).uniform(0, 1, (1, 320, 320, 3)).astype("float32")
-    encodings, scores = (np.asarray(t) for t in head(image))
-    assert np.ptp(scores) > 0.1 and np.std(encodings) > 0.05
-    assert len(np.unique(encodings[0, :100].round(4), axis=0)) == 100
+    _assert_outputs_depend_on_layers(head, score_spread=0.1)
     blob = to_tflite(model, mode="fp32", postprocess_op=True)
     names = [op.name for op in list_ops(blob)]
     assert names.count("RESIZE_NEAREST_NEIGHBOR") == 12
@@ -182,20 +187,14 @@ def test_ssd_twins_match_the_papers_detectors(tmp_path):
         assert abs(model_cost(model).total_macs / macs - 1) < 0.07, name
         head = ssd_mobilenet(name, postprocess=False)
         assert head.outputs[0].shape[1:] == (boxes, 4)
-    # the outputs depend on the network (the batch norms' statistics from a forward pass):
-    # scores spread, no two of the first anchors' boxes alike; with untrained statistics
-    # every score was 0.5 and every encoding 0, whatever the backbone computed
-    image = np.random.default_rng(1).uniform(0, 1, (1, 320, 320, 3)).astype("float32")
-    encodings, scores = (np.asarray(t) for t in head(image))
-    assert np.ptp(scores) > 0.3 and np.std(encodings) > 0.05
-    assert len(np.unique(encodings[0, :100].round(4), axis=0)) == 100
-    full = ssd_mobilenet("ssd_mobilenet_v2", postprocess=False)
+    _assert_outputs_depend_on_layers(head, score_spread=0.3)
+    full = ssd_mobilenet("ssd_mobilenet_v2")
     predictors = [layer for layer in full.layers if layer.name.startswith(("box", "class"))]
     kernels = {layer.kernel_size for layer in predictors if "Conv2D" in type(layer).__name__}
     assert kernels == {(3, 3)}
     assert not any("Depthwise" in type(layer).__name__ for layer in predictors)
     assert abs(model_cost(full).total_macs / 1.875e9 - 1) < 0.01
-    full_blob = to_tflite(ssd_mobilenet("ssd_mobilenet_v2"), mode="fp32", postprocess_op=True)
+    full_blob = to_tflite(full, mode="fp32", postprocess_op=True)
     assert abs(len(full_blob) / 67.3128e6 - 1) < 0.01, len(full_blob)
     blob = to_tflite(model, mode="fp32", postprocess_op=True)
     assert [op.name for op in list_ops(blob)].count("TFLite_Detection_PostProcess") == 1
