@@ -370,9 +370,10 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
             if (entry.get("check") or {}).get("passed"):
                 cached[key] = entry
     todo = [i for i, k in enumerate(keys) if k not in cached]
-    # the reference runs the emulated kernels' family: builtin where the emulated runtime
+    # the host's reference, for the models to count only (a cached estimate was checked when
+    # it was counted), runs the emulated kernels' family: builtin where the emulated runtime
     # runs them (``xnnpack`` False, and a 32-bit target's wheel, which has no XNNPACK)
-    refs = [host_reference(p, xnnpack=xnnpack and not is_32bit(target)) for p in paths]
+    refs = {i: host_reference(paths[i], xnnpack=xnnpack and not is_32bit(target)) for i in todo}
     counted: dict[int, dict] = {}
     if todo:
         echo(f"emulating {len(todo)} model(s) on {target.qemu_cpu} ({qemu}; first time for "
@@ -395,12 +396,12 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
                 one["dispatches"] = graph_dispatches(paths[i]) if xnnpack else 0
     records = []
     for i, path in enumerate(paths):
-        ref = refs[i]
         if i in counted and "error" in counted[i]:  # not cached: a later runtime may run it
             entry = _not_run(target, counted[i]["error"])
             echo(f"warning: {path.name}: {emulated_runtime(target, xnnpack)} cannot run it, so no "
                  f"estimate on {target.name}: {entry['error']}")  # fmt: skip
         elif i in counted:
+            ref = refs[i]
             emulated = as_rows(dequantize(counted[i]["output"], ref["detail"]))
             check = compare_outputs(emulated, ref["output"], ref["step"])
             entry = _record(target, counted[i], None, xnnpack)
