@@ -299,6 +299,42 @@ def test_target_cache_settings_are_checked():
     with pytest.raises(LiteconvError, match="l2_policy"):
         target_from_dict({**base, "l1d_kb": 32, "l1d_ways": 2, "l2_kb": 1024, "l2_ways": 16,
                           "l2_policy": "fifo"}, "t.yaml")  # fmt: skip
+    for wrong in ("410fd083", "0x410fd08", "0x410fdzz3"):
+        with pytest.raises(LiteconvError, match="t.yaml: midr: .*(MIDR_EL1|hexadecimal)"):
+            target_from_dict({**base, "arch": "aarch64", "midr": wrong}, "t.yaml")
+    with pytest.raises(LiteconvError, match="only an aarch64 target"):
+        target_from_dict({**base, "arch": "armv7l", "midr": "0x410fd034"}, "t.yaml")
+
+
+def test_the_guest_is_shown_the_boards_core_and_nothing_else_of_the_root_changes(tmp_path):
+    """``/proc/cpuinfo`` as 64-bit Linux prints it for the MIDR's fields (Arm's encoding:
+    implementer [31:24], variant [23:20], architecture [19:16], part [15:4], revision [3:0]);
+    the board's root links every other entry of the user space's."""
+    import os
+
+    from liteconv.emulate import userspace
+
+    text = userspace.cpuinfo_text("0x517F804D")  # Snapdragon 855's Kryo 4xx Gold (r7p13)
+    entries = [e for e in text.split("\n\n") if e]
+    assert len(entries) >= max(os.cpu_count() or 1, 1)
+    fields = dict(line.split(":", 1) for line in entries[1].splitlines())
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    assert fields["processor"] == "1"
+    assert (fields["CPU implementer"], fields["CPU variant"], fields["CPU part"],
+            fields["CPU revision"]) == ("0x51", "0x7", "0x804", "13")  # fmt: skip
+    a72 = dict(line.split(":", 1) for line in userspace.cpuinfo_text("0x410fd083").splitlines()[:8])
+    assert {k.strip(): v.strip() for k, v in a72.items()}["CPU part"] == "0xd08"
+    root = tmp_path / "root"
+    for folder in ("usr/bin", "proc", "etc"):
+        (root / folder).mkdir(parents=True)
+    (root / "usr/bin/python3.11").write_text("#")
+    (root / "lib").symlink_to("usr/lib")
+    board = userspace.board_root(root, "0x410fd034", tmp_path / "board")
+    assert sorted(p.name for p in board.iterdir()) == ["etc", "lib", "proc", "usr"]
+    assert (board / "usr/bin/python3.11").read_text() == "#"
+    assert os.readlink(board / "lib") == str(root.resolve() / "lib")
+    assert "CPU part\t: 0xd03" in (board / "proc/cpuinfo").read_text()
+    assert not (root / "proc/cpuinfo").exists()  # the shared user space is untouched
 
 
 def test_a_transferred_constant_equals_its_source_on_the_same_cycle_model():
@@ -427,9 +463,14 @@ def _conv_stack(tmp_path):
 
 
 @pytest.mark.large
-def test_cores_differ_in_int8_kernels_not_in_fp32_and_counts_repeat(tmp_path):
-    """XNNPACK picks the emulated core's kernels: Cortex-A76 has dot-product int8 kernels,
-    Cortex-A72 not; fp32 runs the same NEON kernels on both. Counting twice gives the same."""
+def test_each_board_runs_its_own_cores_kernels_and_counts_repeat(tmp_path):
+    """XNNPACK picks the kernels it picks on the board: the guest is shown the board's core
+    (``midr``), so a Cortex-A72 runs XNNPACK's 4x8 fp32 kernels tuned for it, an A53 its
+    in-order ones and an A76 the 6x8 ones; shown the host's x86 /proc/cpuinfo it would run
+    the generic ones. The A76 has dot-product int8 kernels, the A72 not. Counting twice
+    gives the same."""
+    import dataclasses
+
     from liteconv.device.targets import load_target
     from liteconv.emulate.estimate import estimate_models
 
@@ -442,7 +483,23 @@ def test_cores_differ_in_int8_kernels_not_in_fp32_and_counts_repeat(tmp_path):
                             arm64_cache=ARM64_CACHE)  # fmt: skip
     pi5 = estimate_models(models, load_target("raspberry-pi-5"), cache=tmp_path / "c",
                           arm64_cache=ARM64_CACHE)  # fmt: skip
-    assert all(r["check"]["passed"] for r in pi4 + pi5)
+    pi3 = estimate_models(models[:1], load_target("raspberry-pi-3"), cache=tmp_path / "d",
+                          arm64_cache=ARM64_CACHE)  # fmt: skip
+    host_cpuinfo = dataclasses.replace(load_target("raspberry-pi-4"), midr="")
+    generic = estimate_models(models[:1], host_cpuinfo, cache=tmp_path / "e",
+                              arm64_cache=ARM64_CACHE)  # fmt: skip
+    assert all(r["check"]["passed"] for r in pi4 + pi5 + pi3 + generic)
+
+    def kernel(record):  # the function that ran most: the convolutions' micro-kernel
+        return next(iter(record["cycle_model"]["kernels"]))
+
+    # XNNPACK's per-core choices (its gemm config): the 3x3 convolutions run an igemm kernel
+    assert kernel(pi4[0]).startswith("xnn_f32_igemm_minmax_ukernel_4x8__"), kernel(pi4[0])
+    assert "cortex_a53" in kernel(pi3[0]) and "6x8" in kernel(pi3[0]), kernel(pi3[0])
+    assert kernel(pi5[0]).startswith("xnn_f32_igemm_minmax_ukernel_6x8__"), kernel(pi5[0])
+    assert "cortex_a" not in kernel(generic[0]), kernel(generic[0])
+    assert len({kernel(r[0]) for r in (pi4, pi3, pi5, generic)}) == 4
+    assert "neondot" in kernel(pi5[1]) and "neondot" not in kernel(pi4[1])
     assert [r["instructions_per_invoke"] for r in pi4] == [
         r["instructions_per_invoke"] for r in again
     ]
@@ -462,10 +519,10 @@ def test_cores_differ_in_int8_kernels_not_in_fp32_and_counts_repeat(tmp_path):
     assert [r["dispatches"] for r in pi4] == [r["dispatches"] for r in again]
     fp32_a72, int8_a72 = (r["instructions_per_invoke"] for r in pi4)
     fp32_a76, int8_a76 = (r["instructions_per_invoke"] for r in pi5)
-    assert abs(fp32_a72 - fp32_a76) <= 1e-3 * fp32_a72  # the same kernels
+    assert abs(fp32_a72 - fp32_a76) > 1e-3 * fp32_a72  # other kernels (4x8, 6x8 tiles)
     assert int8_a76 < 0.7 * int8_a72  # SDOT does 4 multiply-adds per lane
-    # the same fp32 instructions cost fewer cycles on the A76's two ASIMD pipes (LLVM 19's
-    # neoverse-n1) than on the A72's: the cores differ in CPI, not only in counts and clock
+    # fp32 FMA kernels cost fewer cycles per instruction on the A76's two ASIMD pipes (LLVM
+    # 19's neoverse-n1) than on the A72's: the cores differ in CPI, not only in counts and clock
     cpi_a72, cpi_a76 = (r[0]["cycle_model"]["hot_cpi"] for r in (pi4, pi5))
     assert pi5[0]["cycle_model"]["mca_cpu"] == "neoverse-n1" and pi5[0]["llvm"] == 19
     assert cpi_a76 < 0.8 * cpi_a72, (cpi_a72, cpi_a76)
@@ -975,6 +1032,11 @@ def test_symbols_split_blocks_by_function_and_count_dispatches():
     assert split["kinds"] == ["parallel", "parallel", "serial", "serial", "serial"]
     assert split["parallel"]["instructions"] == 750 and split["serial"]["instructions"] == 90
     assert split["dispatches"] == 7
+    # the functions that ran most, by instructions per invoke (10 x 50, 5 x 50, 4 x 7 + 6 x 7)
+    assert list(split["kernels"].items())[:3] == [
+        ("xnn_f32_gemm_minmax_ukernel_4x8", 500), ("xnn_compute_gemm", 250),
+        ("pthreadpool_parallelize_2d_tile_2d_private_impl", 70)]  # fmt: skip
+    assert len(symbols.split_blocks(blocks, Names(), top=2)["kernels"]) == 2
     maps = ("7f0000000000-7f0000100000 r-xp 00000000 08:01 12 /usr/lib/libx.so\n"
             "7f0000200000-7f0000201000 rw-p 00100000 08:01 12 /usr/lib/libx.so\n"
             "7fff00000000-7fff00021000 rw-p 00000000 00:00 0 [stack]\n")  # fmt: skip

@@ -45,6 +45,11 @@ class Target:
     core: str = ""  # llvm-mca's -mcpu: the scheduling model (see ``llvm``)
     llvm: Literal[16, 19] = 16  # which LLVM's llvm-mca models ``core`` (19 has neoverse-n1/a55)
     qemu_cpu: str = ""
+    # The board's MIDR_EL1 (its cores' implementer, part, variant, revision): the emulated
+    # guest's /proc/cpuinfo shows it, so XNNPACK and ruy pick the kernels they pick on the
+    # board (aarch64; empty: the host's file, on which they find no ARM core: generic kernels).
+    midr: str = ""
+    midr_source: str = ""
     clock_mhz: float = field(default=0.0, metadata=check(0))
     l1d_kb: int = field(default=0, metadata=check(0))
     l1d_ways: int = field(default=0, metadata=check(0))
@@ -70,6 +75,21 @@ class Target:
     def to_dict(self) -> dict:
         """Plain data, as the bundle's ``target.json`` holds it."""
         return dataclasses.asdict(self)
+
+
+def parse_midr(midr: str) -> dict:
+    """The fields of a MIDR_EL1 value (``0x410fd083``: Arm, r0p3, part 0xd08, a Cortex-A72)."""
+    text = str(midr).strip().lower()
+    if not text.startswith("0x") or len(text) != 10:
+        raise LiteconvError(f"midr: {midr!r} is not a MIDR_EL1 value: give 0x and 8 hex digits, "
+                            "as /proc/cpuinfo's fields make it (e.g. 0x410fd083, a Cortex-A72)")  # fmt: skip
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise LiteconvError(f"midr: {midr!r} is not hexadecimal (e.g. 0x410fd083)") from None
+    return {"implementer": value >> 24, "variant": (value >> 20) & 0xF,
+            "architecture": (value >> 16) & 0xF, "part": (value >> 4) & 0xFFF,
+            "revision": value & 0xF}  # fmt: skip
 
 
 def target_from_dict(data, source: str) -> Target:
@@ -110,6 +130,14 @@ def target_from_dict(data, source: str) -> Target:
         raise LiteconvError(f"{source}: dram_all_threads_mb_s = {target.dram_all_threads_mb_s:g} "
                             f"must lie between dram_mb_s ({target.dram_mb_s:g}, one thread) and "
                             f"dram_peak_mb_s ({target.dram_peak_mb_s:g}, the bus)")  # fmt: skip
+    if target.midr:
+        try:
+            parse_midr(target.midr)
+        except LiteconvError as exc:
+            raise LiteconvError(f"{source}: {exc}") from None
+        if target.arch != "aarch64":
+            raise LiteconvError(f"{source}: midr: only an aarch64 target's emulated guest reads "
+                                f"it (this one is {target.arch or 'no arch'}): remove it")  # fmt: skip
     return target
 
 

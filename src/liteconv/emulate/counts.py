@@ -3,8 +3,9 @@
 The models run in the arm64 user space of ``bench-arm64`` (Debian's Python 3.11, numpy and
 ai-edge-litert 2.0.2's aarch64 wheel: 2.3.0's crashes under qemu 7.2) under the dynamic
 ``qemu-aarch64 -cpu CORE`` with the counting plugin; XNNPACK reads the emulated CPU's
-features and picks that core's kernels (dot-product int8 kernels on cortex-a76, not on
-cortex-a72). All models of one call share one emulated process.
+features (dot-product int8 kernels on cortex-a76, not on cortex-a72) and, from the
+``/proc/cpuinfo`` the guest is shown (``midr``), which core it runs on, and picks the kernels
+it picks on that board. All models of one call share one emulated process.
 
 Example:
     >>> counts = count_models(["fp32.tflite"], qemu_cpu="cortex-a72", cache=Path(".cache"))
@@ -91,7 +92,8 @@ def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None
 def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu: str, cache: Path,
                  arm64_cache: Path, invokes: int = 2, warmup: int = 1,
                  caches: dict | None = None, arch: str = "aarch64",
-                 xnnpack: bool = True, outputs: list[int] | None = None) -> list[dict]:  # fmt: skip
+                 xnnpack: bool = True, outputs: list[int] | None = None,
+                 midr: str = "") -> list[dict]:  # fmt: skip
     """Per model (``inputs``: its input tensors, one per model input, in its order):
     ``{"model", "error"}`` where the emulated runtime could not load or run it (its
     exception's text), else ``instructions_per_invoke``, the executed ``blocks`` (per invoke), the
@@ -103,7 +105,11 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
     tflite-runtime 2.14, built in ``arm64_cache``'s sibling folder ``armhf``); ``xnnpack``
     False: the runtime's builtin kernels (no default delegate), as ``bench --no-xnnpack``;
     ``outputs``: per model, the tensor index whose value ``output`` holds (default: its
-    first output)."""
+    first output); ``midr``: the board's core as the guest's ``/proc/cpuinfo`` shows it
+    (``userspace.board_root``: XNNPACK and ruy pick that core's kernels; aarch64 only; empty:
+    the host's file, and their generic kernels)."""
+    if midr and arch != "aarch64":
+        raise LiteconvError(f"midr {midr}: only an aarch64 guest reads it (this one is {arch})")
     space = Path(arm64_cache).resolve()
     if arch != "aarch64":
         space = space.with_name("armhf")
@@ -124,10 +130,12 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
                 "maps": str(Path(tmp) / "maps.txt"),
                 "errors": str(Path(tmp) / "errors.json")}  # fmt: skip
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
+        guest_root = userspace.board_root(root, midr, Path(tmp) / "root") if midr else root
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
         env.update(PYTHONPATH=site, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
         regions, _ = run_counted(
-            ["-L", str(root), str(root / userspace.PYTHON), str(GUEST), str(Path(tmp) / "spec.json")],
+            ["-L", str(guest_root), str(root / userspace.PYTHON), str(GUEST),
+             str(Path(tmp) / "spec.json")],
             qemu_cpu=qemu_cpu, cache=cache, env=env, caches=caches, arch=arch,
         )  # fmt: skip
         outputs = np.load(spec["outputs"])

@@ -92,7 +92,8 @@ def emulated_runtime(target: Target, xnnpack: bool = True) -> str:
     builtin kernels, as ``bench --no-xnnpack``)."""
     if is_32bit(target):  # builtin kernels either way (the wheel has no XNNPACK)
         return EMULATED_RUNTIME_ARMV7 if xnnpack else f"{EMULATED_RUNTIME_ARMV7}, XNNPACK off"
-    return EMULATED_RUNTIME if xnnpack else f"{EMULATED_RUNTIME}, builtin kernels (XNNPACK off)"
+    runtime = EMULATED_RUNTIME if xnnpack else f"{EMULATED_RUNTIME}, builtin kernels (XNNPACK off)"
+    return f"{runtime}, the kernels it picks for MIDR {target.midr}" if target.midr else runtime
 
 
 def core_model(target: Target) -> str:
@@ -273,7 +274,7 @@ def _key(path: Path, target: Target, xnnpack: bool = True) -> str:
                                   caches_of(target)]).encode())  # fmt: skip
         return digest.hexdigest()[:24]
     digest.update(json.dumps([CACHE_VERSION, target.core, target.qemu_cpu, caches_of(target),
-                              tools.llvm_mca_version(target.llvm)]).encode())  # fmt: skip
+                              tools.llvm_mca_version(target.llvm), target.midr]).encode())  # fmt: skip
     return digest.hexdigest()[:24]
 
 
@@ -303,6 +304,7 @@ def _record(target: Target, counted: dict | None, cached: dict | None,
         split = symbols.split_blocks(counted["blocks"], counted["symbolizer"], xnnpack)
         cyc, detail = cycles.estimate_cycles(counted["blocks"], target.core, target.llvm,
                                              kinds=split["kinds"])  # fmt: skip
+        detail["kernels"] = split["kernels"]  # what the runtime picked for target.midr's core
         base = {"instructions_per_invoke": round(counted["instructions_per_invoke"]),
                 "estimated_cycles": round(cyc), "cycle_model": detail,
                 "dispatches": split["dispatches"], "memory": counted.get("memory")}  # fmt: skip
@@ -383,7 +385,7 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
                                       qemu_cpu=target.qemu_cpu, cache=cache,
                                       arm64_cache=Path(arm64_cache),
                                       caches=caches_of(target), arch=arch,
-                                      xnnpack=xnnpack)  # fmt: skip
+                                      xnnpack=xnnpack, midr=target.midr)  # fmt: skip
         counted = dict(zip(todo, results))
         ran = {i: one for i, one in counted.items() if "error" not in one}
         if arch == "aarch64" and ran:

@@ -130,21 +130,28 @@ class Symbolizer:
         return False
 
 
-def split_blocks(blocks: list[tuple], symbolizer: Symbolizer, xnnpack: bool = True) -> dict:
+def split_blocks(
+    blocks: list[tuple], symbolizer: Symbolizer, xnnpack: bool = True, top: int = 5
+) -> dict:
     """``{"kinds": [...], "serial": {...}, "parallel": {...}, "dispatches": N}``: the
     kind of each block (``"parallel"`` inside XNNPACK's tasks and micro-kernels, else
     ``"serial"``; with ``xnnpack`` False inside the builtin kernels' ``PARALLEL_BUILTIN``),
-    the instructions of each kind per invoke, and the pthreadpool dispatches per invoke
-    (entries to ``pthreadpool_parallelize_*``)."""
+    the instructions of each kind per invoke, the pthreadpool dispatches per invoke
+    (entries to ``pthreadpool_parallelize_*``) and the ``kernels``: the ``top`` functions by
+    instructions per invoke (which micro-kernels the runtime picked for the emulated core)."""
     parallel = PARALLEL if xnnpack else PARALLEL_BUILTIN
     kinds, totals, calls = [], {"serial": 0.0, "parallel": 0.0}, 0.0
+    by_name: dict[str, float] = {}
     for vaddr, n, runs, _code in blocks:
         name = symbolizer.name(vaddr) or ""
         kind = "parallel" if parallel.search(name) else "serial"
         kinds.append(kind)
         totals[kind] += n * runs
+        by_name[name or "?"] = by_name.get(name or "?", 0.0) + n * runs
         if DISPATCH.match(name) and symbolizer.starts_function(vaddr):
             calls += runs
+    kernels = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
     return {"kinds": kinds, "serial": {"instructions": round(totals["serial"])},
             "parallel": {"instructions": round(totals["parallel"])},
-            "dispatches": round(calls)}  # fmt: skip
+            "dispatches": round(calls),
+            "kernels": {name: round(n) for name, n in kernels}}  # fmt: skip

@@ -22,7 +22,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from liteconv.device import caches
+from liteconv.device import caches, targets
 from liteconv.device.errors import LiteconvError
 
 DEBIAN_SUITE = "bookworm"  # python3.11, the same minor as the aarch64 wheels below
@@ -49,6 +49,39 @@ USERSPACES = {
 ALTERNATIVES = {
     "armhf": ("usr/lib/arm-linux-gnueabihf", ("blas/libblas.so.3", "lapack/liblapack.so.3"))
 }
+
+
+# qemu-user 7.2 gives the guest the host's /proc/cpuinfo (on x86: no ARM part number), so
+# the cpuinfo library, which XNNPACK and ruy ask which core they run on, finds none and they
+# take their generic kernels (XNNPACK's f32 GEMM: 7x8 ld128), not the board's (4x8
+# cortex_a75_prfm on a Cortex-A72, 6x8 cortex_a53_prfm on an A53). ``board_root`` shows the
+# guest the board's core instead; its instruction set still comes from qemu's -cpu (hwcaps).
+CPUINFO_PROCESSORS = 256  # entries past the host's processors are ignored by cpuinfo
+
+
+def cpuinfo_text(midr: str, processors: int = 0) -> str:
+    """``/proc/cpuinfo`` as 64-bit Linux prints it on a board whose every core is ``midr``'s."""
+    f = targets.parse_midr(midr)
+    count = max(processors or 0, CPUINFO_PROCESSORS, os.cpu_count() or 1)
+    one = ("processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd cpuid\n"
+           f"CPU implementer\t: 0x{f['implementer']:02x}\nCPU architecture: 8\n"
+           f"CPU variant\t: 0x{f['variant']:x}\nCPU part\t: 0x{f['part']:03x}\n"
+           f"CPU revision\t: {f['revision']}\n\n")  # fmt: skip
+    return "".join(one.format(n=n) for n in range(count))
+
+
+def board_root(root: Path, midr: str, where: Path) -> Path:
+    """A folder for ``qemu-aarch64 -L`` that is ``root`` (links to its entries) but for
+    ``/proc/cpuinfo``, which shows ``midr``'s core (qemu-user looks a guest's absolute path up
+    under ``-L`` first, then on the host: every other ``/proc`` file stays the guest's own)."""
+    root = Path(root).resolve()
+    where.mkdir(parents=True)
+    for entry in root.iterdir():
+        if entry.name != "proc":
+            (where / entry.name).symlink_to(entry)
+    (where / "proc").mkdir()
+    (where / "proc" / "cpuinfo").write_text(cpuinfo_text(midr))
+    return where
 
 
 def userspace(arch: str) -> dict:
