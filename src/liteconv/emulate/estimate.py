@@ -185,7 +185,7 @@ def dram_ms(target: Target, memory: dict | None, threads: int, shared_by: int = 
 # the slowest): fitted once, on XNNPACK's Pixel 3a 1- vs 2-thread pairs (google/XNNPACK
 # README, March 2020), by ``liteconv study emulation``; a count of cycles, so it applies to
 # every core at its clock and scale. Not a per-board constant.
-SYNC_CYCLES = 8500
+SYNC_CYCLES = 8000
 
 
 def thread_split(counted: dict) -> tuple[float, float, int]:
