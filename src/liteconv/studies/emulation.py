@@ -715,6 +715,11 @@ LIMITS = [
     "through the TFLite interpreter. One constant per table absorbs the runtime's speed, "
     "not a different mix of kernels; those tables are also estimated with today's builtin "
     'kernels ("Which kernels the figures ask for"), not the same as then (gemmlowp, Eigen).',
+    "The emulated guest is shown each board's core (its YAML's `midr`), so today's XNNPACK "
+    "runs that core's kernels and sizes its GEMM tiles to the caches cpuinfo reports for it; "
+    "the XNNPACK of 2020–2022 had no cache-sized tiles and re-read a layer's weights from "
+    "DRAM for each tile of rows once they outgrew the L2, so the weight-heavy models of those "
+    "tables (MobileNet v1 1.0, the full SSD) come out relatively fast here.",
     "uint8 rows (TF1 quantized models, asymmetric per-tensor) are compared with the full-"
     "integer int8 models converted here (per-channel weights): the same operators, other "
     "kernels.",
