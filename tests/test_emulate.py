@@ -314,16 +314,19 @@ def test_the_guest_is_shown_the_boards_core_and_nothing_else_of_the_root_changes
 
     from liteconv.emulate import userspace
 
+    def fields(entry):  # one processor's "name<tab>: value" lines
+        return {
+            k.strip(): v.strip() for k, v in (line.split(":", 1) for line in entry.splitlines())
+        }
+
     text = userspace.cpuinfo_text("0x517F804D")  # Snapdragon 855's Kryo 4xx Gold (r7p13)
     entries = [e for e in text.split("\n\n") if e]
     assert len(entries) >= max(os.cpu_count() or 1, 1)
-    fields = dict(line.split(":", 1) for line in entries[1].splitlines())
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    assert fields["processor"] == "1"
-    assert (fields["CPU implementer"], fields["CPU variant"], fields["CPU part"],
-            fields["CPU revision"]) == ("0x51", "0x7", "0x804", "13")  # fmt: skip
-    a72 = dict(line.split(":", 1) for line in userspace.cpuinfo_text("0x410fd083").splitlines()[:8])
-    assert {k.strip(): v.strip() for k, v in a72.items()}["CPU part"] == "0xd08"
+    kryo = fields(entries[1])
+    assert kryo["processor"] == "1"
+    assert (kryo["CPU implementer"], kryo["CPU variant"], kryo["CPU part"],
+            kryo["CPU revision"]) == ("0x51", "0x7", "0x804", "13")  # fmt: skip
+    assert fields(userspace.cpuinfo_text("0x410fd083").split("\n\n")[0])["CPU part"] == "0xd08"
     root = tmp_path / "root"
     for folder in ("usr/bin", "proc", "etc"):
         (root / folder).mkdir(parents=True)

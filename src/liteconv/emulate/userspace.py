@@ -59,10 +59,10 @@ ALTERNATIVES = {
 CPUINFO_PROCESSORS = 256  # entries past the host's processors are ignored by cpuinfo
 
 
-def cpuinfo_text(midr: str, processors: int = 0) -> str:
+def cpuinfo_text(midr: str) -> str:
     """``/proc/cpuinfo`` as 64-bit Linux prints it on a board whose every core is ``midr``'s."""
     f = targets.parse_midr(midr)
-    count = max(processors or 0, CPUINFO_PROCESSORS, os.cpu_count() or 1)
+    count = max(CPUINFO_PROCESSORS, os.cpu_count() or 1)
     one = ("processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd cpuid\n"
            f"CPU implementer\t: 0x{f['implementer']:02x}\nCPU architecture: 8\n"
            f"CPU variant\t: 0x{f['variant']:x}\nCPU part\t: 0x{f['part']:03x}\n"
