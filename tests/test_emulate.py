@@ -419,6 +419,32 @@ def test_a76_class_cores_have_their_own_pipeline_in_llvm_19():
     assert a55 > 1.5 * a72, (a72, a55)
 
 
+# XNNPACK's Cortex-A53 GEMM pattern: 8 FMLA by element, a 64-bit load slipped between them
+# (two as d-registers, two as x-registers moved into the upper halves), subs, b.ne
+A53_GEMM_BLOCK = bytes.fromhex(
+    "1411804f648440fc3511a04f688440f85611814f858440fc7711a14f898440f89811824f041d184e"
+    "b911a24f251d184eda11834ffb11a34f004000f101feff54"
+)
+
+
+def test_a53_boards_are_not_charged_in_order_write_back_for_loads_between_fmlas():
+    """LLVM's cortex-a53 model keeps every write-back in order (no RetireOOO), so each load
+    an A53 kernel slips between FMLAs waits for the FMLA before it: about 8x the block's
+    resource bound of 8 cycles a turn. The A53 boards take LLVM 19's cortex-a55 (in order,
+    dual issue, FP multiply-accumulates RetireOOO) and still run the A53's kernels."""
+    from liteconv.device.targets import list_targets, load_target
+
+    blocks = [(0x1000, 16, 100, A53_GEMM_BLOCK)]
+    a53 = cycles.estimate_cycles(blocks, "cortex-a53", 19)[0]
+    a55 = cycles.estimate_cycles(blocks, "cortex-a55", 19)[0]
+    assert a53 >= 6 * 8 * 100, a53  # the FMLA pipe needs 8 cycles a turn
+    assert 8 * 100 <= a55 <= 2.5 * 8 * 100, a55
+    a53_boards = [t for t in map(load_target, list_targets()) if t.midr[-4:-1] == "d03"]
+    assert {t.name for t in a53_boards} >= {"raspberry-pi-3", "raspberry-pi-zero-2"}
+    for board in a53_boards:
+        assert (board.core, board.llvm, board.qemu_cpu) == ("cortex-a55", 19, "cortex-a53")
+
+
 def test_emulate_without_the_tools_is_a_one_line_error(tmp_path, monkeypatch, exported_run):
     monkeypatch.setattr(tools, "LLVM_DIRS", {})
     monkeypatch.setattr(tools.shutil, "which", lambda *_a, **_k: None)
