@@ -1198,3 +1198,18 @@ def test_kernel_variants_score_only_tables_measured_without_xnnpack():
         if t.source.startswith("NobuoTsukamoto") and "INT8 column" not in t.source
     }
     assert any(not measured_with_xnnpack(t) for t in tables)
+
+
+def test_cross_board_ratio_applies_each_boards_constant():
+    """Board A ÷ board B: each raw estimate times its own board's constant, against the
+    published ratio of one source's two columns."""
+    from liteconv.studies.emulation import cross_board_rows
+
+    pairs = [{"model": "m", "mode": "fp32", "a_raw": 30.0, "b_raw": 20.0,
+              "a_published": 90.0, "b_published": 60.0}]  # fmt: skip
+    (row,) = cross_board_rows(pairs, constant_a=0.5, constant_b=1.5)
+    assert row["estimated"] == pytest.approx(30 * 0.5 / (20 * 1.5))  # 0.5
+    assert row["published"] == pytest.approx(1.5)
+    assert row["error"] == pytest.approx(0.5 / 1.5 - 1, abs=1e-4)
+    (same,) = cross_board_rows(pairs, constant_a=3.0, constant_b=2.0)  # 2.25 against 1.5
+    assert same["error"] == pytest.approx(0.5, abs=1e-4)
