@@ -1213,3 +1213,33 @@ def test_cross_board_ratio_applies_each_boards_constant():
     assert row["error"] == pytest.approx(0.5 / 1.5 - 1, abs=1e-4)
     (same,) = cross_board_rows(pairs, constant_a=3.0, constant_b=2.0)  # 2.25 against 1.5
     assert same["error"] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_the_report_names_where_a_baseline_beats_the_estimate_and_its_worst_row():
+    """A table whose host-time baseline has a lower median error than the estimate is
+    listed with that baseline and the estimate's worst row; a table the estimate wins is
+    not; a 2-row fit table says so."""
+    from liteconv.studies.emulation import not_beaten
+
+    def row(model, err):
+        return {"model": model, "alpha": 1.0, "resolution": 224, "mode": "fp32",
+                "estimate_loo_error": err}  # fmt: skip
+
+    def scores(est, macs, host, n):
+        return {"fp32": {"estimate": {"n": n, "median": est}, "macs": {"n": n, "median": macs},
+                         "host": {"n": n, "median": host}}}  # fmt: skip
+
+    doc = {"machine": {"cpu": "Test CPU"}, "tables": [
+        {"table": "lost", "fit_table": False, "scores": scores(0.08, 0.20, 0.05, 4),
+         "rows": [row("a", 0.02), row("b", -0.15), row("c", 0.09), row("d", None)]},
+        {"table": "won", "fit_table": False, "scores": scores(0.03, 0.20, 0.05, 4),
+         "rows": [row("a", 0.03)]},
+        {"table": "tiny", "fit_table": True, "scores": scores(0.10, 0.04, 0.30, 2),
+         "rows": [row("a", 0.10), row("b", -0.10)]}]}  # fmt: skip
+    found = {v["table"]: v for v in not_beaten(doc)}
+    assert set(found) == {"lost", "tiny"}
+    assert found["lost"]["baseline"] == "host" and found["lost"]["baseline_median"] == 0.05
+    assert found["lost"]["worst"] == "b 1/224" and found["lost"]["worst_error"] == -0.15
+    assert found["lost"]["notes"] == ["host-dependent (Test CPU)"]
+    assert found["tiny"]["baseline"] == "macs"
+    assert found["tiny"]["notes"] == ["2 rows", "the board's fit table"]

@@ -861,6 +861,41 @@ def _summary_rows(doc: dict) -> list[list]:
     return out
 
 
+BASELINE_NAMES = {"macs": "MACs × constant", "host": "this host's time × constant"}
+
+
+def not_beaten(doc: dict) -> list[dict]:
+    """The tables and modes where a baseline's median error (leave-one-out) is below the
+    estimate's: that baseline and its median, the estimate's, and the estimate's worst row
+    (where it loses), with why a row count or role makes the comparison weak."""
+    out = []
+    for t in doc["tables"]:
+        for mode, per in t["scores"].items():
+            est = per["estimate"]
+            if not est.get("n"):
+                continue
+            better = [(per[b]["median"], b) for b in ("macs", "host")
+                      if per[b].get("n") and per[b]["median"] < est["median"]]  # fmt: skip
+            if not better:
+                continue
+            median, name = min(better)
+            errors = [(abs(r["estimate_loo_error"]), r) for r in t["rows"]
+                      if r["mode"] == mode and r.get("estimate_loo_error") is not None]  # fmt: skip
+            worst = max(errors, key=lambda e: e[0])[1]
+            notes = []
+            if est["n"] <= 3:
+                notes.append(f"{est['n']} rows")
+            if t["fit_table"]:
+                notes.append("the board's fit table")
+            if name == "host":
+                notes.append(f"host-dependent ({doc['machine']['cpu']})")
+            out.append({"table": t["table"], "mode": mode, "n": est["n"],
+                        "estimate": est["median"], "baseline": name, "baseline_median": median,
+                        "worst": f"{worst['model']} {worst['alpha']:g}/{worst['resolution']}",
+                        "worst_error": worst["estimate_loo_error"], "notes": notes})  # fmt: skip
+    return out
+
+
 def _markdown(doc: dict) -> str:
     parts = [
         "# Emulated latency against published board figures, held out from the fit", "",
@@ -904,6 +939,20 @@ def _markdown(doc: dict) -> str:
                      [[k, v["table"][:100], v["constant"], v["yaml"]]
                       for k, v in doc["constants"].items()], markdown=True), "",
     ]  # fmt: skip
+    losses = not_beaten(doc)
+    if losses:
+        parts += ["## Where the estimate does not beat both baselines", "",
+                  "Per table and mode where a baseline's median error (leave-one-out) is below "
+                  "the estimate's: that baseline, and the row the estimate misses most. The "
+                  "host baseline is this machine's measured time (the same runtime's x86 "
+                  "kernels), so it differs by host and run; tables of 2–3 rows decide on one "
+                  "row. docs/emulation.md says why where the cause is known.", "",
+                  format_table(["table", "mode", "rows", "estimate", "better baseline",
+                                "estimate's worst row", "notes"],
+                               [[v["table"][:80], v["mode"], v["n"], _pct(v["estimate"]),
+                                 f"{BASELINE_NAMES[v['baseline']]}: {_pct(v['baseline_median'])}",
+                                 f"{v['worst']} ({_pct(v['worst_error'], True)})",
+                                 "; ".join(v["notes"])] for v in losses], markdown=True), ""]  # fmt: skip
     if doc.get("cross_board"):
         source, board_a, target_a, board_b, threads = CROSS_BOARD
         parts += [f"## {board_a} ÷ {board_b} across boards (a sanity check, not a score)", "",
