@@ -443,6 +443,11 @@ def test_a53_boards_are_not_charged_in_order_write_back_for_loads_between_fmlas(
     assert {t.name for t in a53_boards} >= {"raspberry-pi-3", "raspberry-pi-zero-2"}
     for board in a53_boards:
         assert (board.core, board.llvm, board.qemu_cpu) == ("cortex-a55", 19, "cortex-a53")
+    # `liteconv targets` shows both: the core qemu runs (the A53's ISA and kernels) and the
+    # model its cycles come from
+    listed = CliRunner().invoke(cli, ["targets"])
+    (row,) = [ln for ln in listed.output.splitlines() if ln.startswith("raspberry-pi-3 ")]
+    assert "cortex-a53 @ 1400 MHz, cycles: cortex-a55 (LLVM 19)" in row, row
 
 
 def test_emulate_without_the_tools_is_a_one_line_error(tmp_path, monkeypatch, exported_run):

@@ -29,9 +29,11 @@ def targets():
     rows = []
     for name, (source, path) in sorted(find_targets().items()):
         target = load_target(str(path))
-        core = f"{core_model(target)} @ {target.clock_mhz:g} MHz" if target.core else "-"
+        core = (f"{target.qemu_cpu} @ {target.clock_mhz:g} MHz, cycles: {core_model(target)}"
+                if target.core else "-")  # fmt: skip
         rows.append([name, target.description, core, source if source != "user" else str(path)])
-    click.echo(format_table(["target", "description", "emulated core", "from"], rows))
+    click.echo(format_table(["target", "description", "emulated core (qemu -cpu), cycle model",
+                             "from"], rows))  # fmt: skip
     boards = []
     for name, (source, path) in sorted(find_named("mcu").items()):
         board = load_board(str(path))
