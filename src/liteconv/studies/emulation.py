@@ -607,14 +607,13 @@ def _cross_board(tables: list[Table], constants: dict, sync: float, cache: str,
     if not (found_a and found_b) or not {target_a, found_b[0].target} <= set(constants):
         return []
     target = dataclasses.replace(load_target(target_a), cycle_scale=1.0)
-    files = sorted({str(r["file"]) for r in found_a[0].rows})
-    records = {rec["file"]: rec for rec in estimate_models(files, target, cache=cache, echo=echo)
-               if rec["check"]["passed"]}  # fmt: skip
-    b_rows = {(r["model"], r["alpha"], r["resolution"], r["mode"]): r for r in found_b[0].rows}
+    table_a = dataclasses.replace(found_a[0], target=target_a)
+    records = _estimates([table_a], {target_a: target}, cache, echo)
+    b_rows = {str(r["file"]): r for r in found_b[0].rows}  # the same twin: the same file
     pairs = []
-    for r in found_a[0].rows:
-        other = b_rows.get((r["model"], r["alpha"], r["resolution"], r["mode"]))
-        rec = records.get(str(r["file"]))
+    for r in table_a.rows:
+        other = b_rows.get(str(r["file"]))
+        rec = records.get((target_a, str(r["file"])))
         if other and other.get("estimate") and rec:
             pairs.append({"model": r["model"], "mode": r["mode"],
                           "a_raw": time_ms(target, rec, threads, sync_cycles=sync)["estimated_ms"],
@@ -852,8 +851,7 @@ def _summary_rows(doc: dict) -> list[list]:
                 continue
             met = (est.get("spearman") is not None and est["spearman"] >= GOALS["spearman"]
                    and est["within_10"] >= GOALS["within_10"] and est["within_20"] >= GOALS["within_20"])  # fmt: skip
-            beats = all(est["median"] <= per[b].get("median", math.inf) for b in ("macs", "host")
-                        if per[b].get("n"))  # fmt: skip
+            beats = not better_baselines(per)
             out.append([t["table"][:90], mode, est["n"], "held out" if held else "fit",
                         *(_score_cell(per[k]) if per[k].get("n") else ""
                           for k in ("estimate", "macs", "host")),
@@ -862,6 +860,13 @@ def _summary_rows(doc: dict) -> list[list]:
 
 
 BASELINE_NAMES = {"macs": "MACs × constant", "host": "this host's time × constant"}
+
+
+def better_baselines(per: dict) -> list[tuple[float, str]]:
+    """``(median, name)`` of each baseline whose median error is below the estimate's, for
+    one table and mode's scores (``judge_table``); empty where the estimate beats both."""
+    return [(per[b]["median"], b) for b in ("macs", "host")
+            if per[b].get("n") and per[b]["median"] < per["estimate"]["median"]]  # fmt: skip
 
 
 def not_beaten(doc: dict) -> list[dict]:
@@ -874,14 +879,13 @@ def not_beaten(doc: dict) -> list[dict]:
             est = per["estimate"]
             if not est.get("n"):
                 continue
-            better = [(per[b]["median"], b) for b in ("macs", "host")
-                      if per[b].get("n") and per[b]["median"] < est["median"]]  # fmt: skip
+            better = better_baselines(per)
             if not better:
                 continue
             median, name = min(better)
-            errors = [(abs(r["estimate_loo_error"]), r) for r in t["rows"]
-                      if r["mode"] == mode and r.get("estimate_loo_error") is not None]  # fmt: skip
-            worst = max(errors, key=lambda e: e[0])[1]
+            worst = max((r for r in t["rows"]
+                         if r["mode"] == mode and r.get("estimate_loo_error") is not None),
+                        key=lambda r: abs(r["estimate_loo_error"]))  # fmt: skip
             notes = []
             if est["n"] <= 3:
                 notes.append(f"{est['n']} rows")
