@@ -229,10 +229,12 @@ def test_thread_model_arithmetic_on_made_up_counts():
                                          "parallel": {"cycles": 4e6}}}}  # fmt: skip
     assert thread_split(counted) == (1e6, 4e6, 10)
     one = time_ms(board, counted, 1, sync_cycles=50_000)
-    assert one == {"compute_ms": 5.0, "sync_ms": 0.0, "memory_ms": 1.0, "estimated_ms": 6.0}
+    assert one == {"compute_ms": 5.0, "shared_l2_ms": 0.0, "sync_ms": 0.0, "memory_ms": 1.0,
+                   "estimated_ms": 6.0}  # fmt: skip
     four = time_ms(board, counted, 4, sync_cycles=50_000)
     # 1 + 4/4 ms of compute, 10 dispatches × 50 000 cycles × 3 extra threads = 1.5 ms, 1 ms DRAM
-    assert four == {"compute_ms": 2.0, "sync_ms": 1.5, "memory_ms": 1.0, "estimated_ms": 4.5}
+    assert four == {"compute_ms": 2.0, "shared_l2_ms": 0.0, "sync_ms": 1.5, "memory_ms": 1.0,
+                    "estimated_ms": 4.5}  # fmt: skip
     assert time_ms(dataclasses.replace(board, cycle_scale=2.0), counted, 4,
                    sync_cycles=50_000)["estimated_ms"] == 9.0  # fmt: skip
     # with the bus's peak: 2 threads draw 12 800 MB/s (0.5 ms), 4 threads the 16 000 peak
@@ -255,6 +257,7 @@ def test_thread_model_arithmetic_on_made_up_counts():
     assert time_ms(bus, counted, 2, sync_cycles=50_000)["memory_ms"] == 0.5
     assert time_ms(bus, counted, 4, sync_cycles=50_000) == {
         "compute_ms": 2.0,
+        "shared_l2_ms": 0.0,
         "sync_ms": 1.5,
         "memory_ms": 0.4,
         "estimated_ms": 3.9,
@@ -267,6 +270,54 @@ def test_thread_model_arithmetic_on_made_up_counts():
     assert time_ms(no_dram, old, 4, sync_cycles=50_000)["estimated_ms"] == 1.25
     assert caches_of(board) == {"l1d": (32, 2, "lru"), "l2": (1024, 16, "lru")}
     assert caches_of(Target(name="x")) is None
+
+
+def test_a_shared_l2_bounds_the_parallel_part_at_many_threads():
+    """Where the cluster's cores share one L2 (``l2_shared``), the parallel part runs no
+    faster than that L2 returns the counted L1D misses: 100 000 misses × 64 bytes at
+    3.2 bytes per cycle are 2 000 000 cycles, 2 ms at 1000 MHz. It holds back 4 threads
+    (1 ms of parallel work each), not 1 or 2 (4 and 2 ms); without the flag, or with no
+    miss counted, nothing changes."""
+    from liteconv.device.targets import Target
+    from liteconv.emulate.estimate import shared_l2_cycles, time_ms
+
+    board = Target(name="b", core="cortex-a72", qemu_cpu="cortex-a72", clock_mhz=1000,
+                   l1d_kb=32, l1d_ways=2, l2_kb=1024, l2_ways=16, threads=[1, 2, 4],
+                   l2_shared=True)  # fmt: skip
+    counted = {"estimated_cycles": 5e6, "dispatches": 0,
+               "memory": {"l1_misses": 100_000, "l2_misses": 0, "l2_writebacks": 0},
+               "cycle_model": {"parts": {"serial": {"cycles": 1e6},
+                                         "parallel": {"cycles": 4e6}}}}  # fmt: skip
+    assert shared_l2_cycles(board, counted, 3.2) == 2e6
+    times = {t: time_ms(board, counted, t, l2_bytes_per_cycle=3.2) for t in (1, 2, 4)}
+    assert [times[t]["compute_ms"] for t in (1, 2, 4)] == [5.0, 3.0, 3.0]  # 1 + max(4/T, 2)
+    assert all(times[t]["shared_l2_ms"] == 2.0 for t in times)
+    # a faster L2 (8 bytes per cycle: 0.8 ms) no longer binds at 4 threads (1 ms each)
+    assert time_ms(board, counted, 4, l2_bytes_per_cycle=8.0)["compute_ms"] == 2.0
+    private = dataclasses.replace(board, l2_shared=False)  # a DynamIQ core's own L2
+    assert time_ms(private, counted, 4, l2_bytes_per_cycle=3.2)["compute_ms"] == 2.0
+    assert time_ms(private, counted, 4, l2_bytes_per_cycle=3.2)["shared_l2_ms"] == 0.0
+    no_misses = {**counted, "memory": None}
+    assert time_ms(board, no_misses, 4, l2_bytes_per_cycle=3.2)["compute_ms"] == 2.0
+
+
+def test_the_shared_l2_flag_is_the_cluster_s():
+    """The boards whose cores share one L2 (Cortex-A53 and A72 clusters) say so with its
+    source; the DynamIQ boards (A55, A76: each core's own L2) do not; the flag needs the
+    cache sizes that count the misses."""
+    from liteconv.device.targets import list_targets, load_target, target_from_dict
+
+    shared = {n for n in list_targets() if load_target(n).l2_shared}
+    assert shared == {"raspberry-pi-3", "raspberry-pi-3-32bit", "raspberry-pi-4",
+                      "raspberry-pi-zero-2", "single-core-embedded"}  # fmt: skip
+    for name in shared:
+        source = load_target(name).l2_shared_source
+        assert "TRM" in source and ("Cortex-A53" in source or "Cortex-A72" in source), name
+    for name in ("raspberry-pi-5", "pixel-4", "android-big-cores", "android-little-cores"):
+        assert not load_target(name).l2_shared, name
+    with pytest.raises(LiteconvError, match="l2_shared needs the cache sizes"):
+        target_from_dict({"name": "t", "core": "cortex-a72", "qemu_cpu": "cortex-a72",
+                          "clock_mhz": 1500, "l2_shared": True}, "t.yaml")  # fmt: skip
 
 
 def test_target_cache_settings_are_checked():
@@ -938,6 +989,32 @@ def test_thread_count_is_fitted_on_pairs_alone_and_recovered():
     fitted, rows = fit_sync(pairs, board)
     assert fitted == pytest.approx(truth, abs=500)
     assert all(r["estimated_ratio"] == pytest.approx(r["published_ratio"], rel=1e-3) for r in rows)
+
+
+def test_the_shared_l2_fit_finds_the_rate_that_made_the_ratios():
+    """Made-up 1- vs T-thread pairs on a board whose L2 is shared, their ratios computed at
+    a known rate (5 bytes per cycle): the fit finds it; the board constant cancels."""
+    from liteconv.device.targets import Target
+    from liteconv.emulate.estimate import time_ms
+    from liteconv.studies.emulation import fit_shared_l2
+
+    board = Target(name="b", clock_mhz=1500, cycle_scale=2.0, l1d_kb=32, l1d_ways=2,
+                   l2_kb=1024, l2_ways=16, l2_shared=True)  # fmt: skip
+    models = [{"estimated_cycles": c, "dispatches": 50,
+               "memory": {"l1_misses": m, "l2_misses": 0, "l2_writebacks": 0},
+               "cycle_model": {"parts": {"serial": {"cycles": c * 0.02},
+                                         "parallel": {"cycles": c * 0.98}}}}
+              for c, m in ((4e8, 6e6), (2e8, 2e6), (1e8, 2.5e6))]  # fmt: skip
+    truth = 5.0
+    pairs = [(board, m, m, t, time_ms(board, m, 1, l2_bytes_per_cycle=truth)["estimated_ms"]
+              / time_ms(board, m, t, l2_bytes_per_cycle=truth)["estimated_ms"])
+             for m in models for t in (2, 4)]  # fmt: skip
+    fitted, rows = fit_shared_l2(pairs, sync=8000)
+    assert fitted == pytest.approx(truth, abs=0.1)
+    assert all(r["estimated_ratio"] == pytest.approx(r["published_ratio"], rel=1e-3) for r in rows)
+    # the bound binds on at least one made-up pair (else any rate would fit)
+    assert any(time_ms(board, m, 4, l2_bytes_per_cycle=truth)["compute_ms"]
+               > time_ms(board, m, 4, l2_bytes_per_cycle=1e9)["compute_ms"] for m in models)  # fmt: skip
 
 
 def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):

@@ -68,6 +68,11 @@ class Target:
     # peak (a board whose one core already draws what its bus delivers); 0: the peak.
     dram_all_threads_mb_s: float = field(default=0.0, metadata=check(0))
     dram_all_threads_source: str = ""
+    # Whether the cores' L1Ds miss into one L2 they share (a Cortex-A53 or A72 cluster, from
+    # the core's TRM; not DynamIQ cores, whose L2 is each core's own): the emulation then
+    # bounds the threads' parallel work by what that L2 returns (``emulate.estimate``).
+    l2_shared: bool = False
+    l2_shared_source: str = ""
     cycle_scale: float = field(default=1.0, metadata=check(0, exclusive_min=True))
     cycle_scale_source: str = ""
     emulation_notes: str = ""
@@ -117,6 +122,9 @@ def target_from_dict(data, source: str) -> Target:
     if target.dram_mb_s and not all(caches):
         raise LiteconvError(f"{source}: dram_mb_s needs the cache sizes (l1d_kb, l1d_ways, "
                             "l2_kb, l2_ways) to count the memory traffic")  # fmt: skip
+    if target.l2_shared and not all(caches):
+        raise LiteconvError(f"{source}: l2_shared needs the cache sizes (l1d_kb, l1d_ways, "
+                            "l2_kb, l2_ways) to count the L1D misses it returns")  # fmt: skip
     if target.dram_peak_mb_s and target.dram_peak_mb_s < target.dram_mb_s:
         raise LiteconvError(f"{source}: dram_peak_mb_s = {target.dram_peak_mb_s:g} is below "
                             f"dram_mb_s = {target.dram_mb_s:g}: the bus's peak bounds what one "

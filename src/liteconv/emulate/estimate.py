@@ -10,13 +10,22 @@ and written back to it per invoke. The runtime's symbols split the counted block
 calling thread only (serial: interpreter, operator setup, dispatch), and how many times an
 invoke dispatches to the thread pool. The time (``time_ms``):
 
-    ms(T threads) = cycle_scale × ((serial + parallel / T) / clock
+    ms(T threads) = cycle_scale × ((serial + max(parallel / T, shared L2)) / clock
                                    + dispatches × SYNC_CYCLES × (T − 1) / clock
                                    + DRAM bytes / bandwidth(T))
 
+    shared L2 = L1D misses × 64 bytes / SHARED_L2_BYTES_PER_CYCLE   (``l2_shared`` targets)
+
 Each dispatch at T > 1 costs ``SYNC_CYCLES`` per extra thread (waking the pool and waiting
 for its slowest thread: one count for every core, fitted on published 1- vs 2-thread
-pairs). Memory (``dram_bandwidth``): one thread sustains ``dram_mb_s`` (its STREAM figure:
+pairs). On a core whose L1Ds miss into one L2 that the cluster's cores share (the
+Cortex-A53's and A72's; YAML ``l2_shared``, from the core's TRM; not DynamIQ cores such as
+the A55 and A76, whose L2 is each core's own), the threads' parallel work cannot run faster
+than that L2 returns their L1 misses: ``SHARED_L2_BYTES_PER_CYCLE`` for all of them
+together, one count for every such core (fitted once, on the Pi 4's EfficientDet-Lite 1- vs
+2- and 4-thread pairs; ``liteconv study emulation``). At one thread the bound stays under
+the compute; at four it is what holds back the models that miss L1 most (the full SSD).
+Memory (``dram_bandwidth``): one thread sustains ``dram_mb_s`` (its STREAM figure:
 what one core's outstanding misses can draw, well under the bus's peak on these cores);
 T threads draw T times that, up to the bus's peak ``dram_peak_mb_s`` (transfer rate ×
 width, from the datasheet; a target without it keeps one thread's bandwidth at any T), or
@@ -186,6 +195,12 @@ def dram_ms(target: Target, memory: dict | None, threads: int, shared_by: int = 
 # README, March 2020), by ``liteconv study emulation``; a count of cycles, so it applies to
 # every core at its clock and scale. Not a per-board constant.
 SYNC_CYCLES = 8000
+# Bytes per cycle that a cluster's shared L2 returns to the L1D misses of all its cores
+# together (``l2_shared`` targets), at the target's clock and scale: fitted once, on the
+# Raspberry Pi 4's EfficientDet-Lite0-2 1- vs 2- and 4-thread pairs (TFLite 2.18,
+# NobuoTsukamoto/benchmarks), by ``liteconv study emulation``; a count per cycle, so it
+# applies to every such core. Not a per-board constant.
+SHARED_L2_BYTES_PER_CYCLE = 8.6
 
 
 def thread_split(counted: dict) -> tuple[float, float, int]:
@@ -201,23 +216,44 @@ def thread_split(counted: dict) -> tuple[float, float, int]:
             int(counted.get("dispatches") or 0))  # fmt: skip
 
 
+def shared_l2_cycles(target: Target, counted: dict, bytes_per_cycle: float | None = None) -> float:
+    """Cycles the L1D misses of one invoke take through ``target``'s shared L2 at
+    ``bytes_per_cycle`` (default ``SHARED_L2_BYTES_PER_CYCLE``) for all threads together;
+    0 where the target's L2 is not shared (``l2_shared``) or no miss was counted."""
+    memory = counted.get("memory") or {}
+    rate = SHARED_L2_BYTES_PER_CYCLE if bytes_per_cycle is None else bytes_per_cycle
+    if not (target.l2_shared and rate > 0 and memory.get("l1_misses")):
+        return 0.0
+    return 64.0 * memory["l1_misses"] / rate
+
+
 def time_ms(
-    target: Target, counted: dict, threads: int = 1, sync_cycles: float | None = None
+    target: Target,
+    counted: dict,
+    threads: int = 1,
+    sync_cycles: float | None = None,
+    l2_bytes_per_cycle: float | None = None,
 ) -> dict:
-    """``{"compute_ms", "sync_ms", "memory_ms", "estimated_ms"}`` on ``target`` at
-    ``threads`` for the counts of one model (``estimated_cycles``, ``cycle_model``'s
-    serial / parallel ``parts``, ``dispatches``, ``memory``; see the module docstring).
-    ``memory_ms`` (at ``dram_bandwidth``) is 0 for a target without ``dram_mb_s``;
-    ``sync_cycles``: the cycles per dispatch and extra thread (default ``SYNC_CYCLES``)."""
+    """``{"compute_ms", "shared_l2_ms", "sync_ms", "memory_ms", "estimated_ms"}`` on
+    ``target`` at ``threads`` for the counts of one model (``estimated_cycles``,
+    ``cycle_model``'s serial / parallel ``parts``, ``dispatches``, ``memory``; see the
+    module docstring). ``compute_ms``: the serial part and the larger of the parallel part
+    ÷ ``threads`` and ``shared_l2_ms`` (what the L1D misses take through a shared L2,
+    ``shared_l2_cycles``; 0 where the L2 is each core's own). ``memory_ms`` (at
+    ``dram_bandwidth``) is 0 for a target without ``dram_mb_s``; ``sync_cycles``: the
+    cycles per dispatch and extra thread (default ``SYNC_CYCLES``); ``l2_bytes_per_cycle``:
+    the shared L2's (default ``SHARED_L2_BYTES_PER_CYCLE``)."""
     serial, parallel, dispatches = thread_split(counted)
     sync_cycles = SYNC_CYCLES if sync_cycles is None else sync_cycles
     khz = target.clock_mhz * 1e3
-    compute = (serial + parallel / threads) / khz
+    shared = shared_l2_cycles(target, counted, l2_bytes_per_cycle)
+    compute = (serial + max(parallel / threads, shared)) / khz
     sync = dispatches * sync_cycles * (threads - 1) / khz
     memory_ms = dram_ms(target, counted.get("memory"), threads)
     total = target.cycle_scale * (compute + sync + memory_ms)
-    return {"compute_ms": round(compute, 4), "sync_ms": round(sync, 4),
-            "memory_ms": round(memory_ms, 4), "estimated_ms": round(total, 4)}  # fmt: skip
+    return {"compute_ms": round(compute, 4), "shared_l2_ms": round(shared / khz, 4),
+            "sync_ms": round(sync, 4), "memory_ms": round(memory_ms, 4),
+            "estimated_ms": round(total, 4)}  # fmt: skip
 
 
 def as_rows(output: np.ndarray) -> np.ndarray:
@@ -420,6 +456,7 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
                         "cycle_scale": target.cycle_scale, "dram_mb_s": target.dram_mb_s,
                         "dram_peak_mb_s": target.dram_peak_mb_s,
                         "dram_all_threads_mb_s": target.dram_all_threads_mb_s,
+                        "l2_shared": target.l2_shared,
                         "runtime": emulated_runtime(target, xnnpack), "xnnpack": xnnpack,
                         **entry})  # fmt: skip
     return records

@@ -16,6 +16,7 @@ from liteconv.device import caches
 from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
 from liteconv.emulate.estimate import (
+    SHARED_L2_BYTES_PER_CYCLE,
     SYNC_CYCLES,
     cycles_source,
     describe_memory,
@@ -87,9 +88,17 @@ def estimate_title(target, xnnpack: bool = True) -> str:
         else "no dispatch term (the builtin kernels make no pthreadpool dispatch; ruy's pool "
         "synchronisation is not modelled)"
     )
+    shared = (
+        f" but no faster than the cluster's shared L2 returns the L1D misses "
+        f"({SHARED_L2_BYTES_PER_CYCLE:g} bytes per cycle for all threads; fitted once, on the "
+        "Pi 4's EfficientDet-Lite 1- vs 2- and 4-thread pairs)"
+        if target.l2_shared
+        else ""
+    )
     return (
         f"**Estimated** on {target.name}: {target.core} at {target.clock_mhz:g} MHz (qemu "
         f"-cpu {target.qemu_cpu}, {emulated_runtime(target, xnnpack)}; {cycles_source(target)}, {memory}; scale "
         f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: the parallel part "
-        f"split over them, the serial part not, DRAM traffic at N threads' bandwidth, {dispatch}."
+        f"split over them{shared}, the serial part not, DRAM traffic at N threads' bandwidth, "
+        f"{dispatch}."
     )

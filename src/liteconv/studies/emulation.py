@@ -17,6 +17,9 @@ What is fitted, and on what (the report marks each row *fit* or *held out*):
   board's *other* tables;
 - the thread model's cycles per dispatch (``estimate.SYNC_CYCLES``): on XNNPACK's Pixel
   3a 1- vs 2-thread pairs, one count for every core;
+- the bytes per cycle a cluster's shared L2 returns (``estimate.SHARED_L2_BYTES_PER_CYCLE``):
+  on the Raspberry Pi 4's EfficientDet-Lite 1- vs 2- and 4-thread pairs, one count for
+  every core whose L2 is shared (``SHARED_L2_PAIRS``);
 - per table, the goals on ratios (one constant per table and mode, i.e. model-to-model
   ratios) are judged leave-one-out: each row's constant comes from the table's other rows.
 
@@ -48,6 +51,7 @@ from liteconv.device.tables import format_table
 from liteconv.device.targets import load_target
 from liteconv.emulate.estimate import (
     EMULATED_RUNTIME,
+    SHARED_L2_BYTES_PER_CYCLE,
     SYNC_CYCLES,
     dram_bandwidth,
     dram_ms,
@@ -113,6 +117,9 @@ BANDWIDTH_PAIRS = {"Raspberry Pi 4": EFFICIENTDET_LOGS, "Raspberry Pi 5": EFFICI
                    "Raspberry Pi 3B+ (64-bit)": SSD_LOGS}  # fmt: skip
 # The table pairs the thread model's dispatch cost is fitted on.
 SYNC_TABLE = ("google/XNNPACK README.md, revision of 2020-03", "Pixel 3a")
+# The 1- vs T-thread pairs the shared L2's bytes per cycle is fitted on (board, source):
+# the Pi 4's EfficientDet-Lite logs, whose pairs its all-thread DRAM figure was chosen on.
+SHARED_L2_PAIRS = ("Raspberry Pi 4", EFFICIENTDET_LOGS)
 # A sanity check across boards, not a score: one source timing two boards with one harness
 # gives each model's board-to-board ratio; the first board is estimated on a target other
 # than its table's (XNNPACK's 2022 Pi 3B+ column ran 32-bit Raspbian; estimated here on the
@@ -372,6 +379,28 @@ def fit_sync(pairs: list[tuple[dict, float]], target, grid=None) -> tuple[float,
                   for e, (_, p) in zip(ratios(best), pairs)]  # fmt: skip
 
 
+def fit_shared_l2(pairs: list[tuple], sync: float, grid=None) -> tuple[float, list[dict]]:
+    """Bytes per cycle of a shared L2 that best fit published 1-thread ÷ T-thread ratios:
+    ``pairs`` of (target, one-thread counts, T-thread counts, T, published ratio). Log-
+    squared error over a grid (1 … 30 bytes per cycle, the dispatch cost at ``sync``);
+    returns the rate and each pair's fitted ratio."""
+    grid = np.round(np.arange(1.0, 30.001, 0.1), 1) if grid is None else grid
+
+    def ratios(rate):
+        out = []
+        for target, one, many, threads, _ in pairs:
+            raw = dataclasses.replace(target, cycle_scale=1.0)
+            t1 = time_ms(raw, one, 1, sync_cycles=sync, l2_bytes_per_cycle=rate)
+            tn = time_ms(raw, many, threads, sync_cycles=sync, l2_bytes_per_cycle=rate)
+            out.append(t1["estimated_ms"] / tn["estimated_ms"])
+        return out
+
+    errors = [sum(math.log(e / p[-1]) ** 2 for e, p in zip(ratios(k), pairs)) for k in grid]
+    best = float(grid[int(np.argmin(errors))])
+    return best, [{"threads": p[3], "estimated_ratio": round(e, 4), "published_ratio": round(p[-1], 4)}
+                  for e, p in zip(ratios(best), pairs)]  # fmt: skip
+
+
 CNN_TARGETS = ("raspberry-pi-3", "raspberry-pi-4", "raspberry-pi-5")
 
 
@@ -596,7 +625,7 @@ def _host_times(files_threads: set[tuple[Path, int]], echo) -> dict[tuple[Path, 
     return out
 
 
-def _cross_board(tables: list[Table], constants: dict, sync: float, cache: str,
+def _cross_board(tables: list[Table], constants: dict, sync: float, l2: float, cache: str,
                  echo) -> list[dict]:  # fmt: skip
     """``cross_board_rows`` for ``CROSS_BOARD``: board A's table's twins estimated on the
     target named there, board B's table's estimates; [] where a table or constant is
@@ -616,7 +645,8 @@ def _cross_board(tables: list[Table], constants: dict, sync: float, cache: str,
         rec = records.get((target_a, str(r["file"])))
         if other and other.get("estimate") and rec:
             pairs.append({"model": r["model"], "mode": r["mode"],
-                          "a_raw": time_ms(target, rec, threads, sync_cycles=sync)["estimated_ms"],
+                          "a_raw": time_ms(target, rec, threads, sync_cycles=sync,
+                                           l2_bytes_per_cycle=l2)["estimated_ms"],
                           "b_raw": other["estimate"], "a_published": r["published_ms"],
                           "b_published": other["published_ms"]})  # fmt: skip
     return cross_board_rows(pairs, constants[target_a]["constant"],
@@ -673,16 +703,36 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
         if pairs:
             sync, fitted = fit_sync(pairs, _board(two[0], targets))
             sync_rows = [{"model": m, **f} for m, f in zip(labels, fitted)]
+    # The shared L2's bytes per cycle, fitted on the Pi 4's EfficientDet-Lite 1- vs T pairs.
+    l2, l2_rows, l2_pairs, l2_labels = SHARED_L2_BYTES_PER_CYCLE, [], [], []
+    for many in _find(tables, SHARED_L2_PAIRS[1], SHARED_L2_PAIRS[0]):
+        one = _find(tables, many.source, many.board, 1)
+        if many.threads == 1 or not one:
+            continue
+        base = {(r["model"], r["mode"]): r for r in one[0].rows}
+        for r in many.rows:
+            b = base.get((r["model"], r["mode"]))
+            rb, rr = (counts_of(one[0], b), counts_of(many, r)) if b else (None, None)
+            if rb and rr:
+                l2_pairs.append((_board(many, targets), rb, rr, many.threads,
+                                 b["published_ms"] / r["published_ms"]))  # fmt: skip
+                l2_labels.append(r["model"])
+    if l2_pairs:
+        l2, fitted = fit_shared_l2(l2_pairs, sync)
+        l2_rows = [{"model": m, **f} for m, f in zip(l2_labels, fitted)]
     for t in tables:
         for r in t.rows:
             rec = counts_of(t, r)
             parts = (
                 None
                 if rec is None
-                else time_ms(_board(t, targets), rec, t.threads, sync_cycles=sync)
+                else time_ms(
+                    _board(t, targets), rec, t.threads, sync_cycles=sync, l2_bytes_per_cycle=l2
+                )
             )
             r["estimate"] = None if parts is None else parts["estimated_ms"]
-            r["terms"] = parts and {k: parts[k] for k in ("compute_ms", "sync_ms", "memory_ms")}
+            r["terms"] = parts and {k: parts[k] for k in ("compute_ms", "shared_l2_ms", "sync_ms",
+                                                          "memory_ms")}  # fmt: skip
             if parts:  # the memory term if the threads shared the lines an invoke re-reads
                 shared = dram_ms(_board(t, targets), rec.get("memory"), t.threads, t.threads)
                 r["terms"]["memory_shared_ms"] = round(shared, 4)
@@ -695,7 +745,9 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
         for r in t.rows:
             rec = builtin.get((t.target, str(r["file"])))
             r["builtin"] = (
-                time_ms(_board(t, targets), rec, t.threads)["estimated_ms"] if rec else None
+                time_ms(_board(t, targets), rec, t.threads, l2_bytes_per_cycle=l2)["estimated_ms"]
+                if rec
+                else None
             )
     if host:
         cpus = len(os.sched_getaffinity(0))
@@ -725,7 +777,7 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             r["absolute_error_builtin"] = (
                 None if r["absolute_error"] is None or not r.get("builtin")
                 else round(r["builtin"] * c["constant"] / r["published_ms"] - 1, 4))  # fmt: skip
-    cross = _cross_board(tables, constants, sync, cache, echo)
+    cross = _cross_board(tables, constants, sync, l2, cache, echo)
     variants = memory_variants(tables, targets)
     kernels = kernel_variants(tables)
     speedup_errors = speedup_variants(tables, targets)
@@ -737,7 +789,9 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
     document = {"source": str(Path(published).name),
                 "runtime": {name: emulated_runtime(t) for name, t in sorted(targets.items())},
                 "machine": machine_info(), "sync_cycles": sync, "sync_cycles_in_code": SYNC_CYCLES,
-                "sync_pairs": sync_rows, "thread_speedups": thread_speedups(tables),
+                "sync_pairs": sync_rows, "l2_bytes_per_cycle": l2,
+                "l2_bytes_per_cycle_in_code": SHARED_L2_BYTES_PER_CYCLE, "l2_pairs": l2_rows,
+                "thread_speedups": thread_speedups(tables),
                 "constants": constants, "cross_board": cross, "tables": judged,
                 "memory_variants": variants, "speedup_variants": speedup_errors,
                 "speedup_variants_bandwidth": bandwidth_errors,
@@ -783,7 +837,10 @@ LIMITS = [
     "calling thread (interpreter, operator setup, dispatch) and what XNNPACK's tasks run on "
     "every thread, both counted from the runtime's symbols; each dispatch costs the fitted "
     "cycle count per extra thread (waking the pool, waiting for the slowest thread). Load "
-    "imbalance inside an operator is in that count, not modelled apart.",
+    "imbalance inside an operator is in that count, not modelled apart. On a Cortex-A53 or "
+    "A72 cluster (one L2 shared by the cores) the parallel part runs no faster than that L2 "
+    "returns the counted L1D misses (one count of bytes per cycle, fitted on the Pi 4's "
+    "EfficientDet-Lite pairs); the L1D misses are one thread's, at any T.",
     "Memory: the cache model runs the one-thread access stream through the L1D and last-"
     "level cache; T threads draw T times one thread's sustained bandwidth (STREAM), up to "
     "what the board's threads sustain together: the bus's datasheet peak, but on the Pi 4 "
@@ -909,8 +966,10 @@ def _markdown(doc: dict) -> str:
         "(32-bit targets: see the limits), "
         "split into serial and parallel parts by the runtime's symbols, every load and store "
         "through the board's L1D and last-level cache model. At T threads: ms = constant × "
-        "((serial + parallel / T) cycles / clock + dispatches × sync cycles × (T − 1) / clock "
-        "+ DRAM bytes / bandwidth(T)), bandwidth(T) = min(T × one thread's STREAM figure, "
+        "((serial + max(parallel / T, shared L2)) cycles / clock + dispatches × sync cycles × "
+        "(T − 1) / clock + DRAM bytes / bandwidth(T)), shared L2 = L1D misses × 64 bytes ÷ "
+        "the shared L2's bytes per cycle (Cortex-A53 and A72 clusters, whose cores share "
+        "their L2; 0 elsewhere), bandwidth(T) = min(T × one thread's STREAM figure, "
         "what all threads sustain: the bus's datasheet peak, on the Pi 4 and 5 one core's "
         "figure). "
         f"Host: {doc['machine']['cpu']} (only the host baseline depends on it).", "",
@@ -927,6 +986,16 @@ def _markdown(doc: dict) -> str:
         format_table(["model", "estimated 2T ÷ 1T", "published 2T ÷ 1T"],
                      [[r["model"], r["estimated_ratio"], r["published_ratio"]]
                       for r in doc["sync_pairs"]], markdown=True), "",
+        "## The shared L2's one count", "",
+        "Bytes per cycle the L2 a Cortex-A53 or A72 cluster's cores share returns to their "
+        "L1D misses, all threads together (at T threads the parallel part takes at least "
+        "the invoke's L1D misses × 64 bytes ÷ this), fitted on the Raspberry Pi 4's "
+        f"EfficientDet-Lite 1- vs 2- and 4-thread pairs: **{doc['l2_bytes_per_cycle']:g}** "
+        f"(in the code: {doc['l2_bytes_per_cycle_in_code']:g}). Those pairs are marked fit "
+        "(bandwidth) below; every other pair is held out from it.", "",
+        format_table(["model", "threads", "estimated 1T ÷ T", "published 1T ÷ T"],
+                     [[r["model"], r["threads"], r["estimated_ratio"], r["published_ratio"]]
+                      for r in doc.get("l2_pairs", [])], markdown=True), "",
         "## Thread speed-ups, 1 thread ÷ T threads (no constant)", "",
         "Where one source publishes a board at 1 and at T threads: the time ratio, published "
         "and estimated (the thread model and memory at T threads; the board's constant "
