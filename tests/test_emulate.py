@@ -1031,6 +1031,10 @@ def test_published_tables_name_their_source_and_fit_tables_exist(tmp_path):
         assert len(emulation._find(tables, prefix, board, threads)) == 1, (prefix, board)  # noqa: SLF001
     for board, prefix in emulation.BANDWIDTH_PAIRS.items():  # the pairs chosen on: one source
         assert len({t.source for t in emulation._find(tables, prefix, board)}) == 1, board  # noqa: SLF001
+    # the shared L2's count is fitted on pairs already marked fit (bandwidth), never held out
+    board, prefix = emulation.SHARED_L2_PAIRS
+    assert emulation.BANDWIDTH_PAIRS[board] == prefix
+    assert {t.threads for t in emulation._find(tables, prefix, board)} >= {1, 2, 4}  # noqa: SLF001
     int8 = [t for t in tables if "INT8 column" in t.source]
     assert {t.board for t in int8} == {"Raspberry Pi 4", "Raspberry Pi 3B+ (64-bit)",
                                        "Raspberry Pi 3B+"}  # fmt: skip
