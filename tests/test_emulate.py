@@ -414,6 +414,18 @@ def test_a_transferred_constant_equals_its_source_on_the_same_cycle_model():
     assert transferred >= 2  # raspberry-pi-zero-2, single-core-embedded
 
 
+def test_one_board_two_oses_one_memory_system():
+    """The 32-bit Pi 3 target is the 64-bit one's board (BCM2837B0) under another OS: the
+    same clock, caches and DRAM figures (what all threads draw together is chosen per
+    target: see the 32-bit YAML)."""
+    from liteconv.device.targets import load_target
+
+    a64, a32 = load_target("raspberry-pi-3"), load_target("raspberry-pi-3-32bit")
+    for field in ("l1d_kb", "l1d_ways", "l2_kb", "l2_ways", "l2_policy", "l2_shared",
+                  "dram_mb_s", "dram_peak_mb_s", "clock_mhz"):  # fmt: skip
+        assert getattr(a32, field) == getattr(a64, field), field
+
+
 def test_plugin_output_parses_and_the_plugin_is_built_once(tmp_path):
     text = "region 0 9\ntb 400088 4 1 017d80d263040091210400f1c1ffff54\nregion 1 3\ntotal 20\n"
     regions, total = counts.parse_plugin_output(text)
