@@ -89,7 +89,7 @@ def estimate_title(target, xnnpack: bool = True) -> str:
         "synchronisation is not modelled)"
     )
     shared = (
-        f" but no faster than the cluster's shared L2 returns the L1D misses "
+        " but no faster than the cluster's shared L2 returns the L1D misses "
         f"({SHARED_L2_BYTES_PER_CYCLE:g} bytes per cycle for all threads; fitted once, on the "
         "Pi 4's EfficientDet-Lite 1- vs 2- and 4-thread pairs)"
         if target.l2_shared
