@@ -362,6 +362,14 @@ def judge_table(rows: list[dict]) -> dict:
     return result
 
 
+def _fit_on_grid(ratios, published: list[float], grid) -> tuple[float, list[float]]:
+    """The grid value whose ``ratios(value)`` best fit ``published`` (log-squared error),
+    and the ratios at it."""
+    errors = [sum(math.log(e / p) ** 2 for e, p in zip(ratios(k), published)) for k in grid]
+    best = float(grid[int(np.argmin(errors))])
+    return best, ratios(best)
+
+
 def fit_sync(pairs: list[tuple[dict, float]], target, grid=None) -> tuple[float, list[dict]]:
     """Cycles per dispatch and extra thread that best fit published 2-thread ÷ 1-thread
     ratios: ``pairs`` of (counts of one model, published ratio). Log-squared error over a
@@ -373,10 +381,9 @@ def fit_sync(pairs: list[tuple[dict, float]], target, grid=None) -> tuple[float,
         return [time_ms(raw, c, 2, sync_cycles=k)["estimated_ms"] / time_ms(raw, c, 1, sync_cycles=k)["estimated_ms"]
                 for c, _ in pairs]  # fmt: skip
 
-    errors = [sum(math.log(e / p) ** 2 for e, (_, p) in zip(ratios(k), pairs)) for k in grid]
-    best = float(grid[int(np.argmin(errors))])
+    best, fitted = _fit_on_grid(ratios, [p for _, p in pairs], grid)
     return best, [{"estimated_ratio": round(e, 4), "published_ratio": round(p, 4)}
-                  for e, (_, p) in zip(ratios(best), pairs)]  # fmt: skip
+                  for e, (_, p) in zip(fitted, pairs)]  # fmt: skip
 
 
 def fit_shared_l2(pairs: list[tuple], sync: float, grid=None) -> tuple[float, list[dict]]:
@@ -385,20 +392,16 @@ def fit_shared_l2(pairs: list[tuple], sync: float, grid=None) -> tuple[float, li
     squared error over a grid (1 … 30 bytes per cycle, the dispatch cost at ``sync``);
     returns the rate and each pair's fitted ratio."""
     grid = np.round(np.arange(1.0, 30.001, 0.1), 1) if grid is None else grid
+    raw = [dataclasses.replace(p[0], cycle_scale=1.0) for p in pairs]
 
     def ratios(rate):
-        out = []
-        for target, one, many, threads, _ in pairs:
-            raw = dataclasses.replace(target, cycle_scale=1.0)
-            t1 = time_ms(raw, one, 1, sync_cycles=sync, l2_bytes_per_cycle=rate)
-            tn = time_ms(raw, many, threads, sync_cycles=sync, l2_bytes_per_cycle=rate)
-            out.append(t1["estimated_ms"] / tn["estimated_ms"])
-        return out
+        return [time_ms(t, one, 1, sync_cycles=sync, l2_bytes_per_cycle=rate)["estimated_ms"]
+                / time_ms(t, many, n, sync_cycles=sync, l2_bytes_per_cycle=rate)["estimated_ms"]
+                for t, (_, one, many, n, _) in zip(raw, pairs)]  # fmt: skip
 
-    errors = [sum(math.log(e / p[-1]) ** 2 for e, p in zip(ratios(k), pairs)) for k in grid]
-    best = float(grid[int(np.argmin(errors))])
+    best, fitted = _fit_on_grid(ratios, [p[-1] for p in pairs], grid)
     return best, [{"threads": p[3], "estimated_ratio": round(e, 4), "published_ratio": round(p[-1], 4)}
-                  for e, p in zip(ratios(best), pairs)]  # fmt: skip
+                  for e, p in zip(fitted, pairs)]  # fmt: skip
 
 
 CNN_TARGETS = ("raspberry-pi-3", "raspberry-pi-4", "raspberry-pi-5")
@@ -496,10 +499,10 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
     return out
 
 
-def _speedup_pairs(tables: list[Table]):
+def _speedup_pairs(tables: list[Table], estimated: bool = True):
     """``(one-thread table, T-thread table, one-thread row, T-thread row, role)`` for each
-    model and mode one source publishes for a board at 1 and at T threads, both estimated;
-    ``role``: ``fit (threads)`` for the sync count's own table (``SYNC_TABLE``), ``fit
+    model and mode one source publishes for a board at 1 and at T threads (``estimated``:
+    only where both rows have an estimate); ``role``: ``fit (threads)`` for the sync count's own table (``SYNC_TABLE``), ``fit
     (bandwidth)`` for the pairs a board's all-thread bandwidth was chosen on
     (``BANDWIDTH_PAIRS``), else ``held out``."""
     for many in tables:
@@ -519,7 +522,7 @@ def _speedup_pairs(tables: list[Table]):
             role = "held out"
         for r in many.rows:
             b = base.get((r["model"], r["mode"]))
-            if b is not None and b.get("estimate") and r.get("estimate"):
+            if b is not None and (not estimated or (b.get("estimate") and r.get("estimate"))):
                 yield one[0], many, b, r, role
 
 
@@ -705,18 +708,13 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             sync_rows = [{"model": m, **f} for m, f in zip(labels, fitted)]
     # The shared L2's bytes per cycle, fitted on the Pi 4's EfficientDet-Lite 1- vs T pairs.
     l2, l2_rows, l2_pairs, l2_labels = SHARED_L2_BYTES_PER_CYCLE, [], [], []
-    for many in _find(tables, SHARED_L2_PAIRS[1], SHARED_L2_PAIRS[0]):
-        one = _find(tables, many.source, many.board, 1)
-        if many.threads == 1 or not one:
-            continue
-        base = {(r["model"], r["mode"]): r for r in one[0].rows}
-        for r in many.rows:
-            b = base.get((r["model"], r["mode"]))
-            rb, rr = (counts_of(one[0], b), counts_of(many, r)) if b else (None, None)
-            if rb and rr:
-                l2_pairs.append((_board(many, targets), rb, rr, many.threads,
-                                 b["published_ms"] / r["published_ms"]))  # fmt: skip
-                l2_labels.append(r["model"])
+    for one, many, b, r, _ in _speedup_pairs(tables, estimated=False):
+        board, source = SHARED_L2_PAIRS
+        rb, rr = counts_of(one, b), counts_of(many, r)
+        if many.board == board and many.source.startswith(source) and rb and rr:
+            l2_pairs.append((_board(many, targets), rb, rr, many.threads,
+                             b["published_ms"] / r["published_ms"]))  # fmt: skip
+            l2_labels.append(r["model"])
     if l2_pairs:
         l2, fitted = fit_shared_l2(l2_pairs, sync)
         l2_rows = [{"model": m, **f} for m, f in zip(l2_labels, fitted)]
