@@ -1341,3 +1341,72 @@ def test_the_report_names_where_a_baseline_beats_the_estimate_and_its_worst_row(
     assert found["lost"]["notes"] == ["host-dependent (Test CPU)"]
     assert found["tiny"]["baseline"] == "macs"
     assert found["tiny"]["notes"] == ["2 rows", "the board's fit table"]
+
+
+def test_held_out_accuracy_counts_only_rows_no_fit_saw():
+    """Per target: absolute errors and leave-one-out errors of the held-out rows, neither
+    from a fit's rows nor from the T-thread rows of pairs a bandwidth was chosen on; the
+    median of |error| and the signed worst, in percent."""
+    from liteconv.studies.emulation import EFFICIENTDET_LOGS, Table, held_out_accuracy
+
+    def row(role, absolute, loo, model="m"):
+        return {"model": model, "mode": "fp32", "role": role, "absolute_error": absolute,
+                "estimate_loo_error": loo}  # fmt: skip
+
+    other = Table("some source", "Raspberry Pi 4", 4, [
+        row("held out", 0.10, -0.02), row("held out", -0.30, 0.05),
+        row("held out", 0.20, None), row("fit (constant)", 0.90, 0.90)], "raspberry-pi-4")  # fmt: skip
+    one = Table(f"{EFFICIENTDET_LOGS} x", "Raspberry Pi 4", 1, [row("held out", 0.04, 0.01)],
+                "raspberry-pi-4")  # fmt: skip
+    four = Table(f"{EFFICIENTDET_LOGS} x", "Raspberry Pi 4", 4, [row("held out", 0.80, 0.70)],
+                 "raspberry-pi-4")  # fmt: skip
+    found = held_out_accuracy([other, one, four])["raspberry-pi-4"]
+    # absolute: 0.10, -0.30, 0.20 and the 1-thread row 0.04 (the 4-thread one's pair chose
+    # the bandwidth; the fit's row is the constant's own)
+    assert found["absolute"] == {"rows": 4, "median_pct": pytest.approx(100 * (0.10 + 0.20) / 2),
+                                 "worst_pct": -30.0}  # fmt: skip
+    assert found["ratios"] == {"rows": 3, "median_pct": 2.0, "worst_pct": 5.0}
+    nothing = held_out_accuracy([Table("s", "b", 1, [row("fit (constant)", 0.1, 0.1)], "t")])
+    assert nothing["t"]["absolute"] == {"rows": 0, "median_pct": 0.0, "worst_pct": 0.0}
+
+
+def test_every_estimate_says_how_far_its_target_was_off():
+    """The held-out errors in a target's YAML are printed beside its estimates; a target
+    without any says there is nothing to check it on; the YAML's block is checked."""
+    from liteconv.device.targets import HeldOut, Target, target_from_dict
+    from liteconv.emulate.estimate import describe_accuracy
+    from liteconv.emulate.report import estimate_title
+
+    board = Target(name="b", core="cortex-a72", clock_mhz=1800, qemu_cpu="cortex-a72",
+                   held_out_absolute=HeldOut(22, 13.1, -24.4),
+                   held_out_ratios=HeldOut(1, 3.9, 24.7), held_out_source="a study")  # fmt: skip
+    text = describe_accuracy(board)
+    assert "absolute (this board) median |error| 13.1 % (worst -24.4 %) over 22 figures" in text
+    assert "median |error| 3.9 % (worst +24.7 %) over 1 figure " in text and "a study" in text
+    assert text in estimate_title(board)
+    half = dataclasses.replace(board, held_out_ratios=HeldOut())
+    assert "model to model (one constant per table): none held out" in describe_accuracy(half)
+    bare = Target(name="c", held_out_source="no published figure of this board")
+    assert describe_accuracy(bare) == (
+        "Held out from every fit: nothing to check it on (no published figure of this board)."
+    )
+    data = {"name": "c", "held_out_ratios": {"rows": 2, "median_pct": -1}}
+    with pytest.raises(LiteconvError, match=r"x.yaml: held_out_ratios.median_pct: -1"):
+        target_from_dict(data, "x.yaml")
+
+
+def test_target_yamls_carry_the_committed_studys_figures():
+    """Each target's constant and held-out errors are the ones the committed study
+    (docs/results/emulation.json, ``make bench-emulation``) fitted and found."""
+    import json
+
+    from liteconv.device.targets import load_target
+
+    doc = json.loads((REPO / "docs" / "results" / "emulation.json").read_text())
+    for name, fit in doc["constants"].items():
+        assert load_target(name).cycle_scale == fit["constant"], name
+    assert doc["accuracy"], "the study judged no target"
+    for name, found in doc["accuracy"].items():
+        target = load_target(name)
+        assert dataclasses.asdict(target.held_out_absolute) == found["absolute"], name
+        assert dataclasses.asdict(target.held_out_ratios) == found["ratios"], name

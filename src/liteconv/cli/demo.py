@@ -44,7 +44,12 @@ def board_estimates(
     from liteconv.device.files import read_json
     from liteconv.device.tables import format_table
     from liteconv.device.targets import load_target
-    from liteconv.emulate.estimate import core_model, estimate_models, no_estimate
+    from liteconv.emulate.estimate import (
+        core_model,
+        describe_accuracy,
+        estimate_models,
+        no_estimate,
+    )
 
     target = load_target(target_name)
     try:
@@ -70,6 +75,7 @@ def board_estimates(
     echo(f"estimated, not measured: {core_model(target)} at "
          f"{target.clock_mhz:g} MHz under qemu -cpu {target.qemu_cpu}, constant "
          f"{target.cycle_scale:g} ({target.cycle_scale_source})")  # fmt: skip
+    echo(describe_accuracy(target))
     return table
 
 

@@ -61,7 +61,12 @@ ai-edge-litert
 
 def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str]:
     """The README section on what this board should show, estimated by emulating its core."""
-    from liteconv.emulate.estimate import cycles_source, describe_memory, no_estimate
+    from liteconv.emulate.estimate import (
+        cycles_source,
+        describe_accuracy,
+        describe_memory,
+        no_estimate,
+    )
 
     most = max(target.threads)
     lines = [
@@ -72,6 +77,8 @@ def _expectations(target, models: list[dict], estimates: list[dict]) -> list[str
         f"{cycles_source(target)}, {describe_memory(target)}, constant {target.cycle_scale:g}: "
         f"{target.cycle_scale_source}). `bench.py` measures what the board really does — "
         "compare the two.",
+        "",
+        describe_accuracy(target),
         "",
         f"| model | mode | instructions / invoke | DRAM traffic / invoke | estimated ms (1 thread) "
         f"| estimated ms ({most} threads) |",

@@ -29,6 +29,17 @@ RUNTIME_NAMES = ("auto", "litert", "tflite_runtime", "tf")
 
 
 @dataclass
+class HeldOut:
+    """How far a target's estimates fell from published figures that no fit saw
+    (``liteconv study emulation``, its ``accuracy``): ``rows`` figures, the median and the
+    worst (signed) error in percent; 0 rows: none was held out."""
+
+    rows: int = field(default=0, metadata=check(0))
+    median_pct: float = field(default=0.0, metadata=check(0))
+    worst_pct: float = 0.0
+
+
+@dataclass
 class Target:
     """One deployment target."""
 
@@ -75,6 +86,13 @@ class Target:
     l2_shared_source: str = ""
     cycle_scale: float = field(default=1.0, metadata=check(0, exclusive_min=True))
     cycle_scale_source: str = ""
+    # What ``bench --emulate`` prints beside its estimates: their errors on published
+    # figures held out from every fit, absolute (this board's figures, its constant from
+    # another table) and model to model (one constant per table and mode, leave-one-out,
+    # on the boards estimated with this target), as the committed study found them.
+    held_out_absolute: HeldOut = field(default_factory=HeldOut)
+    held_out_ratios: HeldOut = field(default_factory=HeldOut)
+    held_out_source: str = ""
     emulation_notes: str = ""
 
     def to_dict(self) -> dict:

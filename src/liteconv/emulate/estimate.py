@@ -120,6 +120,27 @@ def cycles_source(target: Target) -> str:
     return f"cycles from LLVM {target.llvm}'s llvm-mca {target.core} model"
 
 
+def describe_accuracy(target: Target) -> str:
+    """How far ``target``'s estimates fell from published figures no fit saw, in words
+    (its YAML's ``held_out_absolute`` / ``held_out_ratios``, from the committed study):
+    printed beside every estimate, so a reader knows what to plan with."""
+    absolute, ratios = target.held_out_absolute, target.held_out_ratios
+    if not (absolute.rows or ratios.rows):
+        why = target.held_out_source or "not in make bench-emulation's tables"
+        return f"Held out from every fit: nothing to check it on ({why})."
+
+    def part(held, what: str) -> str:
+        if not held.rows:
+            return f"{what}: none held out"
+        return (f"{what} median |error| {held.median_pct:g} % (worst {held.worst_pct:+g} %) "
+                f"over {held.rows} figure{'s' if held.rows > 1 else ''}")  # fmt: skip
+
+    return (f"Held out from every fit, on published figures: "
+            f"{part(absolute, 'absolute (this board)')}; "
+            f"{part(ratios, 'model to model (one constant per table)')} "
+            f"({target.held_out_source}).")  # fmt: skip
+
+
 def graph_dispatches(path: str | Path) -> int:
     """The operators of the model at ``path`` that dispatch work (all but ``NO_DISPATCH``)."""
     from liteconv.device.graph import list_ops

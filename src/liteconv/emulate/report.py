@@ -19,6 +19,7 @@ from liteconv.emulate.estimate import (
     SHARED_L2_BYTES_PER_CYCLE,
     SYNC_CYCLES,
     cycles_source,
+    describe_accuracy,
     describe_memory,
     emulated_runtime,
     estimate_models,
@@ -100,5 +101,5 @@ def estimate_title(target, xnnpack: bool = True) -> str:
         f"-cpu {target.qemu_cpu}, {emulated_runtime(target, xnnpack)}; {cycles_source(target)}, {memory}; scale "
         f"{target.cycle_scale:g}: {target.cycle_scale_source}). N threads: the parallel part "
         f"split over them{shared}, the serial part not, DRAM traffic at N threads' bandwidth, "
-        f"{dispatch}."
+        f"{dispatch}. {describe_accuracy(target)}"
     )

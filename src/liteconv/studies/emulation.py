@@ -526,6 +526,33 @@ def _speedup_pairs(tables: list[Table], estimated: bool = True):
                 yield one[0], many, b, r, role
 
 
+def _held_out(errors: list[float | None]) -> dict:
+    """``{"rows", "median_pct", "worst_pct"}`` of relative errors (None: no estimate)."""
+    errors = [e for e in errors if e is not None]
+    if not errors:
+        return {"rows": 0, "median_pct": 0.0, "worst_pct": 0.0}
+    return {"rows": len(errors), "median_pct": round(100 * float(np.median(np.abs(errors))), 1),
+            "worst_pct": round(100 * max(errors, key=abs), 1)}  # fmt: skip
+
+
+def held_out_accuracy(tables: list[Table]) -> dict[str, dict]:
+    """Per target, the errors of its rows that no fit saw (what ``bench --emulate`` prints
+    beside its estimates, from the target's YAML): ``absolute`` (its own board's figures,
+    the constant from another table: ``absolute_error``) and ``ratios`` (one constant per
+    table and mode, leave-one-out: ``estimate_loo_error``, stand-in boards too), each
+    ``_held_out``. Left out: a fit's rows (``role``) and the T-thread rows of the 1- vs
+    T-thread pairs a count or a board's all-thread bandwidth was chosen on."""
+    chosen = {id(r) for *_, r, role in _speedup_pairs(tables, estimated=False)
+              if role != "held out"}  # fmt: skip
+    out = {}
+    for name in sorted({t.target for t in tables}):
+        free = [r for t in tables if t.target == name for r in t.rows
+                if r.get("role") == "held out" and id(r) not in chosen]  # fmt: skip
+        out[name] = {"absolute": _held_out([r.get("absolute_error") for r in free]),
+                     "ratios": _held_out([r.get("estimate_loo_error") for r in free])}  # fmt: skip
+    return out
+
+
 def thread_speedups(tables: list[Table]) -> list[dict]:
     """Each board's 1-thread ÷ T-thread time where one source publishes both (same model
     and mode), published against estimated: the thread model and the memory at T threads
@@ -784,13 +811,19 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                "fit_table": t.fit_table, "scores": judge_table(t.rows),
                "rows": [{k: (str(Path(v).name) if k == "file" else v) for k, v in r.items()}
                         for r in t.rows]} for t in tables]  # fmt: skip
+    accuracy = held_out_accuracy(tables)  # after judge_table: it sets the leave-one-out errors
+    for name, found in accuracy.items():
+        target = load_target(name)
+        found["yaml"] = {"absolute": dataclasses.asdict(target.held_out_absolute),
+                         "ratios": dataclasses.asdict(target.held_out_ratios)}  # fmt: skip
     document = {"source": str(Path(published).name),
                 "runtime": {name: emulated_runtime(t) for name, t in sorted(targets.items())},
                 "machine": machine_info(), "sync_cycles": sync, "sync_cycles_in_code": SYNC_CYCLES,
                 "sync_pairs": sync_rows, "l2_bytes_per_cycle": l2,
                 "l2_bytes_per_cycle_in_code": SHARED_L2_BYTES_PER_CYCLE, "l2_pairs": l2_rows,
                 "thread_speedups": thread_speedups(tables),
-                "constants": constants, "cross_board": cross, "tables": judged,
+                "constants": constants, "accuracy": accuracy, "cross_board": cross,
+                "tables": judged,
                 "memory_variants": variants, "speedup_variants": speedup_errors,
                 "speedup_variants_bandwidth": bandwidth_errors,
                 "kernel_variants": kernels,
@@ -887,6 +920,12 @@ def _pct(v, signed=False) -> str:
     if v is None:
         return ""
     return f"{100 * v:+.1f} %" if signed else f"{100 * v:.0f} %"
+
+
+def _held_out_cell(h: dict) -> str:
+    if not h["rows"]:
+        return "none held out"
+    return f"{h['rows']} / {h['median_pct']:g} % / {h['worst_pct']:+g} %"
 
 
 def _score_cell(s: dict) -> str:
@@ -1009,6 +1048,19 @@ def _markdown(doc: dict) -> str:
         format_table(["target", "fitted on", "constant", "in the YAML"],
                      [[k, v["table"][:100], v["constant"], v["yaml"]]
                       for k, v in doc["constants"].items()], markdown=True), "",
+        "## What `bench --emulate` says of each target: its held-out errors", "",
+        "Every estimate is printed with these (from the target's YAML, `held_out_absolute` / "
+        "`held_out_ratios`): absolute, this board's figures with its constant from another "
+        "table; model to model, one constant per table and mode (leave-one-out), on every "
+        "board estimated with the target (stand-ins too). Neither counts a fit's rows, nor "
+        "the T-thread rows of the pairs a count or a board's all-thread bandwidth was chosen "
+        "on. rows / median |error| / worst error.", "",
+        format_table(["target", "absolute", "model to model", "in the YAML"],
+                     [[k, _held_out_cell(v["absolute"]), _held_out_cell(v["ratios"]),
+                       "same" if {"absolute": v["absolute"], "ratios": v["ratios"]} == v.get("yaml")
+                       else f"{_held_out_cell(v['yaml']['absolute'])}; "
+                            f"{_held_out_cell(v['yaml']['ratios'])}"]
+                      for k, v in doc.get("accuracy", {}).items()], markdown=True), "",
     ]  # fmt: skip
     losses = not_beaten(doc)
     if losses:
