@@ -496,6 +496,7 @@ def test_a53_boards_are_not_charged_in_order_write_back_for_loads_between_fmlas(
     resource bound of 8 cycles a turn. The A53 boards take LLVM 19's cortex-a55 (in order,
     dual issue, FP multiply-accumulates RetireOOO) and still run the A53's kernels."""
     from liteconv.device.targets import list_targets, load_target
+    from liteconv.emulate.estimate import accuracy_cell
 
     blocks = [(0x1000, 16, 100, A53_GEMM_BLOCK)]
     a53 = cycles.estimate_cycles(blocks, "cortex-a53", 19)[0]
@@ -511,6 +512,8 @@ def test_a53_boards_are_not_charged_in_order_write_back_for_loads_between_fmlas(
     listed = CliRunner().invoke(cli, ["targets"])
     (row,) = [ln for ln in listed.output.splitlines() if ln.startswith("raspberry-pi-3 ")]
     assert "cortex-a53 @ 1400 MHz, cycles: cortex-a55 (LLVM 19)" in row, row
+    # ...and how far its estimates were off, from its YAML
+    assert accuracy_cell(load_target("raspberry-pi-3")) in row, row
 
 
 def test_emulate_without_the_tools_is_a_one_line_error(tmp_path, monkeypatch, exported_run):
@@ -1374,7 +1377,7 @@ def test_every_estimate_says_how_far_its_target_was_off():
     """The held-out errors in a target's YAML are printed beside its estimates; a target
     without any says there is nothing to check it on; the YAML's block is checked."""
     from liteconv.device.targets import HeldOut, Target, target_from_dict
-    from liteconv.emulate.estimate import describe_accuracy
+    from liteconv.emulate.estimate import accuracy_cell, describe_accuracy
     from liteconv.emulate.report import estimate_title
 
     board = Target(name="b", core="cortex-a72", clock_mhz=1800, qemu_cpu="cortex-a72",
@@ -1384,12 +1387,14 @@ def test_every_estimate_says_how_far_its_target_was_off():
     assert "absolute (this board) median |error| 13.1 % (worst -24.4 %) over 22 figures" in text
     assert "median |error| 3.9 % (worst +24.7 %) over 1 figure " in text and "a study" in text
     assert text in estimate_title(board)
+    assert accuracy_cell(board) == "13.1 % of 22 / 3.9 % of 1"  # `liteconv targets`
     half = dataclasses.replace(board, held_out_ratios=HeldOut())
     assert "model to model (one constant per table): none held out" in describe_accuracy(half)
     bare = Target(name="c", held_out_source="no published figure of this board")
     assert describe_accuracy(bare) == (
         "Held out from every fit: nothing to check it on (no published figure of this board)."
     )
+    assert accuracy_cell(bare) == "none / none"
     data = {"name": "c", "held_out_ratios": {"rows": 2, "median_pct": -1}}
     with pytest.raises(LiteconvError, match=r"x.yaml: held_out_ratios.median_pct: -1"):
         target_from_dict(data, "x.yaml")

@@ -23,7 +23,7 @@ def targets():
     liteconv; --target and --board also take a YAML path."""
     from liteconv.device.tables import format_table
     from liteconv.device.targets import find_named, find_targets, load_target
-    from liteconv.emulate.estimate import core_model
+    from liteconv.emulate.estimate import accuracy_cell, core_model
     from liteconv.mcu.boards import load_board
 
     rows = []
@@ -31,9 +31,11 @@ def targets():
         target = load_target(str(path))
         core = (f"{target.qemu_cpu} @ {target.clock_mhz:g} MHz, cycles: {core_model(target)}"
                 if target.core else "-")  # fmt: skip
-        rows.append([name, target.description, core, source if source != "user" else str(path)])
+        rows.append([name, target.description, core, accuracy_cell(target) if target.core else "-",
+                     source if source != "user" else str(path)])  # fmt: skip
     click.echo(format_table(["target", "description", "emulated core (qemu -cpu), cycle model",
-                             "from"], rows))  # fmt: skip
+                             "held-out |error|: absolute / model to model", "from"],
+                            rows))  # fmt: skip
     boards = []
     for name, (source, path) in sorted(find_named("mcu").items()):
         board = load_board(str(path))

@@ -141,6 +141,16 @@ def describe_accuracy(target: Target) -> str:
             f"({target.held_out_source}).")  # fmt: skip
 
 
+def accuracy_cell(target: Target) -> str:
+    """``describe_accuracy`` in a table cell: the median |error| and how many figures,
+    absolute / model to model (``13.1 % of 22 / 3.9 % of 75``; ``none`` for no figure)."""
+
+    def one(held) -> str:
+        return f"{held.median_pct:g} % of {held.rows}" if held.rows else "none"
+
+    return f"{one(target.held_out_absolute)} / {one(target.held_out_ratios)}"
+
+
 def graph_dispatches(path: str | Path) -> int:
     """The operators of the model at ``path`` that dispatch work (all but ``NO_DISPATCH``)."""
     from liteconv.device.graph import list_ops
