@@ -48,7 +48,7 @@ from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from liteconv.device.machine import machine_info
 from liteconv.device.tables import format_table
-from liteconv.device.targets import load_target
+from liteconv.device.targets import HeldOut, load_target
 from liteconv.emulate.estimate import (
     EMULATED_RUNTIME,
     SHARED_L2_BYTES_PER_CYCLE,
@@ -502,9 +502,9 @@ def memory_variants(tables: list[Table], targets: dict) -> list[dict]:
 def _speedup_pairs(tables: list[Table], estimated: bool = True):
     """``(one-thread table, T-thread table, one-thread row, T-thread row, role)`` for each
     model and mode one source publishes for a board at 1 and at T threads (``estimated``:
-    only where both rows have an estimate); ``role``: ``fit (threads)`` for the sync count's own table (``SYNC_TABLE``), ``fit
-    (bandwidth)`` for the pairs a board's all-thread bandwidth was chosen on
-    (``BANDWIDTH_PAIRS``), else ``held out``."""
+    only where both rows have an estimate); ``role``: ``fit (threads)`` for the sync count's
+    own table (``SYNC_TABLE``), ``fit (bandwidth)`` for the pairs a board's all-thread
+    bandwidth was chosen on (``BANDWIDTH_PAIRS``), else ``held out``."""
     for many in tables:
         if many.threads == 1:
             continue
@@ -527,12 +527,12 @@ def _speedup_pairs(tables: list[Table], estimated: bool = True):
 
 
 def _held_out(errors: list[float | None]) -> dict:
-    """``{"rows", "median_pct", "worst_pct"}`` of relative errors (None: no estimate)."""
+    """A target YAML's ``HeldOut`` of relative errors (None: no estimate), as a mapping."""
     errors = [e for e in errors if e is not None]
     if not errors:
-        return {"rows": 0, "median_pct": 0.0, "worst_pct": 0.0}
-    return {"rows": len(errors), "median_pct": round(100 * float(np.median(np.abs(errors))), 1),
-            "worst_pct": round(100 * max(errors, key=abs), 1)}  # fmt: skip
+        return dataclasses.asdict(HeldOut())
+    return dataclasses.asdict(HeldOut(len(errors), round(100 * float(np.median(np.abs(errors))), 1),
+                                      round(100 * max(errors, key=abs), 1)))  # fmt: skip
 
 
 def held_out_accuracy(tables: list[Table]) -> dict[str, dict]:
@@ -735,8 +735,8 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             sync_rows = [{"model": m, **f} for m, f in zip(labels, fitted)]
     # The shared L2's bytes per cycle, fitted on the Pi 4's EfficientDet-Lite 1- vs T pairs.
     l2, l2_rows, l2_pairs, l2_labels = SHARED_L2_BYTES_PER_CYCLE, [], [], []
+    board, source = SHARED_L2_PAIRS
     for one, many, b, r, _ in _speedup_pairs(tables, estimated=False):
-        board, source = SHARED_L2_PAIRS
         rb, rr = counts_of(one, b), counts_of(many, r)
         if many.board == board and many.source.startswith(source) and rb and rr:
             l2_pairs.append((_board(many, targets), rb, rr, many.threads,
