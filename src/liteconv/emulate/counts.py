@@ -89,6 +89,23 @@ def run_counted(argv: list[str], *, qemu_cpu: str, cache: Path, env: dict | None
         return parse_plugin_output(out.read_text() if out.is_file() else "")
 
 
+# The guest's whole environment: none of the host shell's variables, whose sizes would move
+# the guest's stack (and so which cache sets its locals fall in) from one shell to another.
+GUEST_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+             "PYTHONHASHSEED": "0"}  # fmt: skip
+
+
+def _links(folder: str, stem: str, targets: list) -> list[str]:
+    """Links ``folder/<stem><i><suffix>`` to ``targets``: paths of one length wherever the
+    cache or the models lie, so the guest's strings, and its heap, are the same size."""
+    links = []
+    for i, target in enumerate(targets):
+        link = Path(folder) / f"{stem}{i}{Path(target).suffix}"
+        link.symlink_to(target)
+        links.append(str(link))
+    return links
+
+
 def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu: str, cache: Path,
                  arm64_cache: Path, invokes: int = 2, warmup: int = 1,
                  caches: dict | None = None, arch: str = "aarch64",
@@ -116,14 +133,16 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
     userspace.preflight(space)
     root = userspace.ensure_rootfs(space, arch=arch)
     userspace.ensure_wheels(space, arch=arch)
-    site = os.pathsep.join(map(str, userspace.site_paths(space, arch)))
     with tempfile.TemporaryDirectory() as tmp:
+        site = os.pathsep.join(_links(tmp, "site", userspace.site_paths(space, arch)))
+        linked = _links(tmp, "model", [Path(m).resolve() for m in models])
+        python, guest = _links(tmp, "program", [root / userspace.PYTHON, GUEST])
         paths = []
         for i, arrays in enumerate(inputs):
             paths.append([str(Path(tmp) / f"in{i}-{j}.npy") for j in range(len(arrays))])
             for path, array in zip(paths[-1], arrays):
                 np.save(path, array)
-        spec = {"models": [str(Path(m).resolve()) for m in models], "inputs": paths,
+        spec = {"models": linked, "inputs": paths,
                 "warmup": warmup, "invokes": invokes, "xnnpack": xnnpack,
                 "output_tensors": outputs,
                 "outputs": str(Path(tmp) / "out.npz"),
@@ -131,11 +150,9 @@ def count_models(models: list[str], inputs: list[list[np.ndarray]], *, qemu_cpu:
                 "errors": str(Path(tmp) / "errors.json")}  # fmt: skip
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         guest_root = userspace.board_root(root, midr, Path(tmp) / "root") if midr else root
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
-        env.update(PYTHONPATH=site, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+        env = dict(GUEST_ENV, PYTHONPATH=site)
         regions, _ = run_counted(
-            ["-L", str(guest_root), str(root / userspace.PYTHON), str(GUEST),
-             str(Path(tmp) / "spec.json")],
+            ["-L", str(guest_root), python, guest, str(Path(tmp) / "spec.json")],
             qemu_cpu=qemu_cpu, cache=cache, env=env, caches=caches, arch=arch,
         )  # fmt: skip
         outputs = np.load(spec["outputs"])
