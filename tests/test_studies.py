@@ -168,9 +168,10 @@ def test_ssd_twins_match_the_papers_detectors(tmp_path):
     docs). The smallest converts with its post-processing operator and returns 10 boxes on
     the host runtime, in fp32 and in full integer (that operator left in float); its
     outputs depend on its layers."""
+    from liteconv.compat import keras
     from liteconv.device.graph import list_ops
     from liteconv.device.tensors import output_step
-    from liteconv.emulate.estimate import detection_scores, host_reference
+    from liteconv.emulate.estimate import compare_detector, detection_scores, host_reference
     from liteconv.export.convert import float_ops, to_tflite
     from liteconv.studies.ssd_mobilenet import anchors, ssd_mobilenet
 
@@ -208,16 +209,29 @@ def test_ssd_twins_match_the_papers_detectors(tmp_path):
     assert {op.output_types for op in ops if op.name == "CONV_2D"} == {("int8",)}
     assert [op.name for op in ops].count("DEQUANTIZE") == 2  # boxes and scores
     assert _output_shapes(quantized) == [(1,), (1, 10), (1, 10), (1, 10, 4)]
-    # the emulated run's check compares a detector's scores (sorted, so tied picks agree)
-    # within their input's step: int8 sigmoid's fixed 1/256, none in float
-    path = tmp_path / "ssdlite_int8.tflite"
+    # the emulated run's check compares a detector's class scores (every anchor × class, the
+    # post-processing operator's input) within their step: int8 sigmoid's fixed 1/256, none
+    # in float
+    path, fp32_path = tmp_path / "ssdlite_int8.tflite", tmp_path / "ssdlite_fp32.tflite"
     path.write_bytes(quantized)
+    fp32_path.write_bytes(blob)
     scores_out, scores_in = detection_scores(quantized)
     assert output_step(quantized, index=scores_in) == pytest.approx(1 / 256)
     assert output_step(blob, index=detection_scores(blob)[1]) is None
     reference = host_reference(path, xnnpack=False)
-    assert reference["detail"]["index"] == scores_out and reference["step"] == pytest.approx(
-        1 / 256
-    )
-    assert np.all(np.diff(reference["output"][0]) <= 0)  # descending
+    assert reference["detail"]["index"] == scores_in and reference["step"] == pytest.approx(1 / 256)
+    # in float, that tensor is the Keras model's class scores for the same inputs
+    fp32 = host_reference(fp32_path, xnnpack=False)
+    scores = keras.Model(model.inputs, model.get_layer("scores").output)
+    expected = scores.predict(fp32["inputs"][0], verbose=0).reshape(1, -1)
+    assert fp32["output"].shape == expected.shape == (1, 2034 * 91)
+    np.testing.assert_allclose(fp32["output"], expected, atol=1e-4)
+    # the host's other kernel family passes the check, a run on other inputs does not
+    for file in (fp32_path, path):
+        ref = host_reference(file, xnnpack=False)
+        other_kernels = host_reference(file, xnnpack=True)["output"]
+        other_inputs = host_reference(file, seed=2, xnnpack=False)["output"]
+        passed = compare_detector(other_kernels, ref["output"], ref["control"], ref["step"])
+        failed = compare_detector(other_inputs, ref["output"], ref["control"], ref["step"])
+        assert passed["passed"] and not failed["passed"], (passed, failed)
     assert detection_scores(to_tflite(head, mode="fp32")) is None  # no post-processing op

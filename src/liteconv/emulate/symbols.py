@@ -39,10 +39,23 @@ PARALLEL = re.compile(r"^xnn_compute_|ukernel")
 # What TFLite's builtin kernels run on every thread (ruy's namespace, mangled; the
 # depthwise kernels of optimized_ops and optimized_integer_ops; cpu_backend_gemm's GEMV).
 PARALLEL_BUILTIN = re.compile(r"_ZN3ruy|_ZNK3ruy|DepthwiseConv|depthwise_conv|CustomGemv")
+# What the 32-bit runtime's kernels run on every thread. PyPI's tflite-runtime 2.14 armv7
+# wheel is built without ruy: float GEMMs go through Eigen (at one thread TFLite's CONV_2D
+# takes im2col and Eigen's GEMM, at more its multithreaded Eigen convolution: the same gebp
+# kernel and packing, split over the threads), int8 GEMMs through gemmlowp (its workers
+# split them), depthwise convolutions over the thread pool; the rest (element-wise
+# operators, activations, pooling, the post-processing operator, the interpreter) runs on
+# the calling thread.
+PARALLEL_ARMV7 = re.compile(
+    r"_ZN5Eigen8internal11gebp_kernel|_ZN5Eigen8internal13gemm_pack_|GemmImplUsingEigen"
+    r"|gemmlowp|DepthwiseConv|depthwise_conv|_ZN3ruy|_ZNK3ruy|CustomGemv"
+)
 # pthreadpool's dispatch functions (the public names are aliases of these).
 DISPATCH = re.compile(r"^pthreadpool_parallelize\w*_private_impl$")
 # The library whose symbols name the blocks (the runtime's; its Python wrapper is tiny).
 LIBRARY = "libpywrap_litert_common.so"
+# The 32-bit runtime's library (tflite-runtime's wrapper holds all of TFLite, with symbols).
+LIBRARY_ARMV7 = "_pywrap_tensorflow_interpreter_wrapper.so"
 
 
 def parse_maps(text: str) -> list[tuple[int, int, int, str]]:
@@ -57,20 +70,27 @@ def parse_maps(text: str) -> list[tuple[int, int, int, str]]:
 
 
 def load_segments(path: str | Path) -> list[tuple[int, int, int]]:
-    """``(p_offset, p_vaddr, p_filesz)`` of each PT_LOAD segment of a 64-bit ELF file."""
+    """``(p_offset, p_vaddr, p_filesz)`` of each PT_LOAD segment of a 64- or 32-bit
+    little-endian ELF file (an aarch64 or an armv7 library)."""
     with open(path, "rb") as fh:
         head = fh.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:
-            raise LiteconvError(f"{path}: not a 64-bit ELF file")
-        (phoff,) = struct.unpack_from("<Q", head, 32)
-        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        if head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] != 1:
+            raise LiteconvError(f"{path}: not a little-endian ELF file")
+        wide = head[4] == 2
+        (phoff,) = struct.unpack_from("<Q" if wide else "<I", head, 32 if wide else 28)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54 if wide else 42)
         fh.seek(phoff)
         table = fh.read(phentsize * phnum)
     segments = []
     for i in range(phnum):
-        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
-            "<IIQQQQ", table, i * phentsize
-        )
+        if wide:
+            p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+                "<IIQQQQ", table, i * phentsize
+            )
+        else:
+            p_type, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+                "<IIIII", table, i * phentsize
+            )
         if p_type == 1:  # PT_LOAD
             segments.append((p_offset, p_vaddr, p_filesz))
     return segments
@@ -83,8 +103,8 @@ def functions(path: str | Path, llvm: int) -> tuple[list[int], list[str]]:
     rows = []
     for line in proc.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[1] in "tTwW":
-            rows.append((int(parts[0], 16), parts[2]))
+        if len(parts) == 3 and parts[1] in "tTwW":  # bit 0 set: a Thumb function (armv7)
+            rows.append((int(parts[0], 16) & ~1, parts[2]))
     if not rows:
         raise LiteconvError(f"{path}: no function symbols (llvm-nm-{llvm}: "
                             f"{proc.stderr.strip()[-200:] or 'none'})")  # fmt: skip
@@ -131,15 +151,20 @@ class Symbolizer:
 
 
 def split_blocks(
-    blocks: list[tuple], symbolizer: Symbolizer, xnnpack: bool = True, top: int = 5
+    blocks: list[tuple],
+    symbolizer: Symbolizer,
+    xnnpack: bool = True,
+    top: int = 5,
+    armv7: bool = False,
 ) -> dict:
     """``{"kinds": [...], "serial": {...}, "parallel": {...}, "dispatches": N}``: the
     kind of each block (``"parallel"`` inside XNNPACK's tasks and micro-kernels, else
     ``"serial"``; with ``xnnpack`` False inside the builtin kernels' ``PARALLEL_BUILTIN``),
     the instructions of each kind per invoke, the pthreadpool dispatches per invoke
     (entries to ``pthreadpool_parallelize_*``) and the ``kernels``: the ``top`` functions by
-    instructions per invoke (which micro-kernels the runtime picked for the emulated core)."""
-    parallel = PARALLEL if xnnpack else PARALLEL_BUILTIN
+    instructions per invoke (which micro-kernels the runtime picked for the emulated core).
+    ``armv7``: the 32-bit runtime's kernels (``PARALLEL_ARMV7``; no XNNPACK there)."""
+    parallel = PARALLEL_ARMV7 if armv7 else PARALLEL if xnnpack else PARALLEL_BUILTIN
     kinds, totals, calls = [], {"serial": 0.0, "parallel": 0.0}, 0.0
     by_name: dict[str, float] = {}
     for vaddr, n, runs, _code in blocks:
