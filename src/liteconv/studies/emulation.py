@@ -910,9 +910,10 @@ LIMITS = [
     "That wheel is built without XNNPACK: its builtin kernels (fp32 and int8) stand in for "
     "the XNNPACK armv7 kernels the published figures ran. LLVM has no scheduling model of "
     "an A53 running 32-bit code: there one cycle per instruction (the constant holds the "
-    "mean cycles per instruction), all work split over the threads (the library keeps no "
-    "names to split by), dispatches = the graph's computing operators. The Pi 2's Cortex-A7 "
-    "is a stand-in (ratios only).",
+    "mean cycles per instruction), split over the threads by the library's own symbols "
+    "(Eigen's and gemmlowp's GEMMs and the depthwise convolutions on every thread, the rest "
+    "on one), dispatches = the graph's computing operators. The Pi 2's Cortex-A7 is a "
+    "stand-in (ratios only).",
 ]
 
 
