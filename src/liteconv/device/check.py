@@ -50,6 +50,12 @@ def run_samples(path: Path, images: np.ndarray, runtime: str = "auto") -> tuple[
     return np.stack(outputs), output_step(Path(path).read_bytes(), runtime) or 0.0
 
 
+def max_tolerance(step: float) -> float:
+    """The largest |diff| a correct runtime may show on an output of quantization ``step``
+    (0: float): ``INT_MAX_STEPS`` steps, or ``FLOAT_TOLERANCE``."""
+    return step * INT_MAX_STEPS * 1.0001 if step else FLOAT_TOLERANCE
+
+
 def compare_outputs(outputs: np.ndarray, expected: np.ndarray, step: float) -> dict:
     """This machine's ``outputs`` against the host's ``expected`` (both ``(samples,
     classes)``, dequantized; ``step`` the output quantization step, 0 for float).
@@ -63,7 +69,7 @@ def compare_outputs(outputs: np.ndarray, expected: np.ndarray, step: float) -> d
     0.5 on the host under XNNPACK, 0.996 / 0.004 under the builtin kernels of the same
     runtime), while mass moved in or out of them, or every class shifted, still counts.
     """
-    tol = step * INT_MAX_STEPS * 1.0001 if step else FLOAT_TOLERANCE
+    tol = max_tolerance(step)
     mean_tol = step * INT_MEAN_STEPS * 1.0001 if step else FLOAT_TOLERANCE
     host_top, here_top = expected.argmax(1), outputs.argmax(1)
     rows = np.arange(len(expected))

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from liteconv.device import caches
-from liteconv.device.check import FLOAT_TOLERANCE, INT_MAX_STEPS, compare_outputs
+from liteconv.device.check import compare_outputs, max_tolerance
 from liteconv.device.errors import LiteconvError
 from liteconv.device.files import atomic_write_json, read_json
 from liteconv.device.runtime import invoke, load_interpreter
@@ -307,19 +307,21 @@ def host_reference(path: str | Path, seed: int = 0, xnnpack: bool = True) -> dic
     (XNNPACK's int8 kernels round otherwise)."""
     blob = Path(path).read_bytes()
     scores = detection_scores(blob)
+    interp = load_interpreter(path, num_threads=1, xnnpack=xnnpack)
+    if scores:
+        detail = next(d for d in interp.get_tensor_details() if d["index"] == scores[1])
+    else:
+        detail = interp.get_output_details()[0]
 
-    def run(inputs_seed: int) -> tuple[list, dict, np.ndarray]:
-        interp = load_interpreter(path, num_threads=1, xnnpack=xnnpack)
+    def run(inputs_seed: int) -> tuple[list, np.ndarray]:
         inputs = random_inputs(interp, inputs_seed)
         set_inputs(interp, inputs)
         invoke(interp, str(path))
-        details = interp.get_tensor_details() if scores else interp.get_output_details()
-        detail = next((d for d in details if scores and d["index"] == scores[1]), details[0])
-        return inputs, detail, as_rows(dequantize(interp.get_tensor(detail["index"]), detail))
+        return inputs, as_rows(dequantize(interp.get_tensor(detail["index"]), detail))
 
-    inputs, detail, output = run(seed)
+    inputs, output = run(seed)
     step = output_step(blob, "auto", index=scores[1] if scores else None)
-    control = run(seed + 1)[2] if scores else None
+    control = run(seed + 1)[1] if scores else None
     return {"inputs": inputs, "output": output, "detail": detail, "step": step or 0.0,
             "control": control}  # fmt: skip
 
@@ -364,7 +366,7 @@ def compare_detector(outputs: np.ndarray, expected: np.ndarray, control: np.ndar
     kernels differ by about 10 steps on average (up to 109), r 0.82 / 0.85, where other inputs
     give r 0.36 (needed: 0.68). Returns ``passed``, ``max_abs_diff``, ``tolerance``,
     ``correlation``, ``control_correlation`` and ``needed_correlation``."""
-    tol = step * INT_MAX_STEPS * 1.0001 if step else FLOAT_TOLERANCE
+    tol = max_tolerance(step)
     diff = float(np.abs(outputs.astype(np.float64) - expected).max())
     r, r_control = pearson(outputs, expected), pearson(control, expected)
     needed = (1.0 + r_control) / 2
@@ -373,8 +375,8 @@ def compare_detector(outputs: np.ndarray, expected: np.ndarray, control: np.ndar
             "needed_correlation": round(needed, 4)}  # fmt: skip
 
 
-def _key(path: Path, target: Target, xnnpack: bool = True) -> str:
-    digest = hashlib.sha256(path.read_bytes())
+def _key(blob: bytes, target: Target, xnnpack: bool = True) -> str:
+    digest = hashlib.sha256(blob)
     digest.update(PLUGIN_SOURCE.read_bytes())
     if not xnnpack:  # other kernels, other counts (XNNPACK's keys stay as they were)
         digest.update(b"builtin kernels")
@@ -487,9 +489,13 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
     tools.llvm_tool("llvm-nm", target.llvm)  # names the blocks (``symbols``), both ISAs
     cache = Path(cache)
     paths = [Path(m) for m in models]
-    keys = [_key(p, target, xnnpack) for p in paths]
+    keys, detectors = [], []
+    for path in paths:  # each file read once: its key, and whether it is a detector
+        blob = path.read_bytes()
+        keys.append(_key(blob, target, xnnpack))
+        detectors.append(detection_scores(blob) is not None)
     cached = {}
-    for path, key in zip(paths, keys):
+    for key, detector in zip(keys, detectors):
         file = cache / f"{key}.json"
         if file.is_file():
             entry = read_json(file, "emulation cache entry")
@@ -498,7 +504,7 @@ def estimate_models(models: list[str], target: Target, *, cache: str | Path = st
             # this program's (before 2026-12, a model's second input was never set); so is a
             # detector checked on its sorted top scores (before 2026-12-07), which scarcely
             # depend on the inputs (``detection_scores``)
-            recheck = "correlation" not in check and detection_scores(path.read_bytes())
+            recheck = detector and "correlation" not in check
             if check.get("passed") and not recheck:
                 cached[key] = entry
     todo = [i for i, k in enumerate(keys) if k not in cached]
