@@ -1081,6 +1081,40 @@ def test_thread_count_is_fitted_on_pairs_alone_and_recovered():
     assert all(r["estimated_ratio"] == pytest.approx(r["published_ratio"], rel=1e-3) for r in rows)
 
 
+def test_the_dispatch_cost_pairs_ask_for_is_the_one_that_made_their_ratios():
+    """Made-up 1- vs T-thread pairs whose ratios follow a known dispatch cost: each pair, and
+    all of them together, ask for that cost (the board constant cancels), where their
+    median error is nil and at the estimate's cost is not; a speed-up above what no
+    dispatch cost gives asks for less than none, one below what the grid's end gives for
+    more."""
+    from liteconv.device.targets import Target
+    from liteconv.emulate.estimate import time_ms
+    from liteconv.studies.emulation import sync_asked
+
+    board = Target(name="b", clock_mhz=2000, cycle_scale=3.0)
+    models = [{"estimated_cycles": c, "dispatches": d, "memory": None,
+               "cycle_model": {"parts": {"serial": {"cycles": c * 0.01},
+                                         "parallel": {"cycles": c * 0.99}}}}
+              for c, d in ((6e7, 70), (2e7, 150))]  # fmt: skip
+
+    def pair(model, threads, sync):
+        ratio = (time_ms(board, model, 1)["estimated_ms"]
+                 / time_ms(board, model, threads, sync_cycles=sync)["estimated_ms"])  # fmt: skip
+        return board, model, board, model, threads, ratio
+
+    for truth in (0, 8000, 47_500):
+        pairs = [pair(m, t, truth) for m in models for t in (2, 4)]
+        for one in pairs:
+            assert sync_asked([one], 8.6)["cycles"] == pytest.approx(truth, abs=500)
+        together = sync_asked(pairs, 8.6, sync=8000)
+        assert together["cycles"] == pytest.approx(truth, abs=500) and together["bound"] is None
+        assert together["median_error_asked"] < 0.002
+        assert (together["median_error"] > 0.01) == (truth != 8000)
+    fast = pair(models[0], 4, 0)
+    assert sync_asked([fast[:-1] + (fast[-1] * 1.1,)], 8.6)["bound"] == "below"
+    assert sync_asked([fast[:-1] + (1.0001,)], 8.6)["bound"] == "above"
+
+
 def test_the_shared_l2_fit_finds_the_rate_that_made_the_ratios():
     """Made-up 1- vs T-thread pairs on a board whose L2 is shared, their ratios computed at
     a known rate (5 bytes per cycle): the fit finds it; the board constant cancels."""

@@ -404,6 +404,41 @@ def fit_shared_l2(pairs: list[tuple], sync: float, grid=None) -> tuple[float, li
                   for e, p in zip(fitted, pairs)]  # fmt: skip
 
 
+def sync_asked(pairs: list[tuple], l2: float, sync: float = SYNC_CYCLES, grid=None) -> dict:
+    """The cycles per dispatch and extra thread that published 1- vs T-thread ``pairs`` ask
+    for, each (one-thread target, one-thread counts, T-thread target, T-thread counts, T,
+    published 1T ÷ T), every other term as the estimate has it (the shared L2 at ``l2``):
+    ``{"cycles": the grid value (0 … 200 000) whose ratios fit the published ones best
+    (log-squared error), "bound": None, or "below" where even no dispatch cost estimates
+    too little a speed-up (they ask for less than none), "above" where the grid's end still
+    estimates too much, "median_error": the pairs' median |error| at ``sync`` (the
+    estimate's), "median_error_asked": at the cycles asked}``. Read, not fitted: what a
+    table's runtime and harness pay per dispatch (one pair alone asks for a wide range
+    when its ratio scarcely depends on it: few dispatches, much work)."""
+    grid = np.arange(0, 200_001, 500) if grid is None else grid
+    published = [p[-1] for p in pairs]
+    raw = [[dataclasses.replace(t, cycle_scale=1.0) for t in (p[0], p[2])] for p in pairs]
+
+    def ratios(k):
+        return [time_ms(one_t, p[1], 1, sync_cycles=k, l2_bytes_per_cycle=l2)["estimated_ms"]
+                / time_ms(many_t, p[3], p[4], sync_cycles=k,
+                          l2_bytes_per_cycle=l2)["estimated_ms"]
+                for (one_t, many_t), p in zip(raw, pairs)]  # fmt: skip
+
+    def median_error(values):
+        return round(float(np.median([abs(e / q - 1) for e, q in zip(values, published)])), 4)
+
+    cycles, fitted = _fit_on_grid(ratios, published, grid)
+    off = float(np.mean([math.log(e / q) for e, q in zip(fitted, published)]))
+    bound = None  # at a grid end and still off by more than 0.5 % on average
+    if cycles == grid[0] and off < -0.005:
+        bound = "below"
+    elif cycles == grid[-1] and off > 0.005:
+        bound = "above"
+    return {"cycles": cycles, "bound": bound, "median_error": median_error(ratios(sync)),
+            "median_error_asked": median_error(fitted)}  # fmt: skip
+
+
 CNN_TARGETS = ("raspberry-pi-3", "raspberry-pi-4", "raspberry-pi-5")
 
 
@@ -553,11 +588,16 @@ def held_out_accuracy(tables: list[Table]) -> dict[str, dict]:
     return out
 
 
-def thread_speedups(tables: list[Table]) -> list[dict]:
+def _pair_key(many: Table, row: dict) -> tuple:
+    return many.source, many.board, many.threads, row["model"], row["mode"]
+
+
+def thread_speedups(tables: list[Table], asked: dict | None = None) -> list[dict]:
     """Each board's 1-thread ÷ T-thread time where one source publishes both (same model
     and mode), published against estimated: the thread model and the memory at T threads
     judged on pairs, with no constant (it cancels). The pairs something was fitted or
-    chosen on are marked so (``_speedup_pairs``); every other pair is held out."""
+    chosen on are marked so (``_speedup_pairs``); every other pair is held out. ``asked``:
+    by ``_pair_key``, the dispatch cost each pair asks for (``sync_asked``)."""
     out = []
     for _, many, b, r, role in _speedup_pairs(tables):
         published = b["published_ms"] / r["published_ms"]
@@ -569,7 +609,9 @@ def thread_speedups(tables: list[Table]) -> list[dict]:
                     "error": round(estimated / published - 1, 4), "role": role,
                     # a table measured without XNNPACK: today's builtin kernels' ratio too
                     "builtin_error": None if builtin is None
-                    else round(builtin / published - 1, 4)})  # fmt: skip
+                    else round(builtin / published - 1, 4),
+                    "source": many.source, "runtime": many.runtime,
+                    "sync_asked": (asked or {}).get(_pair_key(many, r))})  # fmt: skip
     return out
 
 
@@ -762,6 +804,19 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                 shared = dram_ms(_board(t, targets), rec.get("memory"), t.threads, t.threads)
                 r["terms"]["memory_shared_ms"] = round(shared, 4)
             r.setdefault("role", "held out")
+    # The dispatch cost each 1- vs T-thread pair, and each source's pairs together, ask for
+    # (read, not fitted).
+    asked, by_source = {}, {}
+    for base_table, many, b, r, _ in _speedup_pairs(tables):
+        rb, rr = counts_of(base_table, b), counts_of(many, r)
+        if rb and rr:
+            pair = (_board(base_table, targets), rb, _board(many, targets), rr, many.threads,
+                    b["published_ms"] / r["published_ms"])  # fmt: skip
+            asked[_pair_key(many, r)] = sync_asked([pair], l2, sync)
+            by_source.setdefault((many.source, many.board, many.runtime), []).append(pair)
+    sync_by_source = [{"source": source, "board": board, "runtime": runtime, "n": len(pairs),
+                       **sync_asked(pairs, l2, sync)}
+                      for (source, board, runtime), pairs in by_source.items()]  # fmt: skip
     # The tables measured without XNNPACK, estimated with today's builtin kernels too (their
     # own thread split, no dispatch term): reported beside the estimate, not used.
     builtin = _estimates([t for t in tables if not measured_with_xnnpack(t)], targets, cache,
@@ -821,7 +876,8 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
                 "machine": machine_info(), "sync_cycles": sync, "sync_cycles_in_code": SYNC_CYCLES,
                 "sync_pairs": sync_rows, "l2_bytes_per_cycle": l2,
                 "l2_bytes_per_cycle_in_code": SHARED_L2_BYTES_PER_CYCLE, "l2_pairs": l2_rows,
-                "thread_speedups": thread_speedups(tables),
+                "thread_speedups": thread_speedups(tables, asked),
+                "sync_by_source": sync_by_source,
                 "constants": constants, "accuracy": accuracy, "cross_board": cross,
                 "tables": judged,
                 "memory_variants": variants, "speedup_variants": speedup_errors,
@@ -995,6 +1051,36 @@ def not_beaten(doc: dict) -> list[dict]:
     return out
 
 
+def _asked_cell(asked: dict | None) -> str:
+    if not asked:
+        return ""
+    if asked["bound"] == "below":
+        return "< 0"
+    if asked["bound"] == "above":
+        return f"> {asked['cycles']:,.0f}".replace(",", " ")
+    return f"{asked['cycles']:,.0f}".replace(",", " ")
+
+
+def _asked_section(doc: dict) -> list[str]:
+    rows = doc.get("sync_by_source") or []
+    if not rows:
+        return []
+    return [
+        "`dispatch cost asked`: the cycles per dispatch and extra thread that would make the "
+        "pair's estimated speed-up the published one, every other term as estimated (read, "
+        f"not fitted; the estimate uses {doc['sync_cycles_in_code']:g}); `< 0`: estimated "
+        "too low a speed-up even with no dispatch cost. One pair alone asks for a wide range "
+        "where its ratio scarcely depends on it (few dispatches, much work), so per source "
+        "and board (their runtimes and harnesses differ) the cost that fits all its pairs "
+        "best, and the pairs' median |error| with the estimate's cost and with that one:", "",
+        format_table(["source", "board", "runtime", "pairs", "asked", "median |error|",
+                      "with the cost asked"],
+                     [[r["source"][:70], r["board"], r["runtime"][:50], r["n"],
+                       _asked_cell(r), _pct(r["median_error"]), _pct(r["median_error_asked"])]
+                      for r in rows], markdown=True), "",
+    ]  # fmt: skip
+
+
 def _markdown(doc: dict) -> str:
     parts = [
         "# Emulated latency against published board figures, held out from the fit", "",
@@ -1040,11 +1126,13 @@ def _markdown(doc: dict) -> str:
         "cancels). `builtin`: the error with today's builtin kernels (their own thread "
         "split, no dispatch term), for the tables measured without XNNPACK.", "",
         format_table(["board", "threads", "model", "mode", "published", "estimated", "error",
-                      "builtin", "role"],
+                      "builtin", "role", "dispatch cost asked"],
                      [[r["board"], r["threads"], r["model"], r["mode"], r["published"],
                        r["estimated"], _pct(r["error"], True),
-                       _pct(r.get("builtin_error"), True), r["role"]]
+                       _pct(r.get("builtin_error"), True), r["role"],
+                       _asked_cell(r.get("sync_asked"))]
                       for r in doc.get("thread_speedups", [])], markdown=True), "",
+        *_asked_section(doc),
         "## Board constants (each fitted on one named table)", "",
         format_table(["target", "fitted on", "constant", "in the YAML"],
                      [[k, v["table"][:100], v["constant"], v["yaml"]]
