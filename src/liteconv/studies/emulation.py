@@ -806,15 +806,18 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             r.setdefault("role", "held out")
     # The dispatch cost each 1- vs T-thread pair, and each source's pairs together, ask for
     # (read, not fitted).
-    asked, by_source = {}, {}
-    for base_table, many, b, r, _ in _speedup_pairs(tables):
+    asked, by_source, roles = {}, {}, {}
+    for base_table, many, b, r, role in _speedup_pairs(tables):
         rb, rr = counts_of(base_table, b), counts_of(many, r)
         if rb and rr:
             pair = (_board(base_table, targets), rb, _board(many, targets), rr, many.threads,
                     b["published_ms"] / r["published_ms"])  # fmt: skip
             asked[_pair_key(many, r)] = sync_asked([pair], l2, sync)
-            by_source.setdefault((many.source, many.board, many.runtime), []).append(pair)
+            key = many.source, many.board, many.runtime
+            by_source.setdefault(key, []).append(pair)
+            roles.setdefault(key, set()).add(role)
     sync_by_source = [{"source": source, "board": board, "runtime": runtime, "n": len(pairs),
+                       "roles": sorted(roles[(source, board, runtime)]),
                        **sync_asked(pairs, l2, sync)}
                       for (source, board, runtime), pairs in by_source.items()]  # fmt: skip
     # The tables measured without XNNPACK, estimated with today's builtin kernels too (their
@@ -1073,10 +1076,11 @@ def _asked_section(doc: dict) -> list[str]:
         "where its ratio scarcely depends on it (few dispatches, much work), so per source "
         "and board (their runtimes and harnesses differ) the cost that fits all its pairs "
         "best, and the pairs' median |error| with the estimate's cost and with that one:", "",
-        format_table(["source", "board", "runtime", "pairs", "asked", "median |error|",
-                      "with the cost asked"],
+        format_table(["source", "board", "runtime", "pairs", "role", "asked",
+                      "median |error|", "with the cost asked"],
                      [[r["source"][:70], r["board"], r["runtime"][:50], r["n"],
-                       _asked_cell(r), _pct(r["median_error"]), _pct(r["median_error_asked"])]
+                       ", ".join(r.get("roles", [])), _asked_cell(r), _pct(r["median_error"]),
+                       _pct(r["median_error_asked"])]
                       for r in rows], markdown=True), "",
     ]  # fmt: skip
 
