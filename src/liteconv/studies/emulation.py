@@ -386,6 +386,17 @@ def fit_sync(pairs: list[tuple[dict, float]], target, grid=None) -> tuple[float,
                   for e, (_, p) in zip(fitted, pairs)]  # fmt: skip
 
 
+def _speedup(
+    one_target, one: dict, many_target, many: dict, threads: int, sync: float, l2: float
+) -> float:
+    """Estimated 1-thread ÷ ``threads``-thread time of one model's counts (``one`` on
+    ``one_target``, ``many`` on ``many_target``) at ``sync`` cycles per dispatch and ``l2``
+    bytes per cycle of shared L2."""
+    return (time_ms(one_target, one, 1, sync_cycles=sync, l2_bytes_per_cycle=l2)["estimated_ms"]
+            / time_ms(many_target, many, threads, sync_cycles=sync,
+                      l2_bytes_per_cycle=l2)["estimated_ms"])  # fmt: skip
+
+
 def fit_shared_l2(pairs: list[tuple], sync: float, grid=None) -> tuple[float, list[dict]]:
     """Bytes per cycle of a shared L2 that best fit published 1-thread ÷ T-thread ratios:
     ``pairs`` of (target, one-thread counts, T-thread counts, T, published ratio). Log-
@@ -395,8 +406,7 @@ def fit_shared_l2(pairs: list[tuple], sync: float, grid=None) -> tuple[float, li
     raw = [dataclasses.replace(p[0], cycle_scale=1.0) for p in pairs]
 
     def ratios(rate):
-        return [time_ms(t, one, 1, sync_cycles=sync, l2_bytes_per_cycle=rate)["estimated_ms"]
-                / time_ms(t, many, n, sync_cycles=sync, l2_bytes_per_cycle=rate)["estimated_ms"]
+        return [_speedup(t, one, t, many, n, sync, rate)
                 for t, (_, one, many, n, _) in zip(raw, pairs)]  # fmt: skip
 
     best, fitted = _fit_on_grid(ratios, [p[-1] for p in pairs], grid)
@@ -420,9 +430,7 @@ def sync_asked(pairs: list[tuple], l2: float, sync: float = SYNC_CYCLES, grid=No
     raw = [[dataclasses.replace(t, cycle_scale=1.0) for t in (p[0], p[2])] for p in pairs]
 
     def ratios(k):
-        return [time_ms(one_t, p[1], 1, sync_cycles=k, l2_bytes_per_cycle=l2)["estimated_ms"]
-                / time_ms(many_t, p[3], p[4], sync_cycles=k,
-                          l2_bytes_per_cycle=l2)["estimated_ms"]
+        return [_speedup(one_t, p[1], many_t, p[3], p[4], k, l2)
                 for (one_t, many_t), p in zip(raw, pairs)]  # fmt: skip
 
     def median_error(values):
@@ -806,20 +814,18 @@ def emulation_study(out: str | Path, *, published: str | Path = PUBLISHED_CSV,
             r.setdefault("role", "held out")
     # The dispatch cost each 1- vs T-thread pair, and each source's pairs together, ask for
     # (read, not fitted).
-    asked, by_source, roles = {}, {}, {}
+    asked, by_source = {}, {}
     for base_table, many, b, r, role in _speedup_pairs(tables):
         rb, rr = counts_of(base_table, b), counts_of(many, r)
         if rb and rr:
             pair = (_board(base_table, targets), rb, _board(many, targets), rr, many.threads,
                     b["published_ms"] / r["published_ms"])  # fmt: skip
             asked[_pair_key(many, r)] = sync_asked([pair], l2, sync)
-            key = many.source, many.board, many.runtime
-            by_source.setdefault(key, []).append(pair)
-            roles.setdefault(key, set()).add(role)
-    sync_by_source = [{"source": source, "board": board, "runtime": runtime, "n": len(pairs),
-                       "roles": sorted(roles[(source, board, runtime)]),
-                       **sync_asked(pairs, l2, sync)}
-                      for (source, board, runtime), pairs in by_source.items()]  # fmt: skip
+            by_source.setdefault((many.source, many.board, many.runtime), []).append((pair, role))
+    sync_by_source = [{"source": source, "board": board, "runtime": runtime, "n": len(found),
+                       "roles": sorted({role for _, role in found}),
+                       **sync_asked([pair for pair, _ in found], l2, sync)}
+                      for (source, board, runtime), found in by_source.items()]  # fmt: skip
     # The tables measured without XNNPACK, estimated with today's builtin kernels too (their
     # own thread split, no dispatch term): reported beside the estimate, not used.
     builtin = _estimates([t for t in tables if not measured_with_xnnpack(t)], targets, cache,
